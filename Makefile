@@ -1,0 +1,45 @@
+# OpenStack++ — every target installs what it needs (apt, venv, daemons, test guest), idempotently.
+SHELL := /bin/bash
+VENV  := $(CURDIR)/.venv
+PY    := $(VENV)/bin/python
+STATE := $(CURDIR)/.state
+GUEST := $(STATE)/guest
+export CLOUDLET_HOME ?= $(STATE)/cloudlet
+export CLOUDLET_GUEST_DIR := $(GUEST)
+
+.PHONY: all host venv guest demo test bench stack stack-down clean
+
+all: test
+
+host:
+	@./scripts/setup-host.sh
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: setup.py requirements.txt requirements-test.txt requirements-openstack.txt constraints.txt
+	@test -x $(PY) || python3 -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip
+	@$(PY) -m pip install -q -c constraints.txt -r requirements.txt -r requirements-test.txt \
+	    -r requirements-openstack.txt -e .
+	@touch $@
+
+guest: host $(GUEST)/disk.raw
+$(GUEST)/disk.raw: tests/guest/build.sh tests/guest/init.sh
+	@./tests/guest/build.sh $(GUEST)
+
+demo: host venv guest
+	@$(PY) scripts/demo.py
+
+test: host venv guest
+	@$(PY) -m pytest -q tests
+
+bench: host venv guest
+	@$(PY) bench/run.py
+
+stack: host venv guest
+	@$(PY) stack/stack.py up
+
+stack-down:
+	@test -x $(PY) && $(PY) stack/stack.py down || true
+
+clean: stack-down
+	rm -rf $(STATE)

@@ -1,0 +1,126 @@
+"""Apply stage: records -> the customized VM's memory image and disk, verified.
+
+Memory slots are collected, then spliced into the skeleton (a slot no record names
+keeps its default: the base page at the same guest address, or zeros). Disk chunks are
+written, in offset order and coalesced, through NBD into the qcow2 over the base disk,
+then read back for the content hash.
+"""
+
+import hashlib
+import mmap
+
+from cloudlet_compute import records
+from cloudlet_compute.delta import content_sha256
+from cloudlet_compute.errors import FormatError, IntegrityError
+
+CHUNK_SIZE = 4096
+ZERO_CHUNK = bytes(CHUNK_SIZE)
+MAX_WRITE = 4 << 20
+
+
+class Rebuild:
+    """Collects the records of one overlay against ``base`` and produces the VM state."""
+
+    def __init__(self, base, meta):
+        self.base, self.meta = base, meta
+        self.skeleton = None
+        self.slots = {}
+        self.disk = {}
+        self.disk_chunks = base.disk_size // CHUNK_SIZE
+        self._base_file = open(base.memory_path, "rb")
+        self._base_mem = mmap.mmap(self._base_file.fileno(), 0, prot=mmap.PROT_READ)
+        self._disk_file = open(base.disk_path, "rb")
+
+    def close(self):
+        """Release the base images."""
+        self._base_mem.close()
+        self._base_file.close()
+        self._disk_file.close()
+
+    def _source_bytes(self, source, value, where):
+        if source in (records.SOURCE_RAW, records.SOURCE_SELF):
+            return bytes(value)
+        if source == records.SOURCE_ZERO:
+            return ZERO_CHUNK
+        if source == records.SOURCE_BASE_MEM:
+            if value + CHUNK_SIZE > self.base.memory_size:
+                raise FormatError("%s refers to base memory offset %d, beyond the %d-byte image"
+                                  % (where, value, self.base.memory_size))
+            return self._base_mem[value:value + CHUNK_SIZE]
+        if value % 512 or value + CHUNK_SIZE > self.base.disk_size:
+            raise FormatError("%s refers to base disk offset %d, unaligned or beyond the "
+                              "%d-byte disk" % (where, value, self.base.disk_size))
+        self._disk_file.seek(value)
+        return self._disk_file.read(CHUNK_SIZE)
+
+    def apply_blob(self, name, plain):
+        """Take in every record of one blob's plaintext; return how many there were."""
+        count = 0
+        slots = self.skeleton.slots
+        for target, index, source, value in records.iter_records(plain):
+            count += 1
+            where = "%s record %d" % (name, count)
+            data = self._source_bytes(source, value, where)
+            if target == records.TARGET_MEMORY:
+                if index >= slots or index in self.slots:
+                    raise FormatError("%s targets memory slot %d: beyond %d slots or repeated"
+                                      % (where, index, slots))
+                self.slots[index] = data
+            else:
+                if index >= self.disk_chunks or index in self.disk:
+                    raise FormatError("%s targets disk chunk %d: beyond %d chunks or repeated"
+                                      % (where, index, self.disk_chunks))
+                self.disk[index] = data
+        return count
+
+    def memory_image(self):
+        """Return the rebuilt memory image, after checking its SHA-256."""
+        skel, base_mem = self.skeleton, self._base_mem
+        data = memoryview(skel.data)
+        pieces, prev = [], 0
+        for slot, (position, default) in enumerate(zip(skel.positions, skel.defaults)):
+            pieces.append(data[prev:position])
+            page = self.slots.get(slot)
+            if page is None:
+                page = base_mem[default:default + CHUNK_SIZE] if default >= 0 else ZERO_CHUNK
+            pieces.append(page)
+            prev = position
+        pieces.append(data[prev:])
+        image = b"".join(pieces)
+        expected = self.meta["memory"]["image_sha256"]
+        if len(image) != self.meta["memory"]["image_size"] or \
+                hashlib.sha256(image).hexdigest() != expected:
+            raise IntegrityError("rebuilt memory image does not match the overlay's hash %s"
+                                 % expected)
+        return image
+
+    def write_disk(self, nbd):
+        """Write the disk chunks through ``nbd``, read them back, check the content hash."""
+        digests = bytearray(self.base.disk_digests())
+        for start, run in _runs(self.disk):
+            nbd.write(start * CHUNK_SIZE, b"".join(run))
+        nbd.flush()
+        sha = hashlib.sha256
+        for start, run in _runs(self.disk):
+            back = nbd.read(start * CHUNK_SIZE, len(run) * CHUNK_SIZE)
+            for i in range(len(run)):
+                digests[32 * (start + i):32 * (start + i + 1)] = \
+                    sha(back[i * CHUNK_SIZE:(i + 1) * CHUNK_SIZE]).digest()
+        expected = self.meta["disk"]["content_sha256"]
+        if content_sha256(bytes(digests)) != expected:
+            raise IntegrityError("rebuilt disk does not match the overlay's content hash %s"
+                                 % expected)
+
+
+def _runs(chunks):
+    """Yield ``(first index, [bytes...])`` for runs of consecutive chunk indexes."""
+    run, start = [], None
+    for index in sorted(chunks):
+        if run and (index != start + len(run) or len(run) * CHUNK_SIZE >= MAX_WRITE):
+            yield start, run
+            run = []
+        if not run:
+            start = index
+        run.append(chunks[index])
+    if run:
+        yield start, run

@@ -1,0 +1,202 @@
+"""The ``cloudlet`` command: base VMs, resume, VM overlays and VM synthesis on libvirt."""
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+from cloudlet_compute import __version__, bases, codecs, domains, instances, overlay, synthesis
+from cloudlet_compute.errors import CloudletError
+from cloudlet_compute.progress import Progress
+
+LOG = logging.getLogger("cloudlet")
+
+
+def _progress(label, total, unit="B"):
+    return Progress(label, total, unit)
+
+
+def _store(args):
+    return bases.BaseStore(args.home)
+
+
+def _human(n):
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return "%d %s" % (n, unit) if unit == "B" else "%.1f %s" % (n, unit)
+        n /= 1024.0
+    return str(n)
+
+
+def cmd_base_create(args):
+    store = _store(args)
+    base = store.create_from_domain(domains.connect(args.connect), args.domain, args.name,
+                                    _progress("hashing disk", None))
+    print(base.id)
+
+
+def cmd_base_list(args):
+    rows = [b.summary() for b in _store(args).list()]
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return
+    print("%-64s  %-20s  %10s  %10s" % ("ID", "NAME", "DISK", "MEMORY"))
+    for row in rows:
+        print("%-64s  %-20s  %10s  %10s" % (row["id"], row["name"], _human(row["disk_size"]),
+                                            _human(row["memory_size"])))
+
+
+def cmd_base_export(args):
+    store = _store(args)
+    base = store.get(args.base)
+    progress = _progress("exporting", base.disk_size + base.memory_size)
+    store.export(args.base, args.file, progress)
+    progress.finish()
+    print(args.file)
+
+
+def cmd_base_import(args):
+    base = _store(args).import_package(args.file, args.name, _progress("importing", None))
+    print(base.id)
+
+
+def cmd_base_delete(args):
+    base = _store(args).delete(args.base, domains.connect(args.connect))
+    print("deleted base VM %s (%s)" % (base.id, base.name))
+
+
+def cmd_resume(args):
+    instance = instances.resume(domains.connect(args.connect), _store(args), args.base, args.name)
+    print(instance.name)
+
+
+def cmd_overlay_create(args):
+    meta, timings = overlay.create(domains.connect(args.connect), _store(args), args.domain,
+                                   os.path.abspath(args.output), codecs.codec_id(args.codec),
+                                   args.level, _progress)
+    if args.json:
+        print(json.dumps({"overlay": args.output, "size": os.path.getsize(args.output),
+                          "sources": meta["sources"], "timings": timings}, indent=1))
+    else:
+        print("%s: %s, %d blobs, %d memory + %d disk chunks changed, captured in %.1f s"
+              % (args.output, _human(os.path.getsize(args.output)), len(meta["blobs"]),
+                 meta["memory"]["changed"], meta["disk"]["changed"], timings["downtime"]))
+
+
+def cmd_overlay_info(args):
+    meta, size = overlay.info(args.overlay, _store(args).tmp_dir)
+    summary = {
+        "overlay": args.overlay, "size": size, "format_version": meta["version"],
+        "base_vm_sha256": meta["base_vm_sha256"], "codec": meta.get("codec"),
+        "memory_image_size": meta["memory"]["image_size"],
+        "memory_image_sha256": meta["memory"]["image_sha256"],
+        "disk_size": meta["disk"]["size"], "disk_content_sha256": meta["disk"]["content_sha256"],
+        "blobs": len(meta["blobs"]),
+        "memory_chunks": sum(b["memory_chunks"] for b in meta["blobs"]),
+        "disk_chunks": sum(b["disk_chunks"] for b in meta["blobs"]),
+        "chunks_by_source": meta.get("sources", {}),
+    }
+    if args.json:
+        print(json.dumps(summary, indent=1))
+        return
+    for key, value in summary.items():
+        print("%-22s %s" % (key, value))
+
+
+def cmd_synthesis(args):
+    timings = synthesis.synthesize(domains.connect(args.connect), _store(args), args.overlay,
+                                   args.name, _progress)
+    if args.json:
+        print(json.dumps({"domain": args.name, "timings": timings}, indent=1))
+    else:
+        print("%s running (synthesized in %.2f s)" % (args.name, timings["total"]))
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="cloudlet", description="OpenStack++ cloudlet tool: base VMs, VM overlays and VM "
+        "synthesis on libvirt. State lives in $CLOUDLET_HOME (default ~/.cloudlet).")
+    parser.add_argument("--version", action="version", version="cloudlet %s" % __version__)
+    parser.add_argument("--home", help="state directory (default: $CLOUDLET_HOME or ~/.cloudlet)")
+    parser.add_argument("-c", "--connect", help="libvirt URI (default qemu:///system)")
+    parser.add_argument("--debug", action="store_true", help="log what happens")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    base = sub.add_parser("base", help="manage base VMs").add_subparsers(
+        dest="base_command", required=True, metavar="ACTION")
+    p = base.add_parser("create", help="snapshot a running domain into a base VM",
+                        description="Snapshot running domain DOMAIN (one file-backed raw or "
+                        "qcow2 disk) into a base VM: its memory is saved and its disk copied "
+                        "as raw while it is paused; then it is restored and KEEPS RUNNING. "
+                        "Prints the base id (sha256 of the disk content).")
+    p.add_argument("domain")
+    p.add_argument("--name", required=True, help="name of the base VM")
+    p.set_defaults(func=cmd_base_create)
+    p = base.add_parser("list", help="list base VMs")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_base_list)
+    p = base.add_parser("export", help="write a base VM as a package zip")
+    p.add_argument("base", help="base id, id prefix or name")
+    p.add_argument("file")
+    p.set_defaults(func=cmd_base_export)
+    p = base.add_parser("import", help="register a base package after checking its hashes")
+    p.add_argument("file")
+    p.add_argument("--name", help="name to register it under (default: the package's)")
+    p.set_defaults(func=cmd_base_import)
+    p = base.add_parser("delete", help="remove a base VM no domain uses")
+    p.add_argument("base")
+    p.set_defaults(func=cmd_base_delete)
+
+    p = sub.add_parser("resume", help="start a new domain from a base VM (memory restored)")
+    p.add_argument("base", help="base id, id prefix or name")
+    p.add_argument("--name", required=True, help="name of the new domain")
+    p.set_defaults(func=cmd_resume)
+
+    ov = sub.add_parser("overlay", help="create or inspect VM overlays").add_subparsers(
+        dest="overlay_command", required=True, metavar="ACTION")
+    p = ov.add_parser("create", help="build the overlay of a domain resumed from a base",
+                      description="Build the VM overlay of running domain DOMAIN against its "
+                      "base VM. The domain is paused while its state is captured, then keeps "
+                      "running.")
+    p.add_argument("domain")
+    p.add_argument("-o", "--output", required=True, help="overlay zip to write")
+    p.add_argument("--codec", default=codecs.NAMES[codecs.DEFAULT_CODEC],
+                   choices=sorted(codecs.IDS), help="blob compression (default %(default)s)")
+    p.add_argument("--level", type=int, help="compression level (codec default if omitted)")
+    p.add_argument("--json", action="store_true", help="print sizes and timings as JSON")
+    p.set_defaults(func=cmd_overlay_create)
+    p = ov.add_parser("info", help="describe an overlay (path or URL)")
+    p.add_argument("overlay")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_overlay_info)
+
+    p = sub.add_parser("synthesis", help="rebuild and start a VM from base + overlay",
+                       description="Fetch OVERLAY (path or http(s) URL), check it against the "
+                       "local base VM, rebuild memory and disk, verify both hashes, and start "
+                       "domain NAME with its own UUID, disk and sockets.")
+    p.add_argument("overlay")
+    p.add_argument("--name", required=True, help="name of the new domain")
+    p.add_argument("--json", action="store_true", help="print the domain and phase timings")
+    p.set_defaults(func=cmd_synthesis)
+    return parser
+
+
+def main(argv=None):
+    """Entry point of ``cloudlet``; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        args.func(args)
+    except CloudletError as exc:
+        print("cloudlet: error: %s" % exc, file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("cloudlet: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""libvirt operations the engine needs: look up, save, restore, destroy domains."""
+
+import contextlib
+import logging
+import os
+
+import libvirt
+
+from cloudlet_compute.errors import ConflictError, HypervisorError, NotFoundError
+
+LOG = logging.getLogger(__name__)
+DEFAULT_URI = "qemu:///system"
+
+
+def _quiet(_ctx, _err):
+    """Keep libvirt from printing errors to stderr; we raise them instead."""
+
+
+libvirt.registerErrorHandler(_quiet, None)
+
+
+def connect(uri=None):
+    """Open a libvirt connection (``$LIBVIRT_DEFAULT_URI`` or qemu:///system)."""
+    uri = uri or os.environ.get("LIBVIRT_DEFAULT_URI") or DEFAULT_URI
+    try:
+        return libvirt.open(uri)
+    except libvirt.libvirtError as exc:
+        raise HypervisorError("cannot connect to libvirt at %s: %s"
+                              % (uri, exc.get_error_message())) from None
+
+
+def lookup(conn, name):
+    """Return the domain called ``name``; raise ``NotFoundError`` if there is none."""
+    try:
+        return conn.lookupByName(name)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            raise NotFoundError("no libvirt domain named %r" % name) from None
+        raise HypervisorError("libvirt lookup of %r failed: %s"
+                              % (name, exc.get_error_message())) from None
+
+
+def ensure_free(conn, name):
+    """Raise ``ConflictError`` if a domain called ``name`` exists."""
+    try:
+        conn.lookupByName(name)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            return
+        raise HypervisorError("libvirt lookup of %r failed: %s"
+                              % (name, exc.get_error_message())) from None
+    raise ConflictError("a domain named %r already exists" % name)
+
+
+def save(dom, path):
+    """Save ``dom``'s memory to ``path``; the domain stops running."""
+    try:
+        dom.save(path)
+    except libvirt.libvirtError as exc:
+        raise HypervisorError("saving domain %s failed: %s"
+                              % (dom.name(), exc.get_error_message())) from None
+
+
+def restore(conn, path, xml=None):
+    """Start a domain from the save image at ``path`` (running)."""
+    try:
+        conn.restoreFlags(path, xml, libvirt.VIR_DOMAIN_SAVE_RUNNING)
+    except libvirt.libvirtError as exc:
+        raise HypervisorError("restoring %s failed: %s" % (path, exc.get_error_message())) from None
+
+
+def destroy(conn, name):
+    """Stop and forget the domain ``name`` if it exists (best effort, for cleanups)."""
+    with contextlib.suppress(libvirt.libvirtError):
+        dom = conn.lookupByName(name)
+        with contextlib.suppress(libvirt.libvirtError):
+            dom.destroy()
+        with contextlib.suppress(libvirt.libvirtError):
+            dom.undefine()

@@ -1,0 +1,83 @@
+"""Domain XML edits: give a domain from a save image a new identity and host paths."""
+
+import os
+import uuid
+import xml.etree.ElementTree as ET
+
+from cloudlet_compute.errors import ConflictError, FormatError
+
+NS = "https://openstackpp.org/xmlns/cloudlet/1"
+ET.register_namespace("cloudlet", NS)
+CHARDEVS = ("serial", "console", "channel", "parallel")
+
+
+def _parse(xml):
+    try:
+        return ET.fromstring(xml)
+    except ET.ParseError as exc:
+        raise FormatError("domain XML does not parse: %s" % exc) from None
+
+
+def file_disk(xml):
+    """Return ``(path, format)`` of the domain's one file-backed disk.
+
+    Raise ``ConflictError`` if there is not exactly one (cdroms and floppies aside).
+    """
+    disks = [d for d in _parse(xml).iter("disk") if d.get("device", "disk") == "disk"]
+    if len(disks) != 1 or disks[0].get("type") != "file" or disks[0].find("source") is None:
+        raise ConflictError("the domain must have exactly one file-backed disk (it has %d disks)"
+                            % len(disks))
+    driver = disks[0].find("driver")
+    fmt = driver.get("type", "raw") if driver is not None else "raw"
+    return disks[0].find("source").get("file"), fmt
+
+
+def base_id_of(xml):
+    """Return the base VM id recorded in a domain's metadata, or None."""
+    node = _parse(xml).find("metadata/{%s}instance" % NS)
+    return node.get("base") if node is not None else None
+
+
+def for_instance(xml, name, disk_path, workdir, base_id, domain_uuid=None):
+    """Return ``xml`` renamed to ``name`` with a new UUID, ``disk_path`` as its qcow2 disk,
+    every character-device path moved into ``workdir``, and ``base_id`` in its metadata."""
+    root = _parse(xml)
+    root.find("name").text = name
+    uuid_node = root.find("uuid")
+    if uuid_node is None:
+        uuid_node = ET.SubElement(root, "uuid")
+    uuid_node.text = domain_uuid or str(uuid.uuid4())
+    for sysinfo_uuid in root.iter("entry"):
+        if sysinfo_uuid.get("name") == "uuid":
+            sysinfo_uuid.text = uuid_node.text
+
+    disks = [d for d in root.iter("disk") if d.get("device", "disk") == "disk"]
+    if len(disks) != 1:
+        raise ConflictError("the base domain must have exactly one disk, it has %d" % len(disks))
+    disk = disks[0]
+    disk.set("type", "file")
+    for child in list(disk):
+        if child.tag in ("source", "backingStore", "driver"):
+            disk.remove(child)
+    driver = ET.Element("driver", name="qemu", type="qcow2")
+    source = ET.Element("source", file=disk_path)
+    disk.insert(0, source)
+    disk.insert(0, driver)
+
+    devices = root.find("devices")
+    for dev in devices:
+        if dev.tag not in CHARDEVS:
+            continue
+        for node in dev.iter():
+            for attr in ("path", "file"):
+                if node.tag in ("source", "log") and node.get(attr):
+                    node.set(attr, os.path.join(workdir, os.path.basename(node.get(attr))))
+
+    metadata = root.find("metadata")
+    if metadata is None:
+        metadata = ET.Element("metadata")
+        root.insert(3, metadata)
+    for old in metadata.findall("{%s}instance" % NS):
+        metadata.remove(old)
+    ET.SubElement(metadata, "{%s}instance" % NS, base=base_id)
+    return ET.tostring(root, encoding="unicode")

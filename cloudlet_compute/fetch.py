@@ -1,0 +1,203 @@
+"""Fetch stage: random and streaming reads of an overlay from a path or an http(s) URL.
+
+Over HTTP the reader asks for byte ranges (``Range: bytes=...``): the tail of the package
+first (meta and zip directory), then one streamed range over all blobs. A server that
+ignores ranges gets one plain GET, streamed into a private temporary file.
+"""
+
+import logging
+import os
+import tempfile
+import urllib.parse
+
+import requests
+
+from cloudlet_compute.errors import FetchError, NotFoundError
+
+LOG = logging.getLogger(__name__)
+STREAM_PIECE = 1 << 20
+TIMEOUT = (10, 60)   # connect, read (seconds)
+
+
+class FileSource:
+    """A local file read by offset."""
+
+    def __init__(self, path):
+        self.location = path
+        try:
+            self._file = open(path, "rb")
+        except FileNotFoundError:
+            raise NotFoundError("overlay file %s does not exist" % path) from None
+        except OSError as exc:
+            raise FetchError("cannot open %s: %s" % (path, exc.strerror)) from exc
+        self.size = os.fstat(self._file.fileno()).st_size
+
+    def read(self, start, length):
+        """Return exactly ``length`` bytes at ``start``."""
+        data = os.pread(self._file.fileno(), length, start)
+        if len(data) != length:
+            raise FetchError("%s: expected %d bytes at offset %d, got %d"
+                             % (self.location, length, start, len(data)))
+        return data
+
+    def stream(self, start, length):
+        """Yield the bytes of ``[start, start+length)`` in pieces."""
+        pos, end = start, start + length
+        while pos < end:
+            piece = self.read(pos, min(STREAM_PIECE, end - pos))
+            pos += len(piece)
+            yield piece
+
+    def close(self):
+        self._file.close()
+
+
+class HttpSource:
+    """An http(s) URL read with Range requests."""
+
+    def __init__(self, url, tail_hint):
+        self.location = url
+        self._session = requests.Session()
+        self.size = None
+        self.tail = self._get_tail(tail_hint)
+
+    def _request(self, headers, stream=False):
+        try:
+            resp = self._session.get(self.location, headers=headers, stream=stream,
+                                     timeout=TIMEOUT)
+        except requests.RequestException as exc:
+            raise FetchError("cannot fetch %s: %s" % (self.location, _reason(exc))) from exc
+        if resp.status_code == 404:
+            raise NotFoundError("overlay URL %s: HTTP 404 Not Found" % self.location)
+        if resp.status_code not in (200, 206):
+            raise FetchError("overlay URL %s: HTTP %d %s"
+                             % (self.location, resp.status_code, resp.reason))
+        return resp
+
+    def _get_tail(self, length):
+        resp = self._request({"Range": "bytes=-%d" % length})
+        if resp.status_code == 200:
+            raise _NoRanges(resp)
+        total = _content_range_total(resp, self.location)
+        self.size = total
+        data = _read_body(resp, self.location, min(length, total))
+        return total - len(data), data
+
+    def read(self, start, length):
+        """Return exactly ``length`` bytes at ``start`` (from the cached tail if there)."""
+        tail_start, tail = self.tail
+        if start >= tail_start:
+            piece = tail[start - tail_start:start - tail_start + length]
+            if len(piece) == length:
+                return piece
+        return b"".join(self.stream(start, length))
+
+    def stream(self, start, length):
+        """Yield the bytes of ``[start, start+length)`` from one streamed Range request."""
+        if length == 0:
+            return
+        resp = self._request({"Range": "bytes=%d-%d" % (start, start + length - 1)}, stream=True)
+        if resp.status_code != 206:
+            resp.close()
+            raise FetchError("overlay URL %s stopped honouring Range requests" % self.location)
+        got = 0
+        try:
+            for piece in resp.iter_content(STREAM_PIECE):
+                got += len(piece)
+                if got > length:
+                    raise FetchError("%s sent more than the %d bytes asked for"
+                                     % (self.location, length))
+                yield piece
+        except (requests.RequestException, OSError) as exc:
+            raise FetchError("connection to %s broke after %d of %d bytes: %s"
+                             % (self.location, got, length, _reason(exc))) from exc
+        finally:
+            resp.close()
+        if got != length:
+            raise FetchError("connection to %s closed after %d of %d bytes"
+                             % (self.location, got, length))
+
+    def close(self):
+        self._session.close()
+
+
+class _NoRanges(Exception):
+    """The server answered a Range request with the whole body."""
+
+    def __init__(self, response):
+        super().__init__("no Range support")
+        self.response = response
+
+
+def _reason(exc):
+    text = str(exc.__context__ or exc) if isinstance(exc, requests.ConnectionError) else str(exc)
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _content_range_total(resp, url):
+    value = resp.headers.get("Content-Range", "")
+    unit, _, rest = value.partition(" ")
+    total = rest.rpartition("/")[2]
+    if unit != "bytes" or not total.isdigit():
+        raise FetchError("%s: bad Content-Range header %r" % (url, value))
+    return int(total)
+
+
+def _read_body(resp, url, expected):
+    try:
+        data = resp.content
+    except (requests.RequestException, OSError) as exc:
+        raise FetchError("connection to %s broke: %s" % (url, _reason(exc))) from exc
+    if len(data) != expected:
+        raise FetchError("connection to %s closed after %d of %d bytes" % (url, len(data), expected))
+    return data
+
+
+def _download(resp, url, workdir, progress):
+    """Stream a full-body response into a temporary file in ``workdir``; return its path."""
+    expected = resp.headers.get("Content-Length")
+    expected = int(expected) if expected and expected.isdigit() else None
+    fd, path = tempfile.mkstemp(prefix=".overlay-", dir=workdir)
+    got = 0
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for piece in resp.iter_content(STREAM_PIECE):
+                out.write(piece)
+                got += len(piece)
+                progress.update(len(piece))
+        if expected is not None and got != expected:
+            raise FetchError("connection to %s closed after %d of %d bytes" % (url, got, expected))
+        return path
+    except (requests.RequestException, OSError) as exc:
+        os.unlink(path)
+        raise FetchError("connection to %s broke after %d bytes: %s"
+                         % (url, got, _reason(exc))) from exc
+    except BaseException:
+        os.unlink(path)
+        raise
+    finally:
+        resp.close()
+
+
+def open_source(location, workdir, progress, tail_hint=64 << 10):
+    """Open ``location`` (a path, ``file://`` or ``http(s)://`` URL) for reading.
+
+    Returns ``(source, temp_path)``; ``temp_path`` is a file the caller must delete
+    (a full download from a server without Range support) or None.
+    """
+    parsed = urllib.parse.urlsplit(location)
+    if parsed.scheme in ("http", "https"):
+        if not parsed.hostname:
+            raise FetchError("overlay URL %r has no host" % location)
+        try:
+            return HttpSource(location, tail_hint), None
+        except _NoRanges as no_ranges:
+            LOG.info("%s ignores Range requests; downloading it whole", location)
+            path = _download(no_ranges.response, location, workdir, progress)
+            return FileSource(path), path
+    if parsed.scheme == "file":
+        return FileSource(urllib.parse.unquote(parsed.path)), None
+    if parsed.scheme and len(parsed.scheme) > 1:
+        raise FetchError("overlay location %r: scheme %r is not supported (use a path, "
+                         "file://, http:// or https://)" % (location, parsed.scheme))
+    return FileSource(location), None

@@ -1,0 +1,68 @@
+"""VM overlay creation and inspection: capture -> delta -> dedup -> pack."""
+
+import logging
+import os
+import shutil
+import time
+
+from cloudlet_compute import capture, codecs, dedup, delta, pack
+from cloudlet_compute import __version__, meta as metamod
+from cloudlet_compute.fetch import open_source
+from cloudlet_compute.package import Package
+from cloudlet_compute.progress import NullProgress
+
+LOG = logging.getLogger(__name__)
+
+
+def create(conn, store, domain_name, out_path, codec=codecs.DEFAULT_CODEC, level=None,
+           progress_factory=NullProgress):
+    """Build the overlay of running domain ``domain_name`` at ``out_path``.
+
+    The domain keeps running (it is paused while its state is captured). Returns
+    ``(meta, timings)``; timings are seconds per phase.
+    """
+    timings = {}
+    work = store.scratch("overlay-")
+    try:
+        t0 = time.monotonic()
+        cap = capture.capture(conn, domain_name, work)
+        base = store.get(cap.base_id)
+        t1 = time.monotonic()
+        timings["capture"], timings["downtime"] = t1 - t0, cap.downtime
+        mem = delta.memory_delta(cap.memory_path, base)
+        disk = delta.disk_delta(cap.disk_path, base)
+        t2 = time.monotonic()
+        timings["delta"] = t2 - t1
+        chunks = dedup.dedup(mem.changed, disk.changed, base)
+        t3 = time.monotonic()
+        timings["dedup"] = t3 - t2
+        fields = {
+            "format": metamod.FORMAT, "version": metamod.FORMAT_VERSION,
+            "base_vm_sha256": base.id, "base_memory_sha256": base.memory_sha256,
+            "chunk_size": metamod.CHUNK_SIZE, "created_by": "openstackpp %s" % __version__,
+            "memory": {"image_size": mem.skeleton.image_size, "image_sha256": mem.image_sha256,
+                       "slots": mem.skeleton.slots, "changed": len(mem.changed)},
+            "disk": {"size": base.disk_size, "content_sha256": disk.content_sha256,
+                     "changed": len(disk.changed)},
+        }
+        progress = progress_factory("packing", None, "blobs")
+        meta = pack.write_package(out_path, chunks, mem.skeleton, fields, codec, level, progress)
+        progress.finish()
+        timings["pack"] = time.monotonic() - t3
+        timings["total"] = time.monotonic() - t0
+        LOG.info("overlay of %s written to %s in %.2f s", domain_name, out_path, timings["total"])
+        return meta, timings
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def info(location, workdir):
+    """Return the meta of the overlay at ``location`` (path or URL) and its size."""
+    source, temp = open_source(location, workdir, NullProgress())
+    try:
+        package = Package(source)
+        return package.meta, source.size
+    finally:
+        source.close()
+        if temp:
+            os.unlink(temp)

@@ -1,0 +1,120 @@
+"""Overlay records: the plaintext inside a blob (format: ``doc/overlay-format.md``).
+
+A blob's plaintext is a sequence of records, each a 9-byte header then a payload::
+
+    u8  kind      high nibble = target (0x1 memory slot, 0x2 disk chunk)
+                  low nibble  = source (see SOURCE_* below)
+    u64 target    memory: slot index in the skeleton; disk: chunk index (offset / 4096)
+    payload       RAW: 4096 bytes | ZERO: none | BASE_MEM, BASE_DISK: u64 byte offset
+                  in the base memory image / base disk | SELF: u32 offset, in this
+                  blob's plaintext, of the payload of an earlier RAW record
+
+All integers are little-endian. A SELF record always points inside its own blob, so every
+blob can be decoded on its own, in any order.
+"""
+
+import struct
+
+from cloudlet_compute.errors import FormatError
+
+CHUNK_SIZE = 4096
+
+TARGET_MEMORY = 0x10
+TARGET_DISK = 0x20
+TARGETS = (TARGET_MEMORY, TARGET_DISK)
+
+SOURCE_RAW = 0
+SOURCE_ZERO = 1
+SOURCE_BASE_MEM = 2
+SOURCE_BASE_DISK = 3
+SOURCE_SELF = 4
+SOURCE_NAMES = {SOURCE_RAW: "raw", SOURCE_ZERO: "zero", SOURCE_BASE_MEM: "base_memory",
+                SOURCE_BASE_DISK: "base_disk", SOURCE_SELF: "self"}
+
+HEADER = struct.Struct("<BQ")
+U64 = struct.Struct("<Q")
+U32 = struct.Struct("<I")
+
+
+class BlobBuilder:
+    """Accumulates records for one blob; knows where each literal payload landed."""
+
+    def __init__(self):
+        self.data = bytearray()
+        self.records = 0
+
+    def __len__(self):
+        return len(self.data)
+
+    def add_raw(self, target, index, payload):
+        """Append a literal chunk; return the offset of its payload (for SELF records)."""
+        if len(payload) != CHUNK_SIZE:
+            raise ValueError("a raw chunk is %d bytes, not %d" % (CHUNK_SIZE, len(payload)))
+        self.data += HEADER.pack(target | SOURCE_RAW, index)
+        offset = len(self.data)
+        self.data += payload
+        self.records += 1
+        return offset
+
+    def add_zero(self, target, index):
+        """Append a chunk of zeros."""
+        self.data += HEADER.pack(target | SOURCE_ZERO, index)
+        self.records += 1
+
+    def add_base(self, target, index, source, base_offset):
+        """Append a chunk copied from the base memory image or base disk at ``base_offset``."""
+        if source not in (SOURCE_BASE_MEM, SOURCE_BASE_DISK):
+            raise ValueError("not a base source: %r" % source)
+        self.data += HEADER.pack(target | source, index) + U64.pack(base_offset)
+        self.records += 1
+
+    def add_self(self, target, index, payload_offset):
+        """Append a repeat of the literal whose payload is at ``payload_offset``."""
+        self.data += HEADER.pack(target | SOURCE_SELF, index) + U32.pack(payload_offset)
+        self.records += 1
+
+
+def iter_records(plain):
+    """Yield ``(target, index, source, value)`` for each record of a blob's plaintext.
+
+    ``value`` is a memoryview of the 4096 chunk bytes for RAW and SELF, the base offset
+    for BASE_MEM and BASE_DISK, and None for ZERO. Structure is checked here (lengths,
+    kinds, SELF pointing at an earlier literal); ranges of targets and base offsets are
+    checked by the stage that knows the images.
+    """
+    view = memoryview(plain)
+    literals = set()
+    pos, end = 0, len(view)
+    while pos < end:
+        if end - pos < HEADER.size:
+            raise FormatError("record header truncated: expected %d bytes at offset %d, got %d"
+                              % (HEADER.size, pos, end - pos))
+        kind, index = HEADER.unpack_from(view, pos)
+        target, source = kind & 0xF0, kind & 0x0F
+        if target not in TARGETS or source not in SOURCE_NAMES:
+            raise FormatError("unknown record kind 0x%02x at offset %d" % (kind, pos))
+        pos += HEADER.size
+        if source == SOURCE_RAW:
+            if end - pos < CHUNK_SIZE:
+                raise FormatError("raw record truncated: expected %d bytes at offset %d, got %d"
+                                  % (CHUNK_SIZE, pos, end - pos))
+            literals.add(pos)
+            value = view[pos:pos + CHUNK_SIZE]
+            pos += CHUNK_SIZE
+        elif source == SOURCE_ZERO:
+            value = None
+        elif source == SOURCE_SELF:
+            if end - pos < U32.size:
+                raise FormatError("self record truncated at offset %d" % pos)
+            (ref,) = U32.unpack_from(view, pos)
+            if ref not in literals:
+                raise FormatError("self record at offset %d points at %d, which is not an "
+                                  "earlier literal of this blob" % (pos - HEADER.size, ref))
+            value = view[ref:ref + CHUNK_SIZE]
+            pos += U32.size
+        else:
+            if end - pos < U64.size:
+                raise FormatError("base record truncated at offset %d" % pos)
+            (value,) = U64.unpack_from(view, pos)
+            pos += U64.size
+        yield target, index, source, value

@@ -1,0 +1,150 @@
+"""VM synthesis: fetch -> unpack -> decompress -> apply -> restore.
+
+Fetching and decompression run in a producer thread while the main thread applies
+records, so network, codec and bookkeeping overlap. Nothing is left behind on failure:
+the instance directory, the qemu-nbd server, the temporary download and any domain are
+removed before the error propagates.
+"""
+
+import hashlib
+import logging
+import os
+import queue
+import threading
+import time
+
+from cloudlet_compute import codecs, domains, instances, meta as metamod, saveimage
+from cloudlet_compute.apply import Rebuild
+from cloudlet_compute.errors import ConflictError, FormatError, IntegrityError, NotFoundError
+from cloudlet_compute.fetch import open_source
+from cloudlet_compute.nbd import NBDServer
+from cloudlet_compute.package import Package
+from cloudlet_compute.progress import NullProgress
+from cloudlet_compute.skeleton import Skeleton
+
+LOG = logging.getLogger(__name__)
+_DONE = object()
+
+
+def _check_stored(name, stored, size, sha256):
+    if len(stored) != size or hashlib.sha256(stored).hexdigest() != sha256:
+        raise IntegrityError("overlay member %s fails its size or sha256 check" % name)
+
+
+def _produce(package, out, progress, stop):
+    """Stream, verify and decompress the skeleton and every blob into ``out``."""
+    meta = package.meta
+    expected = {metamod.MEMBER_SKELETON: (meta["memory"]["skeleton_size"],
+                                          meta["memory"]["skeleton_raw_size"],
+                                          meta["memory"]["skeleton_sha256"])}
+    for blob in meta["blobs"]:
+        expected[blob["member"]] = (blob["size"], blob["raw_size"], blob["sha256"])
+    try:
+        for name, stored in package.stream_members(list(expected)):
+            if stop.is_set():
+                return
+            size, raw_size, sha256 = expected[name]
+            _check_stored(name, stored, size, sha256)
+            plain = codecs.decompress(stored, raw_size)
+            if len(plain) != raw_size:
+                raise FormatError("overlay member %s holds %d bytes, its meta says %d"
+                                  % (name, len(plain), raw_size))
+            progress.update(len(stored))
+            out.put((name, plain))
+        out.put(_DONE)
+    except BaseException as exc:  # handed to the consumer, which re-raises it
+        out.put(exc)
+
+
+def _consume(package, base, rebuild, progress):
+    out, stop = queue.Queue(maxsize=4), threading.Event()
+    producer = threading.Thread(target=_produce, args=(package, out, progress, stop), daemon=True)
+    producer.start()
+    blobs = {b["member"]: b for b in package.meta["blobs"]}
+    try:
+        while True:
+            item = out.get()
+            if item is _DONE:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            name, plain = item
+            if name == metamod.MEMBER_SKELETON:
+                rebuild.skeleton = Skeleton.decode(plain, base.memory_size)
+                if rebuild.skeleton.slots != package.meta["memory"]["slots"]:
+                    raise FormatError("skeleton has %d slots, the meta says %d"
+                                      % (rebuild.skeleton.slots, package.meta["memory"]["slots"]))
+            elif rebuild.skeleton is None:
+                raise FormatError("blob %s comes before the memory skeleton" % name)
+            elif rebuild.apply_blob(name, plain) != blobs[name]["records"]:
+                raise FormatError("blob %s holds another number of records than its meta says"
+                                  % name)
+    finally:
+        stop.set()
+        while producer.is_alive():
+            try:
+                out.get(timeout=0.1)
+            except queue.Empty:
+                pass
+        producer.join()
+
+
+def synthesize(conn, store, location, name, progress_factory=NullProgress):
+    """Rebuild and start domain ``name`` from the overlay at ``location``; return timings."""
+    t0 = time.monotonic()
+    timings = {}
+    domains.ensure_free(conn, name)
+    instance = instances.InstanceDir(store.home, name)
+    if os.path.exists(instance.path):
+        raise ConflictError("instance directory %s already exists" % instance.path)
+    fetch_progress = progress_factory("fetching", None)
+    source, temp = open_source(location, store.tmp_dir, fetch_progress)
+    created = False
+    try:
+        package = Package(source)
+        meta = package.meta
+        try:
+            base = store.get(meta["base_vm_sha256"])
+        except NotFoundError:
+            raise NotFoundError("overlay needs base VM %s, which is not registered here; "
+                                "import it first" % meta["base_vm_sha256"]) from None
+        metamod.check_against_base(meta, base)
+        fetch_progress.total = sum(b["size"] for b in meta["blobs"]) + \
+            meta["memory"]["skeleton_size"]
+        timings["meta"] = time.monotonic() - t0
+        instance.create(base)
+        created = True
+        rebuild = Rebuild(base, meta)
+        try:
+            _consume(package, base, rebuild, fetch_progress)
+            fetch_progress.finish()
+            timings["fetch_apply"] = time.monotonic() - t0 - timings["meta"]
+            t1 = time.monotonic()
+            with NBDServer(instance.disk_path, "qcow2",
+                           os.path.join(instance.path, "nbd.sock")) as server:
+                client = server.connect()
+                try:
+                    rebuild.write_disk(client)
+                finally:
+                    client.close()
+            timings["disk"] = time.monotonic() - t1
+            t2 = time.monotonic()
+            image = rebuild.memory_image()
+            timings["memory"] = time.monotonic() - t2
+        finally:
+            rebuild.close()
+        t3 = time.monotonic()
+        header = saveimage.SaveHeader.parse(image)
+        instances.start(conn, instance, base, header, [memoryview(image)[header.stream_offset:]])
+        timings["restore"] = time.monotonic() - t3
+    except BaseException:
+        if created:
+            instance.discard()
+        raise
+    finally:
+        source.close()
+        if temp:
+            os.unlink(temp)
+    timings["total"] = time.monotonic() - t0
+    LOG.info("synthesized %s from %s in %.2f s", name, location, timings["total"])
+    return timings

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Prepare this machine for OpenStack++: Debian packages, /dev/kvm permissions, libvirt daemons.
+# Idempotent: installs only what is missing and starts only what is not running.
+set -euo pipefail
+
+PACKAGES=(libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils libvirt-dev pkg-config
+          busybox-static cpio kmod e2fsprogs xz-utils zstd curl)
+PACKAGES+=(${EXTRA_PACKAGES:-})
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup-host: installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Without udev /dev/kvm is root-only, and libvirt then re-probes QEMU on every call (4-8 s each).
+if [ -e /dev/kvm ]; then
+  chgrp kvm /dev/kvm 2>/dev/null || true
+  chmod 0660 /dev/kvm 2>/dev/null || true
+fi
+
+# No systemd here: start the daemons directly when they are not running.
+pgrep -x virtlogd >/dev/null || virtlogd -d
+pgrep -x libvirtd >/dev/null || libvirtd -d
+for _ in $(seq 1 50); do
+  virsh -c qemu:///system version >/dev/null 2>&1 && exit 0
+  sleep 0.2
+done
+echo "setup-host: libvirtd does not answer on qemu:///system" >&2
+exit 1
