@@ -109,8 +109,8 @@ class HttpSource:
                                      % (self.location, length))
                 yield piece
         except (requests.RequestException, OSError) as exc:
-            raise FetchError("connection to %s broke after %d of %d bytes: %s"
-                             % (self.location, got, length, _reason(exc))) from exc
+            raise FetchError("connection to %s closed after %d of %d bytes (%s)"
+                             % (self.location, got, length, type(exc).__name__)) from exc
         finally:
             resp.close()
         if got != length:
@@ -170,8 +170,8 @@ def _download(resp, url, workdir, progress):
         return path
     except (requests.RequestException, OSError) as exc:
         os.unlink(path)
-        raise FetchError("connection to %s broke after %d bytes: %s"
-                         % (url, got, _reason(exc))) from exc
+        raise FetchError("connection to %s closed after %d bytes (%s)"
+                         % (url, got, type(exc).__name__)) from exc
     except BaseException:
         os.unlink(path)
         raise

@@ -8,7 +8,8 @@ vmdesc) stays opaque bytes. Layout (all integers big-endian)::
     0x01 u32 section_id  u8 len "ram"  u32 instance  u32 version=4
          u64 total_ram | MEM_SIZE  { u8 len idstr  u64 length }*  u64 EOS   [0x7e u32 id]
     ( 0x02 | 0x03 ) u32 section_id  page-record* u64 EOS  [0x7e u32 id]     (PART ... END)
-    device sections, EOF, vmdesc ...                (opaque)
+    device sections                                 (opaque)
+    0x00 EOF  0x06 u32 len JSON-vmdesc              (checked: a truncated tail is an error)
 
     page-record = u64 (ram_offset | flags)  [u8 len idstr unless CONTINUE]
                   ZERO: u8 fill  |  PAGE: 4096 bytes
@@ -27,6 +28,7 @@ SUPPORTED_VERSIONS = (3,)
 PAGE_SIZE = 4096
 
 SECTION_START, SECTION_PART, SECTION_END = 0x01, 0x02, 0x03
+SECTION_EOF, SECTION_VMDESC = 0x00, 0x06
 SECTION_FOOTER = 0x7E
 
 FLAG_ZERO = 0x02
@@ -181,4 +183,20 @@ def parse(buf, start):
                                   "(compression, xbzrle or RDMA)" % (flags, pos - 8))
         pos = _skip_footer(buf, pos, section_id)
         if kind == SECTION_END:
+            _check_end(buf, pos)
             return RamLayout(blocks, payload_offsets, page_keys, pos)
+
+
+def _check_end(buf, ram_end):
+    """Check that the stream ends as QEMU (x86 machines) ends it: EOF, then the JSON vmdesc.
+
+    The device state between the RAM section and the end is opaque, so this is how a
+    truncated tail is caught.
+    """
+    size = len(buf)
+    start = buf.rfind(b'{"page_size"', ram_end)
+    if start >= ram_end + 6 and buf[start - 6] == SECTION_EOF and \
+            buf[start - 5] == SECTION_VMDESC and BE32.unpack_from(buf, start - 4)[0] == size - start:
+        return
+    raise FormatError("migration stream does not end with QEMU's end-of-file marker and device "
+                      "description: the image is truncated or damaged")

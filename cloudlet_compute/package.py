@@ -179,7 +179,8 @@ def _find_eocd(source):
     tail = source.read(tail_start, tail_len)
     pos = tail.rfind(struct.pack("<I", EOCD_SIG))
     if pos < 0 or len(tail) - pos < EOCD.size:
-        raise FormatError("%s is not a zip package (no end-of-central-directory record)"
+        raise FormatError("%s is not a zip package, or is truncated (no end-of-central-directory "
+                          "record)"
                           % source.location)
     return tail_start + pos, EOCD.unpack_from(tail, pos)
 

@@ -1,0 +1,89 @@
+"""A small HTTP file server with Range support, for tests and benchmarks.
+
+Python's ``http.server`` ignores ``Range``; overlays are read by range. Faults can be
+injected: ``no_ranges`` (answer 200 with the whole body), ``cut_after`` (close the
+connection after that many body bytes of every response).
+"""
+
+import http.server
+import os
+import re
+import threading
+
+RANGE = re.compile(r"bytes=(\d*)-(\d*)\Z")
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def do_HEAD(self):
+        self._serve(head=True)
+
+    def do_GET(self):
+        self._serve(head=False)
+
+    def _serve(self, head):
+        server = self.server
+        path = os.path.join(server.root, self.path.lstrip("/").split("?")[0])
+        if not os.path.isfile(path):
+            self.send_error(404)
+            return
+        size = os.path.getsize(path)
+        start, end, status = 0, size - 1, 200
+        match = RANGE.match(self.headers.get("Range", ""))
+        if match and not server.no_ranges:
+            first, last = match.groups()
+            if first:
+                start, end = int(first), min(int(last), size - 1) if last else size - 1
+            else:
+                start, end = max(0, size - int(last)), size - 1
+            status = 206
+        length = end - start + 1
+        self.send_response(status)
+        self.send_header("Content-Length", str(length))
+        self.send_header("Accept-Ranges", "none" if server.no_ranges else "bytes")
+        if status == 206:
+            self.send_header("Content-Range", "bytes %d-%d/%d" % (start, end, size))
+        self.end_headers()
+        if head:
+            return
+        server.requests.append((self.command, self.headers.get("Range")))
+        limit = server.cut_after if server.cut_after is not None else length
+        with open(path, "rb") as f:
+            f.seek(start)
+            sent = 0
+            while sent < min(length, limit):
+                piece = f.read(min(1 << 16, min(length, limit) - sent))
+                self.wfile.write(piece)
+                sent += len(piece)
+        if sent < length:
+            self.close_connection = True
+            self.wfile.flush()
+            self.connection.shutdown(2)
+
+
+class FileServer(http.server.ThreadingHTTPServer):
+    """Serves ``root`` on 127.0.0.1 (ephemeral port) in a thread; a context manager."""
+
+    daemon_threads = True
+
+    def __init__(self, root, no_ranges=False, cut_after=None):
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.root, self.no_ranges, self.cut_after = root, no_ranges, cut_after
+        self.requests = []
+        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+
+    def url(self, name):
+        """The URL of file ``name`` under ``root``."""
+        return "http://127.0.0.1:%d/%s" % (self.server_address[1], name)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.shutdown()
+        self.server_close()

@@ -1,0 +1,129 @@
+"""The cloudlet story on real libvirt, told through the ``cloudlet`` CLI.
+
+boot the tiny guest -> ``base create`` -> ``resume`` -> customize inside the guest ->
+``overlay create`` -> ``synthesis`` -> read the guest's state back. Used by the tests, by
+``make demo`` and by ``make bench``, so all three exercise the same path.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+
+from tests.guest import guest
+
+CLI = [sys.executable, "-m", "cloudlet_compute.cli"]
+
+# What "customize" does inside the guest: a shell variable, 16 MiB of random data in
+# tmpfs, a 4 MiB file on disk and a copy of it in tmpfs.
+CUSTOMIZE = ("STORY_VAR={token}; head -c 16777216 /dev/urandom > /run/rand; "
+             "head -c 4194304 /dev/urandom > /mnt/file4m; cp /mnt/file4m /run/copy; sync")
+OBSERVE = ("echo var=$STORY_VAR; echo rand=$(md5sum < /run/rand); "
+           "echo file=$(md5sum < /mnt/file4m); echo copy=$(md5sum < /run/copy); "
+           "echo tick=$(cat /run/tick); echo uptime=$(cut -d' ' -f1 /proc/uptime)")
+
+
+class CliError(Exception):
+    """A ``cloudlet`` command failed; ``rc`` and ``stderr`` say how."""
+
+    def __init__(self, args, rc, stderr):
+        self.rc, self.stderr = rc, stderr
+        super().__init__("cloudlet %s -> %d: %s" % (" ".join(args), rc, stderr.strip()))
+
+
+def cloudlet(home, *args, check=True):
+    """Run ``cloudlet ARGS`` with ``CLOUDLET_HOME=home``; return the CompletedProcess."""
+    env = dict(os.environ, CLOUDLET_HOME=str(home))
+    proc = subprocess.run(CLI + [str(a) for a in args], capture_output=True, text=True,
+                          env=env, cwd=guest.REPO_DIR)
+    if check and proc.returncode:
+        raise CliError([str(a) for a in args], proc.returncode, proc.stderr)
+    return proc
+
+
+def make_dir(path):
+    """Create ``path`` (and parents) searchable by the QEMU user."""
+    os.makedirs(path, exist_ok=True)
+    os.chmod(path, 0o755)
+    return path
+
+
+def parse_observation(text):
+    """Turn OBSERVE's output into a dict."""
+    return dict(line.split("=", 1) for line in text.strip().splitlines() if "=" in line)
+
+
+class Story:
+    """One run of the story under ``root`` with domain names starting with ``prefix``."""
+
+    def __init__(self, conn, root, prefix=None):
+        self.conn = conn
+        self.root = make_dir(os.path.abspath(root))
+        self.home = make_dir(os.path.join(self.root, "home"))
+        self.prefix = prefix or "cl-%s" % uuid.uuid4().hex[:6]
+        self.domains = []
+
+    def name(self, role):
+        """The domain name for ``role`` in this run."""
+        return "%s-%s" % (self.prefix, role)
+
+    def channel(self, domain, home=None):
+        """A ready command channel to a domain made by ``cloudlet`` (resume/synthesis)."""
+        sock = os.path.join(home or self.home, "instances", domain, guest.CMD_SOCK)
+        chan = guest.GuestChannel(unix_path=sock)
+        chan.wait_ready(60)
+        return chan
+
+    def boot_source(self):
+        """Boot the plain guest from a qcow2 over the guest's disk; return its domain name."""
+        name = self.name("src")
+        workdir = make_dir(os.path.join(self.root, "src"))
+        disk = os.path.join(workdir, "disk.qcow2")
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b",
+                        str(guest.GUEST_DIR / "disk.raw"), disk], check=True)
+        self.domains.append(name)
+        _dom, chan = guest.boot(self.conn, name, workdir, disk, "qcow2")
+        chan.close()
+        return name
+
+    def create_base(self, source, name="tiny-base"):
+        """``cloudlet base create``; return the base id."""
+        return cloudlet(self.home, "base", "create", source, "--name", name).stdout.strip()
+
+    def resume(self, base, role="cust"):
+        """``cloudlet resume``; return the new domain's name."""
+        name = self.name(role)
+        self.domains.append(name)
+        cloudlet(self.home, "resume", base, "--name", name)
+        return name
+
+    def customize(self, domain):
+        """Change memory and disk inside ``domain``; return what the guest then reports."""
+        with self.channel(domain) as chan:
+            chan.run(CUSTOMIZE.format(token=uuid.uuid4().hex), timeout=120)
+            return parse_observation(chan.run(OBSERVE))
+
+    def observe(self, domain, home=None):
+        """Return what ``domain``'s guest reports (see OBSERVE)."""
+        with self.channel(domain, home) as chan:
+            return parse_observation(chan.run(OBSERVE))
+
+    def create_overlay(self, domain, path, *extra):
+        """``cloudlet overlay create --json``; return its JSON."""
+        return json.loads(cloudlet(self.home, "overlay", "create", domain, "-o", path,
+                                   "--json", *extra).stdout)
+
+    def synthesize(self, location, role="syn", home=None):
+        """``cloudlet synthesis --json``; return ``(domain name, JSON)``."""
+        name = self.name(role)
+        self.domains.append(name)
+        out = cloudlet(home or self.home, "synthesis", location, "--name", name, "--json")
+        return name, json.loads(out.stdout)
+
+    def cleanup(self):
+        """Destroy every domain this run made and remove its directory."""
+        for name in self.domains:
+            guest.destroy(self.conn, name)
+        shutil.rmtree(self.root, ignore_errors=True)
