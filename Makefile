@@ -16,10 +16,13 @@ host:
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: setup.py requirements.txt requirements-test.txt requirements-openstack.txt constraints.txt
+	@mkdir -p $(STATE)
 	@test -x $(PY) || python3 -m venv $(VENV)
-	@$(PY) -m pip install -q --upgrade pip
-	@$(PY) -m pip install -q -c constraints.txt -r requirements.txt -r requirements-test.txt \
-	    -r requirements-openstack.txt -e .
+	@echo "venv: installing Python packages (log: $(STATE)/venv.log)"
+	@( $(PY) -m pip install -q --upgrade pip && \
+	   $(PY) -m pip install -q -c constraints.txt -r requirements.txt -r requirements-test.txt \
+	       -r requirements-openstack.txt -e . ) > $(STATE)/venv.log 2>&1 \
+	   || { tail -20 $(STATE)/venv.log; exit 1; }
 	@touch $@
 
 guest: host $(GUEST)/disk.raw
