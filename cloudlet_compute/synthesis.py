@@ -56,6 +56,20 @@ def _produce(package, out, progress, stop):
         out.put(exc)
 
 
+def read_overlay(package, base, progress):
+    """Fetch, check, decompress and take in every record of ``package`` against ``base``.
+
+    Returns the ``Rebuild`` holding the skeleton and the chunks (caller closes it).
+    """
+    rebuild = Rebuild(base, package.meta)
+    try:
+        _consume(package, base, rebuild, progress)
+    except BaseException:
+        rebuild.close()
+        raise
+    return rebuild
+
+
 def _consume(package, base, rebuild, progress):
     out, stop = queue.Queue(maxsize=4), threading.Event()
     producer = threading.Thread(target=_produce, args=(package, out, progress, stop), daemon=True)
@@ -114,9 +128,8 @@ def synthesize(conn, store, location, name, progress_factory=NullProgress):
         timings["meta"] = time.monotonic() - t0
         instance.create(base)
         created = True
-        rebuild = Rebuild(base, meta)
+        rebuild = read_overlay(package, base, fetch_progress)
         try:
-            _consume(package, base, rebuild, fetch_progress)
             fetch_progress.finish()
             timings["fetch_apply"] = time.monotonic() - t0 - timings["meta"]
             t1 = time.monotonic()

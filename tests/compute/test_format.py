@@ -1,0 +1,170 @@
+"""The overlay format without libvirt: golden file, codecs, records, meta, and fuzzing.
+
+A synthetic base VM and customization (``tests/support/synthetic.py``) exercise every
+record source. ``golden/overlay-v1.zip`` freezes format version 1: today's writer must
+produce it byte for byte, and today's reader must rebuild the customized VM from it.
+"""
+
+import os
+import random
+import shutil
+import zipfile
+
+import msgpack
+import pytest
+
+from cloudlet_compute import codecs, meta as metamod, records
+from cloudlet_compute.errors import CloudletError, FormatError
+from cloudlet_compute.fetch import FileSource
+from cloudlet_compute.package import Package
+from cloudlet_compute.progress import NullProgress
+from cloudlet_compute.synthesis import read_overlay
+from tests.support import synthetic
+
+GOLDEN = os.path.join(os.path.dirname(__file__), "golden", "overlay-v1.zip")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synthetic")
+    work = root / "work"
+    work.mkdir()
+    base = synthetic.make_base(synthetic.store_at(str(root / "home")), str(work))
+    out = str(root / "overlay.zip")
+    meta, image, disk = synthetic.make_overlay(base, str(work), out)
+    return base, out, meta, image, disk
+
+
+def rebuild(path, base):
+    source = FileSource(path)
+    try:
+        package = Package(source)
+        metamod.check_against_base(package.meta, base)
+        result = read_overlay(package, base, NullProgress())
+        try:
+            return result.memory_image(), dict(result.disk), package.meta
+        finally:
+            result.close()
+    finally:
+        source.close()
+
+
+def test_every_record_source_is_used(world):
+    _base, _out, meta, _image, _disk = world
+    assert all(count > 0 for count in meta["sources"].values()), meta["sources"]
+
+
+def test_writer_reproduces_the_golden_file(world):
+    with open(world[1], "rb") as new, open(GOLDEN, "rb") as golden:
+        assert new.read() == golden.read(), "format v1 changed: bump the version, add a golden"
+
+
+def test_golden_file_rebuilds_the_customized_vm(world):
+    base, _out, _meta, image, disk = world
+    got_image, got_disk, meta = rebuild(GOLDEN, base)
+    assert meta["version"] == 1
+    assert got_image == image
+    assert got_disk == disk
+
+
+@pytest.mark.parametrize("codec", sorted(codecs.NAMES))
+@pytest.mark.parametrize("data", [b"", b"x", bytes(10000), os.urandom(70000)])
+def test_codec_round_trip(codec, data):
+    stored = codecs.compress(data, codec)
+    assert stored[0] == codec
+    assert codecs.decompress(stored, len(data)) == data
+    if data:
+        with pytest.raises(FormatError):
+            codecs.decompress(stored, len(data) - 1)
+
+
+def test_unknown_codec_id_is_rejected():
+    with pytest.raises(FormatError, match="unknown codec id 9"):
+        codecs.decompress(b"\x09abc", 10)
+
+
+def test_records_round_trip():
+    builder = records.BlobBuilder()
+    chunk = os.urandom(records.CHUNK_SIZE)
+    at = builder.add_raw(records.TARGET_MEMORY, 5, chunk)
+    builder.add_zero(records.TARGET_DISK, 7)
+    builder.add_base(records.TARGET_DISK, 8, records.SOURCE_BASE_MEM, 4096 * 3)
+    builder.add_self(records.TARGET_DISK, 9, at)
+    got = [(t, i, s, bytes(v) if isinstance(v, memoryview) else v)
+           for t, i, s, v in records.iter_records(bytes(builder.data))]
+    assert got == [(records.TARGET_MEMORY, 5, records.SOURCE_RAW, chunk),
+                   (records.TARGET_DISK, 7, records.SOURCE_ZERO, None),
+                   (records.TARGET_DISK, 8, records.SOURCE_BASE_MEM, 4096 * 3),
+                   (records.TARGET_DISK, 9, records.SOURCE_SELF, chunk)]
+
+
+@pytest.mark.parametrize("plain, message", [
+    (b"\x10" + bytes(8) + b"short", "raw record truncated"),
+    (b"\x30" + bytes(8), "unknown record kind"),
+    (b"\x14" + bytes(8) + b"\x09\x00\x00\x00", "not an earlier literal"),
+    (b"\x12" + bytes(3), "record header truncated"),
+])
+def test_bad_records(plain, message):
+    with pytest.raises(FormatError, match=message):
+        list(records.iter_records(plain))
+
+
+def good_meta(world):
+    with zipfile.ZipFile(world[1]) as zf:
+        return msgpack.unpackb(zf.read("overlay-meta"))
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda m: m.pop("disk"), "disk is missing"),
+    (lambda m: m.update(version=2), "version 2 is not supported"),
+    (lambda m: m.update(format="other"), "not an OpenStack"),
+    (lambda m: m["blobs"][0].update(member="../x"), "expected 'blob-00000'"),
+    (lambda m: m["memory"].update(image_size=-1), "negative"),
+    (lambda m: m["memory"].update(image_sha256="zz"), "not a sha256"),
+    (lambda m: m["blobs"][0].update(raw_size=1 << 40), "more than"),
+    (lambda m: m.update(chunk_size=True), "chunk_size is missing or not a int"),
+])
+def test_meta_checks(world, change, message):
+    meta = good_meta(world)
+    change(meta)
+    with pytest.raises(FormatError, match=message):
+        metamod.decode(msgpack.packb(meta))
+
+
+def mutate(data, rnd):
+    data = bytearray(data)
+    kind = rnd.randrange(4)
+    if kind == 0:
+        for _ in range(rnd.randint(1, 4)):
+            data[rnd.randrange(len(data))] ^= 1 << rnd.randrange(8)
+    elif kind == 1:
+        del data[rnd.randrange(len(data)):]
+    elif kind == 2:
+        pos = rnd.randrange(len(data))
+        data[pos:pos] = os.urandom(rnd.randint(1, 64))
+    else:
+        pos = rnd.randrange(len(data))
+        del data[pos:pos + rnd.randint(1, 64)]
+    return bytes(data)
+
+
+def test_fuzz_mutated_overlays_fail_cleanly(world, tmp_path):
+    """Every mutation is either harmless or a CloudletError: never a crash, never a wrong VM."""
+    base, _out, _meta, image, disk = world
+    with open(GOLDEN, "rb") as f:
+        golden = f.read()
+    rnd = random.Random(2026)
+    outcomes = {"rejected": 0, "accepted": 0}
+    for i in range(300):
+        path = tmp_path / ("m%d.zip" % i)
+        path.write_bytes(mutate(golden, rnd))
+        try:
+            got_image, got_disk, _ = rebuild(str(path), base)
+        except CloudletError:
+            outcomes["rejected"] += 1
+        else:
+            outcomes["accepted"] += 1
+            assert got_image == image and got_disk == disk
+        path.unlink()
+    assert outcomes["rejected"] > 250, outcomes
+    shutil.rmtree(tmp_path, ignore_errors=True)

@@ -1,0 +1,122 @@
+"""Synthetic base VMs and overlays, made without libvirt, for format tests and fuzzing.
+
+The memory images follow the real layout (libvirt header + QEMU stream version 3 with a RAM
+section, opaque device state, EOF and vmdesc), small and deterministic.
+"""
+
+import json
+import os
+import random
+import struct
+import subprocess
+
+from cloudlet_compute import bases, dedup, delta, pack
+from cloudlet_compute.codecs import ZSTD
+from cloudlet_compute.progress import NullProgress
+from cloudlet_compute.saveimage import SaveHeader
+
+PAGE = 4096
+RAM_SIZE = 256 * PAGE
+DISK_SIZE = 256 * PAGE
+XML = "<domain type='qemu'><name>synthetic</name><devices/></domain>"
+
+
+def _be32(v):
+    return struct.pack(">I", v)
+
+
+def _be64(v):
+    return struct.pack(">Q", v)
+
+
+def memory_image(pages, device_state=b"\x04device-state"):
+    """A save image whose RAM block ``pc.ram`` holds ``pages`` ({ram offset: bytes})."""
+    stream = bytearray(b"QEVM" + _be32(3) + b"\x07" + _be32(2) + b"pc")
+    stream += b"\x01" + _be32(2) + b"\x03ram" + _be32(0) + _be32(4)
+    stream += _be64(RAM_SIZE | 0x04) + b"\x06pc.ram" + _be64(RAM_SIZE) + _be64(0x10)
+    stream += b"\x7e" + _be32(2)
+    for part, (lo, hi) in enumerate(((0, RAM_SIZE // 2), (RAM_SIZE // 2, RAM_SIZE))):
+        stream += (b"\x02" if part == 0 else b"\x03") + _be32(2)
+        for addr in range(lo, hi, PAGE):
+            page = pages.get(addr, bytes(PAGE))
+            name = b"" if addr else b"\x06pc.ram"
+            cont = 0x20 if addr else 0
+            if page == bytes(PAGE):
+                stream += _be64(addr | 0x02 | cont) + name + b"\x00"
+            else:
+                stream += _be64(addr | 0x08 | cont) + name + page
+        stream += _be64(0x10) + b"\x7e" + _be32(2)
+    vmdesc = json.dumps({"page_size": PAGE, "devices": []}).encode()
+    stream += device_state + b"\x00\x06" + _be32(len(vmdesc)) + vmdesc
+    return SaveHeader(XML, "<cookie/>").encode() + bytes(stream)
+
+
+def world(seed=7):
+    """Deterministic base and customized contents: ``(base_pages, base_disk, custom_pages,
+    custom_disk_chunks)`` — the customization has every kind of chunk a record can be."""
+    rnd = random.Random(seed)
+    noise = lambda: bytes(rnd.getrandbits(8) for _ in range(PAGE))  # noqa: E731
+    base_pages = {a: noise() for a in range(0, RAM_SIZE, PAGE) if rnd.random() < 0.5}
+    base_disk = bytearray(DISK_SIZE)
+    for i in range(0, DISK_SIZE // PAGE, 3):
+        base_disk[i * PAGE:(i + 1) * PAGE] = noise()
+    custom = dict(base_pages)
+    addrs = sorted(base_pages)
+    literal = noise()
+    custom[addrs[0]] = noise()                                   # raw
+    custom[addrs[1]] = literal                                   # raw, repeated below
+    custom[addrs[2]] = literal                                   # self (memory)
+    custom[addrs[3]] = bytes(PAGE)                               # a page that became zeros
+    custom[addrs[4]] = base_pages[addrs[9]]                      # base memory
+    custom[addrs[5]] = bytes(base_disk[3 * PAGE:4 * PAGE])       # base disk
+    custom_disk = {1: literal, 2: noise(), 3: bytes(PAGE),       # self, raw, zero
+                   4: base_pages[addrs[10]]}                     # base memory
+    return base_pages, bytes(base_disk), custom, custom_disk
+
+
+def make_base(store, workdir, seed=7):
+    """Register the synthetic base of ``world(seed)`` in ``store``; return the BaseVM."""
+    base_pages, base_disk, _, _ = world(seed)
+    disk, memory = os.path.join(workdir, "disk.raw"), os.path.join(workdir, "memory.img")
+    with open(disk, "wb") as f:
+        f.write(base_disk)
+    with open(memory, "wb") as f:
+        f.write(memory_image(base_pages))
+    return store.add(disk, memory, "synthetic-%d" % seed)
+
+
+def make_overlay(base, workdir, out_path, seed=7, codec=ZSTD, level=3):
+    """Write the overlay of the customized VM of ``world(seed)``; return
+    ``(meta, customized memory image bytes, customized disk chunks)``."""
+    _, _, custom_pages, custom_disk = world(seed)
+    image = memory_image(custom_pages)
+    image_path = os.path.join(workdir, "custom.img")
+    with open(image_path, "wb") as f:
+        f.write(image)
+    top = os.path.join(workdir, "custom.qcow2")
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b",
+                    base.disk_path, top], check=True)
+    data = os.path.join(workdir, "chunk")
+    for index, chunk in custom_disk.items():
+        with open(data, "wb") as f:
+            f.write(chunk)
+        subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -s %s %d %d"
+                        % (data, index * PAGE, PAGE), top], check=True, capture_output=True)
+    mem = delta.memory_delta(image_path, base)
+    disk = delta.disk_delta(top, base)
+    chunks = dedup.dedup(mem.changed, disk.changed, base)
+    fields = {"format": "openstackpp-overlay", "version": 1, "base_vm_sha256": base.id,
+              "base_memory_sha256": base.memory_sha256, "chunk_size": PAGE,
+              "created_by": "tests",
+              "memory": {"image_size": len(image), "image_sha256": mem.image_sha256,
+                         "slots": mem.skeleton.slots, "changed": len(mem.changed)},
+              "disk": {"size": DISK_SIZE, "content_sha256": disk.content_sha256,
+                       "changed": len(disk.changed)}}
+    meta = pack.write_package(out_path, chunks, mem.skeleton, fields, codec, level,
+                              NullProgress())
+    return meta, image, custom_disk
+
+
+def store_at(path):
+    """A BaseStore rooted at ``path`` (created)."""
+    return bases.BaseStore(path)
