@@ -14,6 +14,20 @@ from cloudlet_compute.progress import NullProgress
 LOG = logging.getLogger(__name__)
 
 
+def meta_fields(base, mem, disk):
+    """The meta of an overlay of ``mem`` and ``disk`` (delta stage results) against ``base``,
+    before packing adds the skeleton, blob and source entries."""
+    return {
+        "format": metamod.FORMAT, "version": metamod.FORMAT_VERSION,
+        "base_vm_sha256": base.id, "base_memory_sha256": base.memory_sha256,
+        "chunk_size": metamod.CHUNK_SIZE, "created_by": "openstackpp %s" % __version__,
+        "memory": {"image_size": mem.skeleton.image_size, "image_sha256": mem.image_sha256,
+                   "slots": mem.skeleton.slots, "changed": len(mem.changed)},
+        "disk": {"size": base.disk_size, "content_sha256": disk.content_sha256,
+                 "changed": len(disk.changed)},
+    }
+
+
 def create(conn, store, domain_name, out_path, codec=codecs.DEFAULT_CODEC, level=None,
            progress_factory=NullProgress):
     """Build the overlay of running domain ``domain_name`` at ``out_path``.
@@ -36,15 +50,7 @@ def create(conn, store, domain_name, out_path, codec=codecs.DEFAULT_CODEC, level
         chunks = dedup.dedup(mem.changed, disk.changed, base)
         t3 = time.monotonic()
         timings["dedup"] = t3 - t2
-        fields = {
-            "format": metamod.FORMAT, "version": metamod.FORMAT_VERSION,
-            "base_vm_sha256": base.id, "base_memory_sha256": base.memory_sha256,
-            "chunk_size": metamod.CHUNK_SIZE, "created_by": "openstackpp %s" % __version__,
-            "memory": {"image_size": mem.skeleton.image_size, "image_sha256": mem.image_sha256,
-                       "slots": mem.skeleton.slots, "changed": len(mem.changed)},
-            "disk": {"size": base.disk_size, "content_sha256": disk.content_sha256,
-                     "changed": len(disk.changed)},
-        }
+        fields = meta_fields(base, mem, disk)
         progress = progress_factory("packing", None, "blobs")
         meta = pack.write_package(out_path, chunks, mem.skeleton, fields, codec, level, progress)
         progress.finish()

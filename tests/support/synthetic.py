@@ -10,7 +10,7 @@ import random
 import struct
 import subprocess
 
-from cloudlet_compute import bases, dedup, delta, pack
+from cloudlet_compute import bases, dedup, delta, overlay, pack
 from cloudlet_compute.codecs import ZSTD
 from cloudlet_compute.progress import NullProgress
 from cloudlet_compute.saveimage import SaveHeader
@@ -105,13 +105,7 @@ def make_overlay(base, workdir, out_path, seed=7, codec=ZSTD, level=3):
     mem = delta.memory_delta(image_path, base)
     disk = delta.disk_delta(top, base)
     chunks = dedup.dedup(mem.changed, disk.changed, base)
-    fields = {"format": "openstackpp-overlay", "version": 1, "base_vm_sha256": base.id,
-              "base_memory_sha256": base.memory_sha256, "chunk_size": PAGE,
-              "created_by": "tests",
-              "memory": {"image_size": len(image), "image_sha256": mem.image_sha256,
-                         "slots": mem.skeleton.slots, "changed": len(mem.changed)},
-              "disk": {"size": DISK_SIZE, "content_sha256": disk.content_sha256,
-                       "changed": len(disk.changed)}}
+    fields = dict(overlay.meta_fields(base, mem, disk), created_by="tests")
     meta = pack.write_package(out_path, chunks, mem.skeleton, fields, codec, level,
                               NullProgress())
     return meta, image, custom_disk
