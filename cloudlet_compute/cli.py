@@ -67,8 +67,10 @@ def cmd_base_delete(args):
 
 
 def cmd_resume(args):
-    instance = instances.resume(domains.connect(args.connect), _store(args), args.base, args.name)
-    print(instance.name)
+    store = _store(args)
+    placement = instances.Placement.in_home(store.home, args.name)
+    instances.resume(domains.connect(args.connect), store.get(args.base), placement)
+    print(placement.name)
 
 
 def cmd_overlay_create(args):
@@ -105,8 +107,9 @@ def cmd_overlay_info(args):
 
 
 def cmd_synthesis(args):
-    timings = synthesis.synthesize(domains.connect(args.connect), _store(args), args.overlay,
-                                   args.name, _progress)
+    store = _store(args)
+    timings = synthesis.synthesize(domains.connect(args.connect), store, args.overlay,
+                                   instances.Placement.in_home(store.home, args.name), _progress)
     if args.json:
         print(json.dumps({"domain": args.name, "timings": timings}, indent=1))
     else:

@@ -1,7 +1,7 @@
-"""Domains made from a base VM: their directories, and starting one from a memory image.
+"""Domains made from a base VM: where they live, and starting one from a memory image.
 
-Every such domain owns ``$CLOUDLET_HOME/instances/<name>/``: its qcow2 disk over the
-cached base disk, its sockets and logs. The directory must be reachable by the QEMU user.
+Each such domain has a directory (its ``Placement``) holding its qcow2 disk over the
+cached base disk, its sockets and logs; it must be reachable by the QEMU user.
 """
 
 import contextlib
@@ -15,32 +15,62 @@ from cloudlet_compute.errors import ConflictError, HypervisorError
 NAME_MAX = 64
 
 
-class InstanceDir:
-    """The directory of one domain; removed again by ``discard`` if the domain never ran."""
+class Placement:
+    """Where a domain made from a base VM lives: its name, UUID, directory and disk.
 
-    def __init__(self, home, name):
-        if not name or len(name) > NAME_MAX or not all(c.isalnum() or c in "-_." for c in name) \
-                or name.startswith("."):
+    The ``cloudlet`` CLI places domains in ``$CLOUDLET_HOME/instances/<name>/``
+    (``in_home``); the nova driver places them in nova's instance directory, which nova
+    creates and deletes (``owns_dir=False``). ``xml_hook``, if given, edits the final domain
+    XML (the nova driver adds its own devices there).
+    """
+
+    def __init__(self, name, path, disk_path=None, uuid=None, owns_dir=True, xml_hook=None):
+        if not name or len(name) > NAME_MAX or name.startswith(".") or \
+                not all(c.isalnum() or c in "-_." for c in name):
             raise ConflictError("domain name %r: use 1-%d letters, digits, '-', '_' or '.'"
                                 % (name, NAME_MAX))
-        self.name = name
-        self.path = os.path.join(home, "instances", name)
-        self.disk_path = os.path.join(self.path, "disk.qcow2")
-        self.image_path = os.path.join(self.path, "restore.img")
+        self.name, self.path, self.uuid = name, path, uuid
+        self.disk_path = disk_path or os.path.join(path, "disk.qcow2")
+        self.image_path = os.path.join(path, "restore.img")
+        self.owns_dir, self.xml_hook = owns_dir, xml_hook
+
+    @classmethod
+    def in_home(cls, home, name):
+        """The CLI's placement: ``<home>/instances/<name>/``."""
+        return cls(name, os.path.join(home, "instances", name))
+
+    def exists(self):
+        """True if something already occupies this placement."""
+        return os.path.exists(self.path if self.owns_dir else self.disk_path)
 
     def create(self, base):
-        """Make the directory and a qcow2 disk over ``base``'s disk."""
-        os.makedirs(os.path.dirname(self.path), mode=0o755, exist_ok=True)
-        try:
-            os.mkdir(self.path, 0o755)
-        except FileExistsError:
-            raise ConflictError("instance directory %s already exists" % self.path) from None
+        """Make the directory (if owned) and a qcow2 disk over ``base``'s disk."""
+        if self.owns_dir:
+            os.makedirs(os.path.dirname(self.path), mode=0o755, exist_ok=True)
+            try:
+                os.mkdir(self.path, 0o755)
+            except FileExistsError:
+                raise ConflictError("instance directory %s already exists" % self.path) from None
+        else:
+            os.makedirs(self.path, mode=0o755, exist_ok=True)
+            if os.path.exists(self.disk_path):
+                raise ConflictError("disk %s already exists" % self.disk_path)
         _check_reachable(self.path)
         qemuimg.create_overlay(self.disk_path, base.disk_path)
 
+    def domain_xml(self, xml, base_id):
+        """``xml`` (from a memory image) given this placement's identity and paths."""
+        xml = domxml.for_instance(xml, self.name, self.disk_path, self.path, base_id, self.uuid)
+        return self.xml_hook(xml) if self.xml_hook else xml
+
     def discard(self):
-        """Remove the directory and everything in it."""
-        shutil.rmtree(self.path, ignore_errors=True)
+        """Remove what ``create`` made (the whole directory if owned)."""
+        if self.owns_dir:
+            shutil.rmtree(self.path, ignore_errors=True)
+            return
+        for path in (self.disk_path, self.image_path):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
 
 
 def _check_reachable(path):
@@ -54,38 +84,35 @@ def _check_reachable(path):
         path = os.path.dirname(path)
 
 
-def start(conn, instance, base, header, stream_pieces):
-    """Write a memory image for ``instance`` (its own name, UUID, disk and paths) and
+def start(conn, placement, base, header, stream_pieces):
+    """Write a memory image for ``placement`` (its own name, UUID, disk and paths) and
     restore it; the image is deleted once QEMU has loaded it.
 
     ``header`` is the ``SaveHeader`` of the source image; ``stream_pieces`` yields the
     bytes of its QEMU stream.
     """
-    xml = domxml.for_instance(header.xml, instance.name, instance.disk_path, instance.path,
-                              base.id)
+    xml = placement.domain_xml(header.xml, base.id)
     try:
-        with open(instance.image_path, "wb") as out:
+        with open(placement.image_path, "wb") as out:
             out.write(header.encode(xml))
             for piece in stream_pieces:
                 out.write(piece)
-        domains.restore(conn, instance.image_path)
+        domains.restore(conn, placement.image_path)
     finally:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(instance.image_path)
+            os.unlink(placement.image_path)
 
 
-def resume(conn, store, base_ref, name):
-    """Start domain ``name`` from base VM ``base_ref``: memory restored, not booted."""
-    base = store.get(base_ref)
-    domains.ensure_free(conn, name)
-    instance = InstanceDir(store.home, name)
-    instance.create(base)
+def resume(conn, base, placement):
+    """Start a domain at ``placement`` from ``base``: memory restored, not booted."""
+    domains.ensure_free(conn, placement.name)
+    placement.create(base)
     try:
         with open(base.memory_path, "rb") as image, \
                 mmap.mmap(image.fileno(), 0, prot=mmap.PROT_READ) as buf:
             header = saveimage.SaveHeader.parse(buf)
-            start(conn, instance, base, header, [memoryview(buf)[header.stream_offset:]])
+            start(conn, placement, base, header, [memoryview(buf)[header.stream_offset:]])
     except BaseException:
-        instance.discard()
+        placement.discard()
         raise
-    return instance
+    return placement

@@ -103,20 +103,26 @@ def _consume(package, base, rebuild, progress):
         producer.join()
 
 
-def synthesize(conn, store, location, name, progress_factory=NullProgress):
-    """Rebuild and start domain ``name`` from the overlay at ``location``; return timings."""
+def synthesize(conn, store, location, placement, progress_factory=NullProgress,
+               require_base=None):
+    """Rebuild the VM of the overlay at ``location`` and start it at ``placement``.
+
+    ``require_base``, if given, is the only base id the overlay may use. Returns timings.
+    """
     t0 = time.monotonic()
     timings = {}
-    domains.ensure_free(conn, name)
-    instance = instances.InstanceDir(store.home, name)
-    if os.path.exists(instance.path):
-        raise ConflictError("instance directory %s already exists" % instance.path)
+    domains.ensure_free(conn, placement.name)
+    if placement.exists():
+        raise ConflictError("%s is already in use" % placement.path)
     fetch_progress = progress_factory("fetching", None)
     source, temp = open_source(location, store.tmp_dir, fetch_progress)
     created = False
     try:
         package = Package(source)
         meta = package.meta
+        if require_base and meta["base_vm_sha256"] != require_base:
+            raise IntegrityError("overlay is for base VM %s, not %s"
+                                 % (meta["base_vm_sha256"], require_base))
         try:
             base = store.get(meta["base_vm_sha256"])
         except NotFoundError:
@@ -126,15 +132,15 @@ def synthesize(conn, store, location, name, progress_factory=NullProgress):
         fetch_progress.total = sum(b["size"] for b in meta["blobs"]) + \
             meta["memory"]["skeleton_size"]
         timings["meta"] = time.monotonic() - t0
-        instance.create(base)
+        placement.create(base)
         created = True
         rebuild = read_overlay(package, base, fetch_progress)
         try:
             fetch_progress.finish()
             timings["fetch_apply"] = time.monotonic() - t0 - timings["meta"]
             t1 = time.monotonic()
-            with NBDServer(instance.disk_path, "qcow2",
-                           os.path.join(instance.path, "nbd.sock")) as server:
+            with NBDServer(placement.disk_path, "qcow2",
+                           os.path.join(placement.path, "nbd.sock")) as server:
                 client = server.connect()
                 try:
                     rebuild.write_disk(client)
@@ -148,16 +154,16 @@ def synthesize(conn, store, location, name, progress_factory=NullProgress):
             rebuild.close()
         t3 = time.monotonic()
         header = saveimage.SaveHeader.parse(image)
-        instances.start(conn, instance, base, header, [memoryview(image)[header.stream_offset:]])
+        instances.start(conn, placement, base, header, [memoryview(image)[header.stream_offset:]])
         timings["restore"] = time.monotonic() - t3
     except BaseException:
         if created:
-            instance.discard()
+            placement.discard()
         raise
     finally:
         source.close()
         if temp:
             os.unlink(temp)
     timings["total"] = time.monotonic() - t0
-    LOG.info("synthesized %s from %s in %.2f s", name, location, timings["total"])
+    LOG.info("synthesized %s from %s in %.2f s", placement.name, location, timings["total"])
     return timings

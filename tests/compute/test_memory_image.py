@@ -1,8 +1,6 @@
 """Parsers and writers of the memory image, on a real libvirt save image (the story's base)."""
 
 import hashlib
-import mmap
-import os
 
 import pytest
 

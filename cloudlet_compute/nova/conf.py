@@ -1,0 +1,58 @@
+"""The ``[cloudlet]`` options of nova-compute (read by CloudletDriver)."""
+
+from oslo_config import cfg
+
+cloudlet_group = cfg.OptGroup(
+    'cloudlet',
+    title='Cloudlet options',
+    help="""
+Options of the OpenStack++ cloudlet driver (``compute_driver = cloudlet.CloudletDriver``):
+where base VMs are cached on the compute node and which overlay URLs it may fetch.
+""")
+
+cloudlet_opts = [
+    cfg.StrOpt('cache_dir',
+               default='$state_path/cloudlet',
+               help="""
+Directory of the compute node's base VM cache and scratch space.
+
+A base VM (disk, memory image and their chunk hashes) is fetched from Glance once per
+base id, verified against its ``base_sha256_uuid`` and kept here; overlays are built and
+downloaded in its ``tmp/`` subdirectory. QEMU (user libvirt-qemu) must be able to
+traverse it.
+
+Possible values:
+
+* An absolute path
+
+Related options:
+
+* ``[DEFAULT] state_path``: the default is below it
+* ``[DEFAULT] instances_path``: instance disks stay there, as for stock libvirt
+"""),
+    cfg.ListOpt('overlay_url_schemes',
+                default=['http', 'https'],
+                help="""
+URL schemes that a server's ``overlay_url`` metadata may use for VM synthesis.
+
+``file`` lets a user make nova-compute read any local file the service can read; enable
+it only on test installations.
+
+Possible values:
+
+* A list of ``http``, ``https``, ``file``
+
+Related options:
+
+* None
+"""),
+]
+
+
+def register_opts(conf):
+    conf.register_group(cloudlet_group)
+    conf.register_opts(cloudlet_opts, group=cloudlet_group)
+
+
+def list_opts():
+    return {cloudlet_group: cloudlet_opts}

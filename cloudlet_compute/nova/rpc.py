@@ -1,0 +1,100 @@
+"""The ``cloudlet`` RPC namespace served by stock nova-compute.
+
+CloudletDriver appends :class:`CloudletEndpoint` to the compute manager's
+``additional_endpoints`` while nova builds the manager; ``Service.start()`` then serves it
+on the host's ``compute`` queue. The client is ``cloudlet_api.rpcapi``.
+
+Task states, as nova's snapshot uses them: the API sets ``image_snapshot_pending``; here
+``image_pending_upload`` while the engine works, ``image_uploading`` while Glance receives
+the data, then None. On failure the task state is reverted, an instance fault records
+why, and the queued Glance records are deleted.
+"""
+
+
+import oslo_messaging as messaging
+from oslo_log import log as logging
+from oslo_utils import excutils
+
+from nova.compute import manager as compute_manager
+from nova.compute import task_states
+from nova.image import glance as nova_glance
+
+from cloudlet_api import glance
+from cloudlet_api import rpcapi
+
+LOG = logging.getLogger(__name__)
+
+
+class CloudletEndpoint:
+    """RPC methods of the ``cloudlet`` namespace, version 1.0."""
+
+    target = messaging.Target(namespace=rpcapi.NAMESPACE, version=rpcapi.VERSION)
+
+    def __init__(self, manager, driver):
+        self.manager = manager
+        self.driver = driver
+        self.image_api = nova_glance.API()
+
+    # reverts_task_state calls this on failure.
+    def _instance_update(self, context, instance, **kwargs):
+        return self.manager._instance_update(context, instance, **kwargs)
+
+    def _task_state_updater(self, instance):
+        def update(task_state, expected_state):
+            instance.task_state = task_state
+            instance.save(expected_task_state=[expected_state])
+        return update
+
+    def _delete_images(self, context, image_ids):
+        glance.delete_records(context, self.image_api, image_ids)
+
+    @compute_manager.reverts_task_state
+    @compute_manager.wrap_instance_fault
+    def cloudlet_base(self, context, instance, image_ids):
+        """Snapshot ``instance`` into a base VM and upload it to ``image_ids``."""
+        context = context.elevated()
+        LOG.info("creating cloudlet base VM", instance=instance)
+        try:
+            self.driver.cloudlet_base(context, instance, image_ids,
+                                      self._task_state_updater(instance))
+        except Exception:
+            with excutils.save_and_reraise_exception():
+                self._delete_images(context, image_ids.values())
+        instance.task_state = None
+        instance.save(expected_task_state=[task_states.IMAGE_UPLOADING])
+        LOG.info("cloudlet base VM uploaded: %s", image_ids, instance=instance)
+
+    @compute_manager.reverts_task_state
+    @compute_manager.wrap_instance_fault
+    def cloudlet_overlay_finish(self, context, instance, overlay_name, overlay_id):
+        """Build ``instance``'s VM overlay and upload it to image ``overlay_id``."""
+        context = context.elevated()
+        LOG.info("creating VM overlay %s", overlay_name, instance=instance)
+        try:
+            self.driver.cloudlet_overlay_finish(context, instance, overlay_id,
+                                                self._task_state_updater(instance))
+        except Exception:
+            with excutils.save_and_reraise_exception():
+                self._delete_images(context, [overlay_id])
+        instance.task_state = None
+        instance.save(expected_task_state=[task_states.IMAGE_UPLOADING])
+        LOG.info("VM overlay %s uploaded as image %s", overlay_name, overlay_id,
+                 instance=instance)
+
+
+def register(virtapi, driver):
+    """Append the endpoint to the manager behind ``virtapi`` (nova's ComputeVirtAPI).
+
+    Returns the endpoint, or None when the driver is not loaded by a compute manager
+    (for example by a tool that only inspects it).
+    """
+    manager = getattr(virtapi, '_compute', None)
+    if manager is None or not hasattr(manager, 'additional_endpoints'):
+        LOG.warning("CloudletDriver is not loaded by nova-compute's manager: the "
+                    "cloudlet RPC endpoint is not served")
+        return None
+    endpoint = CloudletEndpoint(manager, driver)
+    manager.additional_endpoints.append(endpoint)
+    return endpoint
+
+
