@@ -15,6 +15,9 @@ setup(
     entry_points={
         "console_scripts": [
             "cloudlet = cloudlet_compute.cli:main",
+            "cloudlet-nova-shim = cloudlet_compute.nova.shim:main",
         ],
+        "oslo.config.opts": ["cloudlet = cloudlet_compute.nova.conf:list_opts"],
+        "oslo.policy.policies": ["cloudlet = cloudlet_api.policies:list_rules"],
     },
 )

@@ -78,6 +78,9 @@ def digest_disk(path, progress=None):
 
 def index_memory(path):
     """Parse a memory image; return ``(sha256 hex, SaveHeader, RamLayout, page digests)``."""
+    if os.path.getsize(path) < saveimage.HEADER.size:
+        raise FormatError("memory image %s is %d bytes: too short for a libvirt save image"
+                          % (path, os.path.getsize(path)))
     with open(path, "rb") as image, mmap.mmap(image.fileno(), 0, prot=mmap.PROT_READ) as buf:
         header = saveimage.SaveHeader.parse(buf)
         layout = migstream.parse(buf, header.stream_offset)

@@ -61,10 +61,11 @@ def save(dom, path):
                               % (dom.name(), exc.get_error_message())) from None
 
 
-def restore(conn, path, xml=None):
-    """Start a domain from the save image at ``path`` (running)."""
+def restore(conn, path, xml=None, paused=False):
+    """Start a domain from the save image at ``path``, running (or paused)."""
+    flags = libvirt.VIR_DOMAIN_SAVE_PAUSED if paused else libvirt.VIR_DOMAIN_SAVE_RUNNING
     try:
-        conn.restoreFlags(path, xml, libvirt.VIR_DOMAIN_SAVE_RUNNING)
+        conn.restoreFlags(path, xml, flags)
     except libvirt.libvirtError as exc:
         raise HypervisorError("restoring %s failed: %s" % (path, exc.get_error_message())) from None
 

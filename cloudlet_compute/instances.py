@@ -84,7 +84,7 @@ def _check_reachable(path):
         path = os.path.dirname(path)
 
 
-def start(conn, placement, base, header, stream_pieces):
+def start(conn, placement, base, header, stream_pieces, paused=False):
     """Write a memory image for ``placement`` (its own name, UUID, disk and paths) and
     restore it; the image is deleted once QEMU has loaded it.
 
@@ -97,13 +97,13 @@ def start(conn, placement, base, header, stream_pieces):
             out.write(header.encode(xml))
             for piece in stream_pieces:
                 out.write(piece)
-        domains.restore(conn, placement.image_path)
+        domains.restore(conn, placement.image_path, paused=paused)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(placement.image_path)
 
 
-def resume(conn, base, placement):
+def resume(conn, base, placement, paused=False):
     """Start a domain at ``placement`` from ``base``: memory restored, not booted."""
     domains.ensure_free(conn, placement.name)
     placement.create(base)
@@ -111,7 +111,8 @@ def resume(conn, base, placement):
         with open(base.memory_path, "rb") as image, \
                 mmap.mmap(image.fileno(), 0, prot=mmap.PROT_READ) as buf:
             header = saveimage.SaveHeader.parse(buf)
-            start(conn, placement, base, header, [memoryview(buf)[header.stream_offset:]])
+            start(conn, placement, base, header, [memoryview(buf)[header.stream_offset:]],
+                  paused)
     except BaseException:
         placement.discard()
         raise

@@ -104,10 +104,11 @@ def _consume(package, base, rebuild, progress):
 
 
 def synthesize(conn, store, location, placement, progress_factory=NullProgress,
-               require_base=None):
+               require_base=None, paused=False):
     """Rebuild the VM of the overlay at ``location`` and start it at ``placement``.
 
-    ``require_base``, if given, is the only base id the overlay may use. Returns timings.
+    ``require_base``, if given, is the only base id the overlay may use; ``paused`` leaves
+    the domain paused after the restore. Returns timings.
     """
     t0 = time.monotonic()
     timings = {}
@@ -154,7 +155,8 @@ def synthesize(conn, store, location, placement, progress_factory=NullProgress,
             rebuild.close()
         t3 = time.monotonic()
         header = saveimage.SaveHeader.parse(image)
-        instances.start(conn, placement, base, header, [memoryview(image)[header.stream_offset:]])
+        instances.start(conn, placement, base, header, [memoryview(image)[header.stream_offset:]],
+                        paused)
         timings["restore"] = time.monotonic() - t3
     except BaseException:
         if created:

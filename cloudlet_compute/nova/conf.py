@@ -55,4 +55,5 @@ def register_opts(conf):
 
 
 def list_opts():
-    return {cloudlet_group: cloudlet_opts}
+    # oslo-config-generator entry point (``oslo.config.opts``): (group, options) pairs.
+    return [(cloudlet_group, cloudlet_opts)]

@@ -116,10 +116,8 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
             # Every other path (hard reboot, resize, rescue...) boots from disk as usual.
             return super()._create_guest(context, xml, instance, power_on=power_on,
                                          pause=pause, post_xml_callback=post_xml_callback)
-        if post_xml_callback is not None:
-            post_xml_callback()
-        paused = pause or not power_on
         conn = self._host.get_connection()
+        paused = pause or not power_on
         with self._build_errors(instance, plan):
             if plan.mode == RESUME:
                 engine_adapter.resume_into(conn, self.bases.store, plan.base_id, xml,
@@ -128,6 +126,9 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
                 engine_adapter.synthesize_into(conn, self.bases.store, plan.overlay_url,
                                                plan.base_id, xml, paused=paused)
         LOG.info("cloudlet %s done", plan.mode, instance=instance)
+        # As in nova's _create_guest: the callback (config drive) needs the domain defined.
+        if post_xml_callback is not None:
+            post_xml_callback()
         return self._host.get_guest(instance)
 
     def _check_overlay_url(self, plan):

@@ -5,17 +5,19 @@ raises ``cloudlet_compute.errors.CloudletError`` subclasses; the driver maps tho
 exceptions. The engine is imported lazily: nova's test fixtures forbid importing the
 ``libvirt`` module, which the engine's ``domains`` module does.
 
-Two functions need an engine API that does not exist yet; they are marked ENGINE-TODO and
-say what they need (see doc/nova-integration.md, "Engine API needed").
+Restores go through the engine's ``instances.Placement``: nova's name, UUID, directory and
+disk, plus a hook that puts nova's NICs and consoles into the restored domain's XML.
 """
 
 import contextlib
-import mmap
+import copy
 import os
 import shutil
 import xml.etree.ElementTree as ET
 
 from oslo_log import log as logging
+
+from cloudlet_compute.errors import ConflictError, HypervisorError, IntegrityError, NotFoundError
 
 LOG = logging.getLogger(__name__)
 
@@ -29,7 +31,6 @@ def open_store(cache_dir):
 def cached_base(store, base_id):
     """Return the cached base VM ``base_id``, or None."""
     from cloudlet_compute import bases
-    from cloudlet_compute.errors import NotFoundError
     if not bases.ID_PATTERN.match(base_id or ''):
         return None
     try:
@@ -41,7 +42,6 @@ def cached_base(store, base_id):
 def cache_base(store, base_id, name, fetch):
     """Register base ``base_id`` in ``store``: ``fetch(disk_path, memory_path)`` writes the
     two files; the store hashes them and the disk must hash to ``base_id``."""
-    from cloudlet_compute.errors import IntegrityError
     work = store.scratch("fetch-")
     try:
         disk, memory = os.path.join(work, "disk.raw"), os.path.join(work, "memory.img")
@@ -96,72 +96,93 @@ def _nova_identity(nova_xml):
     return root.findtext("name"), root.findtext("uuid"), disk, os.path.dirname(disk)
 
 
-def domain_xml_for_nova(base_xml, nova_xml, base_id):
-    """ENGINE-TODO: the XML to restore a base's memory image as nova's instance.
+def nova_devices_hook(nova_xml):
+    """An ``xml_hook`` for the engine's Placement: nova's NICs and consoles in the domain.
 
-    Needed from the engine: ``domxml.for_nova(base_xml, nova_xml, base_id) -> str``: the
-    base's machine, CPU, memory and device model (they must match the saved memory), with
-    nova's name, UUID, disk source (qcow2 over the cached base disk), ``<interface>``
-    elements (MAC, tap target) and serial/console devices, plus the base id in
-    ``<metadata>``. Until then the engine's ``for_instance`` gives identity, disk and
-    character-device paths; the guest keeps the base's NIC and does not get nova's port.
+    The restored domain must keep the base's device model (the saved memory expects it),
+    so each of nova's ``<interface>`` elements replaces the base's interface at the same
+    position but keeps the base's PCI ``<address>``; nova's ``<serial>``/``<console>``
+    replace the base's (ISA serial ports: the backend may change, the count must not).
     """
-    from cloudlet_compute import domxml
-    for_nova = getattr(domxml, "for_nova", None)
-    if for_nova is not None:
-        return for_nova(base_xml, nova_xml, base_id)
+    nova_devices = ET.fromstring(nova_xml).find("devices")
+
+    def hook(xml):
+        root = ET.fromstring(xml)
+        devices = root.find("devices")
+        base_nics = devices.findall("interface")
+        nova_nics = nova_devices.findall("interface")
+        if len(nova_nics) > len(base_nics):
+            raise ConflictError("nova gives the server %d network interfaces, the base VM "
+                                "has %d; use as many networks as the base VM had"
+                                % (len(nova_nics), len(base_nics)))
+        for base_nic, nova_nic in zip(base_nics, nova_nics):
+            nic = copy.deepcopy(nova_nic)
+            for old in nic.findall("address"):
+                nic.remove(old)
+            for address in base_nic.findall("address"):
+                nic.append(copy.deepcopy(address))
+            devices.insert(list(devices).index(base_nic), nic)
+            devices.remove(base_nic)
+        for extra in base_nics[len(nova_nics):]:
+            LOG.warning("base VM NIC %s has no nova port; it stays unplugged",
+                        extra.find("mac").get("address") if extra.find("mac") is not None
+                        else "?")
+        for tag in ("serial", "console"):
+            base_devs, nova_devs = devices.findall(tag), nova_devices.findall(tag)
+            if len(base_devs) != len(nova_devs):
+                continue  # keep the base's own (their paths are already in the instance dir)
+            for base_dev, nova_dev in zip(base_devs, nova_devs):
+                devices.insert(list(devices).index(base_dev), copy.deepcopy(nova_dev))
+                devices.remove(base_dev)
+        return ET.tostring(root, encoding="unicode")
+    return hook
+
+
+def placement_for_nova(nova_xml):
+    """The engine's Placement for nova's domain: nova's name, UUID, directory and disk.
+
+    nova's ``_create_image`` already made the disk, a qcow2 over nova's ``_base`` copy of
+    the base disk image; the engine makes its own over the verified cached base, so nova's
+    fresh, never-used one is removed first. nova owns (and deletes) the directory.
+    """
+    from cloudlet_compute import instances
     name, uuid, disk, workdir = _nova_identity(nova_xml)
-    return domxml.for_instance(base_xml, name, disk, workdir, base_id, domain_uuid=uuid)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(disk)
+    return instances.Placement(name, workdir, disk_path=disk, uuid=uuid, owns_dir=False,
+                               xml_hook=nova_devices_hook(nova_xml))
+
+
+def _finish_restore(conn, placement):
+    """nova expects a persistent domain."""
+    import libvirt
+    try:
+        dom = conn.lookupByUUIDString(placement.uuid)
+        conn.defineXML(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_SECURE))
+    except libvirt.libvirtError as exc:
+        raise HypervisorError("finishing the restore of %s failed: %s"
+                              % (placement.name, exc.get_error_message())) from None
 
 
 def resume_into(conn, store, base_id, nova_xml, paused=False):
-    """Start nova's domain (``nova_xml``) from base ``base_id``'s memory image.
-
-    The disk in ``nova_xml`` must already hold the base disk's content (nova's qcow2 over
-    its cached copy of the base disk image).
-    """
-    import libvirt
-    from cloudlet_compute import saveimage
-    from cloudlet_compute.errors import HypervisorError
+    """Start nova's domain (``nova_xml``) from base ``base_id``'s memory image."""
+    from cloudlet_compute import instances
     base = store.get(base_id)
-    _name, _uuid, _disk, workdir = _nova_identity(nova_xml)
-    image_path = os.path.join(workdir, "cloudlet-restore.img")
-    flags = libvirt.VIR_DOMAIN_SAVE_PAUSED if paused else libvirt.VIR_DOMAIN_SAVE_RUNNING
-    try:
-        with open(base.memory_path, "rb") as image, \
-                mmap.mmap(image.fileno(), 0, prot=mmap.PROT_READ) as buf:
-            header = saveimage.SaveHeader.parse(buf)
-            xml = domain_xml_for_nova(header.xml, nova_xml, base.id)
-            with open(image_path, "wb") as out:
-                out.write(header.encode(xml))
-                out.write(memoryview(buf)[header.stream_offset:])
-        try:
-            conn.restoreFlags(image_path, None, flags)
-            # A restored domain is transient; nova expects its domains defined.
-            dom = conn.lookupByUUIDString(_uuid)
-            conn.defineXML(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_SECURE))
-        except libvirt.libvirtError as exc:
-            raise HypervisorError("restoring base %s failed: %s"
-                                  % (base.id, exc.get_error_message())) from None
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(image_path)
+    placement = placement_for_nova(nova_xml)
+    instances.resume(conn, base, placement, paused=paused)
+    _finish_restore(conn, placement)
 
 
 def synthesize_into(conn, store, location, base_id, nova_xml, paused=False):
-    """ENGINE-TODO: VM synthesis into nova's domain (``nova_xml``) and nova's disk.
+    """VM synthesis from the overlay at ``location`` into nova's domain (``nova_xml``).
 
-    Needed from the engine: ``synthesis.synthesize_into(conn, store, location, nova_xml,
-    paused=False, expected_base=None, progress_factory=NullProgress) -> timings``: like
-    ``synthesize`` but writing the disk delta into the qcow2 named in ``nova_xml`` (nova
-    created it over the cached base disk), restoring with ``domxml.for_nova`` (above), and
-    refusing an overlay whose base is not ``expected_base``. On failure it must leave no
-    domain and none of its own files (nova removes its instance directory).
+    The overlay must be for base ``base_id`` (the server's image). On failure the engine
+    leaves no domain and none of its files; nova removes its instance directory.
     """
     from cloudlet_compute import synthesis
-    from cloudlet_compute.errors import CloudletError
-    impl = getattr(synthesis, "synthesize_into", None)
-    if impl is None:
-        raise CloudletError("VM synthesis through nova needs the engine's "
-                            "synthesis.synthesize_into, which this version lacks")
-    return impl(conn, store, location, nova_xml, paused=paused, expected_base=base_id)
+    placement = placement_for_nova(nova_xml)
+    timings = synthesis.synthesize(conn, store, location, placement, require_base=base_id,
+                                   paused=paused)
+    _finish_restore(conn, placement)
+    LOG.info("synthesized %s: %s", placement.name, timings)
+    return timings

@@ -10,7 +10,6 @@ the data, then None. On failure the task state is reverted, an instance fault re
 why, and the queued Glance records are deleted.
 """
 
-
 import oslo_messaging as messaging
 from oslo_log import log as logging
 from oslo_utils import excutils

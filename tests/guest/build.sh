@@ -3,7 +3,7 @@
 #   OUTDIR/vmlinuz         Debian cloud kernel (the package linux-image-cloud-amd64 depends on)
 #   OUTDIR/initrd.img      busybox-static + virtio modules (virtio_blk/pci/console/net + deps,
 #                          resolved with depmod/modprobe --show-depends) + tests/guest/init.sh
-#   OUTDIR/disk.raw        64 MiB ext4 (mkfs.ext4 -d), holding /hello.txt
+#   OUTDIR/disk.raw        64 MiB ext4 with 4 KiB blocks (mkfs.ext4 -d), holding /hello.txt
 #   OUTDIR/kernel-version  e.g. 6.1.0-56-cloud-amd64
 # Debian packages are fetched with `apt-get download` into OUTDIR/.cache (reused on reruns) and
 # unpacked with dpkg-deb -x. Host tools used: apt-get, dpkg-deb, cpio, kmod (depmod/modprobe),
@@ -126,7 +126,9 @@ D=$TMP/disk
 mkdir -p "$D"
 echo "hello from the cloudlet test disk" >"$D/hello.txt"
 truncate -s 64M "$TMP/disk.raw"
-mkfs.ext4 -q -F -L cltest -d "$D" "$TMP/disk.raw"
+# 4 KiB blocks (mke2fs picks 1 KiB for a file system this small): a page-cache page then
+# holds exactly one 4 KiB-aligned disk chunk, so the overlay dedups disk against memory.
+mkfs.ext4 -q -F -b 4096 -L cltest -d "$D" "$TMP/disk.raw"
 
 cp "$TMP/k/boot/vmlinuz-$KVER" "$TMP/vmlinuz"
 echo "$KVER" >"$TMP/kernel-version"

@@ -1,0 +1,156 @@
+"""The ``os-cloudlet`` server actions: cloudlet-base, cloudlet-overlay-finish, cloudlet-handoff.
+
+Both implemented actions follow nova's snapshot pattern: check the state, create the
+Glance records, move the instance's task_state to ``image_snapshot_pending`` (with an
+expected-state guard, so two requests cannot both win), then cast to the instance's
+compute host and answer 202 with the image ids at once. nova-compute reports progress
+through task_state and makes the images active when their data is uploaded.
+"""
+
+import webob
+from oslo_log import log as logging
+from oslo_utils import excutils
+
+from nova.api.openstack import common
+from nova.api.openstack import wsgi
+from nova.api import validation
+from nova.compute import api as compute
+from nova.compute import task_states
+from nova.compute import vm_states
+from nova import exception
+from nova.image import glance as nova_glance
+
+from cloudlet_api import glance
+from cloudlet_api.policies import cloudlet as policies
+from cloudlet_api import rpcapi
+from cloudlet_api.schemas import cloudlet as schema
+
+LOG = logging.getLogger(__name__)
+
+ALIAS = 'os-cloudlet'
+EXTENSION_INFO = {
+    'alias': ALIAS,
+    'description': 'Cloudlet support: base VMs, VM overlays, VM synthesis (OpenStack++).',
+    'links': [],
+    'name': 'Cloudlet',
+    'namespace': 'https://openstackpp.org/compute/ext/cloudlet/api/v1',
+    'updated': '2026-11-01T00:00:00Z',
+}
+
+
+def _check_idle_active(instance, action, server_id):
+    """409 unless the instance is ACTIVE with no task running."""
+    if instance.vm_state != vm_states.ACTIVE:
+        attr, state = 'vm_state', instance.vm_state
+    elif instance.task_state is not None:
+        attr, state = 'task_state', instance.task_state
+    else:
+        return
+    exc = exception.InstanceInvalidState(attr=attr, instance_uuid=instance.uuid,
+                                         state=state, method=action)
+    common.raise_http_conflict_for_instance_invalid_state(exc, action, server_id)
+
+
+@validation.validated
+class CloudletController(wsgi.Controller):
+    """Server actions of the cloudlet extension (registered on the servers resource)."""
+
+    def __init__(self):
+        super().__init__()
+        self.compute_api = compute.API()
+        self.image_api = nova_glance.API()
+        self.rpcapi = rpcapi.CloudletComputeAPI()
+
+    def _get(self, context, server_id):
+        return common.get_instance(self.compute_api, context, server_id,
+                                   expected_attrs=['system_metadata'])
+
+    def _start_task(self, context, instance, image_ids):
+        """Claim the instance for a cloudlet task; undo the records if that fails."""
+        try:
+            instance.task_state = task_states.IMAGE_SNAPSHOT_PENDING
+            instance.save(expected_task_state=[None])
+        except exception.UnexpectedTaskStateError as exc:
+            glance.delete_records(context, self.image_api, image_ids)
+            raise webob.exc.HTTPConflict(explanation=exc.format_message())
+        except Exception:
+            with excutils.save_and_reraise_exception():
+                glance.delete_records(context, self.image_api, image_ids)
+
+    def _cast_failed(self, context, instance, image_ids):
+        """The cast did not leave: give the instance back and drop the records."""
+        try:
+            instance.task_state = None
+            instance.save(expected_task_state=[task_states.IMAGE_SNAPSHOT_PENDING])
+        except Exception as exc:
+            LOG.warning("could not reset task_state: %s", exc, instance=instance)
+        glance.delete_records(context, self.image_api, image_ids)
+
+    @wsgi.response(202)
+    @wsgi.expected_errors((400, 403, 404, 409))
+    @wsgi.action('cloudlet-base')
+    @validation.schema(schema.cloudlet_base)
+    @validation.response_body_schema(schema.cloudlet_base_response)
+    def _cloudlet_base(self, req, id, body):
+        """Snapshot a running server into a base VM: four linked Glance images."""
+        context = req.environ['nova.context']
+        instance = self._get(context, id)
+        policies.authorize(context, 'base', instance)
+        _check_idle_active(instance, 'cloudlet-base', id)
+        name = body['cloudlet-base']['name']
+
+        ids = glance.create_base_records(context, self.image_api, instance, name)
+        self._start_task(context, instance, ids.values())
+        try:
+            self.rpcapi.cloudlet_base(context, instance, ids)
+        except Exception:
+            with excutils.save_and_reraise_exception():
+                self._cast_failed(context, instance, ids.values())
+        LOG.info("cloudlet-base %s requested: images %s", name, ids, instance=instance)
+        return {glance.RESPONSE_KEYS[t]: image_id for t, image_id in ids.items()}
+
+    @wsgi.response(202)
+    @wsgi.expected_errors((400, 403, 404, 409))
+    @wsgi.action('cloudlet-overlay-finish')
+    @validation.schema(schema.cloudlet_overlay_finish)
+    @validation.response_body_schema(schema.cloudlet_overlay_finish_response)
+    def _cloudlet_overlay_finish(self, req, id, body):
+        """Build the VM overlay of a server resumed from a base; upload it to Glance."""
+        context = req.environ['nova.context']
+        instance = self._get(context, id)
+        policies.authorize(context, 'overlay_finish', instance)
+        _check_idle_active(instance, 'cloudlet-overlay-finish', id)
+        sysmeta = instance.system_metadata or {}
+        if sysmeta.get(glance.SYSMETA_PREFIX + glance.PROPERTY_TYPE) != glance.BASE_DISK:
+            raise webob.exc.HTTPConflict(explanation=(
+                "Server %s was not created from a cloudlet base VM (its image is not a %s "
+                "image), so it has no VM overlay" % (id, glance.BASE_DISK)))
+        name = body['cloudlet-overlay-finish']['overlay-name']
+
+        overlay_id = glance.create_overlay_record(context, self.image_api, instance, name)
+        self._start_task(context, instance, [overlay_id])
+        try:
+            self.rpcapi.cloudlet_overlay_finish(context, instance, name, overlay_id)
+        except Exception:
+            with excutils.save_and_reraise_exception():
+                self._cast_failed(context, instance, [overlay_id])
+        LOG.info("cloudlet-overlay-finish %s requested: image %s", name, overlay_id,
+                 instance=instance)
+        return {'overlay-id': overlay_id, 'overlay-name': name}
+
+    @wsgi.expected_errors((400, 403, 404, 501))
+    @wsgi.action('cloudlet-handoff')
+    @validation.schema(schema.cloudlet_handoff)
+    @validation.response_body_schema(schema.cloudlet_handoff_response)
+    def _cloudlet_handoff(self, req, id, body):
+        """VM handoff to another cloudlet: validated and authorized, not implemented yet."""
+        context = req.environ['nova.context']
+        instance = self._get(context, id)
+        policies.authorize(context, 'handoff', instance)
+        url = body['cloudlet-handoff']['handoff_url']
+        if url.startswith(('http://', 'https://')) and \
+                not body['cloudlet-handoff'].get('dest_token'):
+            raise webob.exc.HTTPBadRequest(
+                explanation="cloudlet-handoff to an http(s) URL needs dest_token")
+        raise webob.exc.HTTPNotImplemented(
+            explanation="cloudlet-handoff is not implemented yet in OpenStack++")

@@ -1,0 +1,115 @@
+"""The Glance model of cloudlet base VMs and VM overlays (original-system A.7).
+
+A base VM is four linked images: the disk (uploaded last; it names the other three in
+its properties), the memory image, and the two hash lists. A VM overlay is one image.
+Every image carries ``is_cloudlet`` and ``cloudlet_type``; all of a base's images carry
+``base_sha256_uuid``, the base id (SHA-256 of the disk content), which the compute node
+sets when it uploads the data (the API creates the records before the id is known).
+
+Records are created here, empty (status ``queued``); nova-compute uploads the data with
+:func:`upload` and they become ``active``.
+"""
+
+from oslo_log import log as logging
+from oslo_utils import excutils
+
+LOG = logging.getLogger(__name__)
+
+PROPERTY_CLOUDLET = 'is_cloudlet'
+PROPERTY_TYPE = 'cloudlet_type'
+PROPERTY_BASE_ID = 'base_sha256_uuid'
+
+BASE_DISK = 'cloudlet_base_disk'
+BASE_MEMORY = 'cloudlet_base_memory'
+BASE_DISK_HASH = 'cloudlet_base_disk_hash'
+BASE_MEMORY_HASH = 'cloudlet_base_memory_hash'
+OVERLAY = 'cloudlet_overlay'
+
+# The disk image links the other three by these properties (the type name is the key).
+LINKED_TYPES = (BASE_MEMORY, BASE_DISK_HASH, BASE_MEMORY_HASH)
+# Image name suffixes, as the original's Import Base used them.
+SUFFIXES = {BASE_DISK: '-disk', BASE_MEMORY: '-memory',
+            BASE_DISK_HASH: '-diskhash', BASE_MEMORY_HASH: '-memhash'}
+# Keys of the cloudlet-base response, per image type.
+RESPONSE_KEYS = {BASE_DISK: 'base-disk', BASE_MEMORY: 'base-memory',
+                 BASE_DISK_HASH: 'base-disk-hash', BASE_MEMORY_HASH: 'base-memory-hash'}
+
+# Instance metadata key that asks for VM synthesis (POST /servers).
+METADATA_OVERLAY_URL = 'overlay_url'
+# Nova copies image properties into the instance's system_metadata with this prefix.
+SYSMETA_PREFIX = 'image_'
+
+
+def image_type_of(image_props):
+    """Return the ``cloudlet_type`` of an image property dict (or None)."""
+    return (image_props or {}).get(PROPERTY_TYPE)
+
+
+def instance_base_id(instance):
+    """Return the base id of the image ``instance`` was created from, if it was a base."""
+    sysmeta = instance.system_metadata or {}
+    if sysmeta.get(SYSMETA_PREFIX + PROPERTY_TYPE) != BASE_DISK:
+        return None
+    return sysmeta.get(SYSMETA_PREFIX + PROPERTY_BASE_ID)
+
+
+def _properties(context, instance, image_type, extra=None):
+    props = {PROPERTY_CLOUDLET: 'True', PROPERTY_TYPE: image_type,
+             'image_type': 'snapshot', 'image_location': 'snapshot',
+             'instance_uuid': instance.uuid, 'user_id': context.user_id}
+    props.update(extra or {})
+    return props
+
+
+def _create(context, image_api, name, props):
+    meta = {'name': name, 'disk_format': 'raw', 'container_format': 'bare',
+            'visibility': 'private', 'properties': props}
+    return image_api.create(context, meta)['id']
+
+
+def _delete_quietly(context, image_api, image_ids):
+    for image_id in image_ids:
+        try:
+            image_api.delete(context, image_id)
+        except Exception as exc:  # best effort: the original error matters more
+            LOG.warning("could not delete image %s after a failure: %s", image_id, exc)
+
+
+def create_base_records(context, image_api, instance, name):
+    """Create the four empty image records of a base VM; return ``{type: image id}``.
+
+    The disk record comes last so that it can name the other three.
+    """
+    ids = {}
+    try:
+        for image_type in LINKED_TYPES:
+            ids[image_type] = _create(context, image_api, name + SUFFIXES[image_type],
+                                      _properties(context, instance, image_type))
+        links = {t: ids[t] for t in LINKED_TYPES}
+        ids[BASE_DISK] = _create(context, image_api, name + SUFFIXES[BASE_DISK],
+                                 _properties(context, instance, BASE_DISK, links))
+    except Exception:
+        with excutils.save_and_reraise_exception():
+            _delete_quietly(context, image_api, ids.values())
+    return ids
+
+
+def create_overlay_record(context, image_api, instance, name):
+    """Create the empty image record of a VM overlay; return its id."""
+    extra = {}
+    base_id = instance_base_id(instance)
+    if base_id:
+        extra[PROPERTY_BASE_ID] = base_id
+    return _create(context, image_api, name, _properties(context, instance, OVERLAY, extra))
+
+
+def delete_records(context, image_api, image_ids):
+    """Delete image records (best effort), e.g. when the RPC cast cannot be sent."""
+    _delete_quietly(context, image_api, image_ids)
+
+
+def upload(context, image_api, image_id, path, properties=None):
+    """Upload the file at ``path`` as the data of image ``image_id`` (compute side)."""
+    meta = {'properties': dict(properties or {})}
+    with open(path, 'rb') as data:
+        return image_api.update(context, image_id, meta, data=data, purge_props=False)

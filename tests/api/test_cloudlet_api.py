@@ -1,0 +1,175 @@
+"""The os-cloudlet API through nova's own WSGI stack (in-process, fakelibvirt).
+
+Each test boots a whole nova (a few seconds), so related checks share a test.
+"""
+
+from unittest import mock
+
+from nova.compute import task_states
+from nova import context as nova_context
+from nova import objects
+import nova.policy
+from nova.tests.functional.api import client
+
+from cloudlet_api import glance as cloudlet_glance
+from tests.compute_nova import base
+
+UNKNOWN = "9a8b7c6d-0000-4000-8000-000000000000"
+BASE_CAST = "cloudlet_api.rpcapi.CloudletComputeAPI.cloudlet_base"
+OVERLAY_CAST = "cloudlet_api.rpcapi.CloudletComputeAPI.cloudlet_overlay_finish"
+
+
+class CloudletAPITest(base.CloudletTestBase):
+
+    def setUp(self):
+        super().setUp()
+        self.server = self._boot()
+
+    def _action(self, body, server_id=None, api=None):
+        api = api or self.api
+        resp = api.api_post("/servers/%s/action" % (server_id or self.server["id"]), body,
+                            check_response_status=False)
+        return resp.status, resp.body
+
+    def _assert_error(self, body, status, *words, **kwargs):
+        got, resp = self._action(body, **kwargs)
+        self.assertEqual(status, got, resp)
+        for word in words:
+            self.assertIn(word, str(resp))
+        return resp
+
+    def _instance(self, server_id):
+        return objects.Instance.get_by_uuid(nova_context.get_admin_context(), server_id)
+
+    def _new_images(self, image_type):
+        return [i for i in self.glance.images.values()
+                if i.get("properties", {}).get("cloudlet_type") == image_type
+                and i["id"] not in self.base_images.values()]
+
+    def test_extensions_schema_404_501(self):
+        exts = self.api.api_get("/extensions").body["extensions"]
+        aliases = [e["alias"] for e in exts]
+        self.assertIn("os-cloudlet", aliases)
+        self.assertIn("os-shelve", aliases)  # nova's own list is still there
+        ext = self.api.api_get("/extensions/os-cloudlet").body["extension"]
+        self.assertEqual("Cloudlet", ext["name"])
+        self.assertEqual("os-shelve",
+                         self.api.api_get("/extensions/os-shelve").body["extension"]["alias"])
+
+        # 400 with a message that names the problem
+        self._assert_error({"cloudlet-base": {}}, 400, "'name' is a required property")
+        self._assert_error({"cloudlet-base": {"name": ""}}, 400, "name")
+        self._assert_error({"cloudlet-base": {"name": "b", "extra": 1}}, 400,
+                           "Additional properties are not allowed")
+        self._assert_error({"cloudlet-overlay-finish": {}}, 400,
+                           "'overlay-name' is a required property")
+        self._assert_error({"cloudlet-overlay-finish": {"overlay-name": 7}}, 400,
+                           "overlay-name")
+        self._assert_error({"cloudlet-handoff": {"handoff_url": "ftp://x"}}, 400,
+                           "handoff_url")
+        self._assert_error({"cloudlet-handoff": {"handoff_url": "http://dest:8774"}}, 400,
+                           "dest_token")
+
+        # 404 for an unknown server, 501 for handoff
+        for body in ({"cloudlet-base": {"name": "b"}},
+                     {"cloudlet-overlay-finish": {"overlay-name": "o"}}):
+            self._assert_error(body, 404, UNKNOWN, server_id=UNKNOWN)
+        self._assert_error({"cloudlet-handoff": {"handoff_url": "file://residue"}}, 501,
+                           "not implemented")
+        self.assertEqual([], self._new_images(cloudlet_glance.BASE_DISK))
+
+    def test_wrong_state_is_409(self):
+        resp = self._assert_error({"cloudlet-overlay-finish": {"overlay-name": "o"}}, 409,
+                                  "not created from a cloudlet base VM")
+        self.assertIn(self.server["id"], str(resp))
+
+        instance = self._instance(self.server["id"])
+        instance.task_state = task_states.IMAGE_SNAPSHOT
+        instance.save()
+        self._assert_error({"cloudlet-base": {"name": "b"}}, 409, "task_state image_snapshot")
+        instance.task_state = None
+        instance.save()
+
+        self.api.post_server_action(self.server["id"], {"pause": None})
+        self._wait_for_state_change(self.server, "PAUSED")
+        self._assert_error({"cloudlet-base": {"name": "b"}}, 409, "vm_state paused")
+        self.assertEqual([], self._new_images(cloudlet_glance.BASE_DISK))
+        self.assertEqual([], self._new_images(cloudlet_glance.OVERLAY))
+
+    def test_policy(self):
+        bodies = ({"cloudlet-base": {"name": "b"}},
+                  {"cloudlet-overlay-finish": {"overlay-name": "o"}},
+                  {"cloudlet-handoff": {"handoff_url": "file://r"}})
+        # A member of another project does not even see the server (nova's own rule).
+        intruder = client.TestOpenStackClient("intruder", self.api_fixture.base_url,
+                                              project_id="another-project",
+                                              roles=["reader", "member"])
+        intruder.microversion = self.microversion
+        for body in bodies:
+            self._assert_error(body, 404, "could not be found", api=intruder)
+        # With the new defaults enforced, a reader or an unrelated role of the project.
+        self.flags(enforce_new_defaults=True, group="oslo_policy")
+        nova.policy.reset()
+        nova.policy.init(suppress_deprecation_warnings=True)
+        for api in (self.api_fixture.reader_api, self.api_fixture.other_api):
+            for body in bodies:
+                self._assert_error(body, 403, "os_compute_api:os-cloudlet:", api=api)
+        self.assertEqual([], self._new_images(cloudlet_glance.BASE_DISK))
+        # A member and an admin may.
+        with mock.patch(BASE_CAST):
+            self.assertEqual(202, self._action({"cloudlet-base": {"name": "m"}})[0])
+            instance = self._instance(self.server["id"])
+            instance.task_state = None
+            instance.save()
+            status, body = self._action({"cloudlet-base": {"name": "a"}}, api=self.admin_api)
+        self.assertEqual(202, status, body)
+
+    def test_records_and_casts(self):
+        with mock.patch(BASE_CAST) as cast:
+            status, body = self._action({"cloudlet-base": {"name": "mybase"}})
+        self.assertEqual(202, status, body)
+        self.assertEqual({"base-disk", "base-memory", "base-disk-hash", "base-memory-hash"},
+                         set(body))
+        disk = self.glance.show(None, body["base-disk"])
+        self.assertEqual("mybase-disk", disk["name"])
+        props = disk["properties"]
+        self.assertEqual((cloudlet_glance.BASE_DISK, "True", self.server["id"]),
+                         (props["cloudlet_type"], props["is_cloudlet"], props["instance_uuid"]))
+        self.assertEqual(body["base-memory"], props["cloudlet_base_memory"])
+        self.assertEqual(body["base-disk-hash"], props["cloudlet_base_disk_hash"])
+        self.assertEqual(body["base-memory-hash"], props["cloudlet_base_memory_hash"])
+        for key, image_type in (("base-memory", cloudlet_glance.BASE_MEMORY),
+                                ("base-disk-hash", cloudlet_glance.BASE_DISK_HASH),
+                                ("base-memory-hash", cloudlet_glance.BASE_MEMORY_HASH)):
+            self.assertEqual(image_type,
+                             self.glance.show(None, body[key])["properties"]["cloudlet_type"])
+        _ctxt, instance, image_ids = cast.call_args.args
+        self.assertEqual(self.server["id"], instance.uuid)
+        self.assertEqual(body["base-disk"], image_ids[cloudlet_glance.BASE_DISK])
+        self.assertEqual(task_states.IMAGE_SNAPSHOT_PENDING,
+                         self._instance(self.server["id"]).task_state)
+        # A second request while the first is pending is refused.
+        self._assert_error({"cloudlet-base": {"name": "again"}}, 409, "task_state")
+
+        resumed = self._boot(image_id=self.base_images[cloudlet_glance.BASE_DISK])
+        with mock.patch(OVERLAY_CAST) as cast:
+            status, body = self._action({"cloudlet-overlay-finish": {"overlay-name": "ov"}},
+                                        server_id=resumed["id"])
+        self.assertEqual(202, status, body)
+        self.assertEqual("ov", body["overlay-name"])
+        image = self.glance.show(None, body["overlay-id"])
+        self.assertEqual(cloudlet_glance.OVERLAY, image["properties"]["cloudlet_type"])
+        self.assertEqual(base.BASE_ID, image["properties"]["base_sha256_uuid"])
+        self.assertEqual(resumed["id"], image["properties"]["instance_uuid"])
+        _ctxt, instance, name, overlay_id = cast.call_args.args
+        self.assertEqual((resumed["id"], "ov", body["overlay-id"]),
+                         (instance.uuid, name, overlay_id))
+
+        # A cast that cannot be sent gives the server back and drops the records.
+        with mock.patch(OVERLAY_CAST, side_effect=RuntimeError("no queue")):
+            other = self._boot(image_id=self.base_images[cloudlet_glance.BASE_DISK])
+            status, _body = self._action({"cloudlet-overlay-finish": {"overlay-name": "x"}},
+                                         server_id=other["id"])
+        self.assertEqual(500, status)
+        self.assertIsNone(self._instance(other["id"]).task_state)
+        self.assertEqual(["ov"], [i["name"] for i in self._new_images(cloudlet_glance.OVERLAY)])
