@@ -16,6 +16,7 @@ from cloudlet_compute.errors import FormatError, IntegrityError
 CHUNK_SIZE = 4096
 ZERO_CHUNK = bytes(CHUNK_SIZE)
 MAX_WRITE = 4 << 20
+STREAM_PIECE = 8 << 20
 
 
 class Rebuild:
@@ -73,26 +74,47 @@ class Rebuild:
                 self.disk[index] = data
         return count
 
-    def memory_image(self):
-        """Return the rebuilt memory image, after checking its SHA-256."""
+    def _image_pieces(self):
         skel, base_mem = self.skeleton, self._base_mem
         data = memoryview(skel.data)
-        pieces, prev = [], 0
+        prev = 0
         for slot, (position, default) in enumerate(zip(skel.positions, skel.defaults)):
-            pieces.append(data[prev:position])
+            yield data[prev:position]
             page = self.slots.get(slot)
             if page is None:
                 page = base_mem[default:default + CHUNK_SIZE] if default >= 0 else ZERO_CHUNK
-            pieces.append(page)
+            yield page
             prev = position
-        pieces.append(data[prev:])
-        image = b"".join(pieces)
+        yield data[prev:]
+
+    def memory_stream(self, start=0):
+        """Yield the rebuilt memory image from offset ``start`` on, in pieces of ~8 MiB.
+
+        The SHA-256 covers the whole image; after the last piece, a mismatch with the
+        overlay's hash raises ``IntegrityError`` (so a consumer that writes the pieces to
+        a file must not use it before the generator is exhausted).
+        """
+        hasher, size, buf = hashlib.sha256(), 0, bytearray()
+        for piece in self._image_pieces():
+            buf += piece
+            if len(buf) >= STREAM_PIECE:
+                hasher.update(buf)
+                size += len(buf)
+                if size > start:
+                    yield memoryview(buf)[max(0, start - size + len(buf)):]
+                buf = bytearray()
+        hasher.update(buf)
+        size += len(buf)
+        if size > start:
+            yield memoryview(buf)[max(0, start - size + len(buf)):]
         expected = self.meta["memory"]["image_sha256"]
-        if len(image) != self.meta["memory"]["image_size"] or \
-                hashlib.sha256(image).hexdigest() != expected:
+        if size != self.meta["memory"]["image_size"] or hasher.hexdigest() != expected:
             raise IntegrityError("rebuilt memory image does not match the overlay's hash %s"
                                  % expected)
-        return image
+
+    def memory_image(self):
+        """Return the whole rebuilt memory image, checked."""
+        return b"".join(bytes(piece) for piece in self.memory_stream())
 
     def write_disk(self, nbd):
         """Write the disk chunks through ``nbd``, read them back, check the content hash."""

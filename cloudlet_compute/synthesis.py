@@ -149,15 +149,14 @@ def synthesize(conn, store, location, placement, progress_factory=NullProgress,
                     client.close()
             timings["disk"] = time.monotonic() - t1
             t2 = time.monotonic()
-            image = rebuild.memory_image()
-            timings["memory"] = time.monotonic() - t2
+            # The skeleton starts with the image's libvirt header: the new domain gets its
+            # own header; the rest is streamed to the file, hashed, checked before restore.
+            header = saveimage.SaveHeader.parse(rebuild.skeleton.data)
+            instances.start(conn, placement, base, header,
+                            rebuild.memory_stream(header.stream_offset), paused)
+            timings["memory_restore"] = time.monotonic() - t2
         finally:
             rebuild.close()
-        t3 = time.monotonic()
-        header = saveimage.SaveHeader.parse(image)
-        instances.start(conn, placement, base, header, [memoryview(image)[header.stream_offset:]],
-                        paused)
-        timings["restore"] = time.monotonic() - t3
     except BaseException:
         if created:
             placement.discard()
