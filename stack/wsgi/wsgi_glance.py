@@ -1,0 +1,8 @@
+"""gunicorn entry point for glance.wsgi.api (configuration comes from the OS_*_CONFIG_* environment).
+
+oslo.config would parse gunicorn's own command line: hide it before the import.
+"""
+import sys
+
+sys.argv = sys.argv[:1]
+from glance.wsgi.api import application  # noqa: E402,F401

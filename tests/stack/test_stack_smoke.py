@@ -1,0 +1,133 @@
+"""Smoke test of the embedded OpenStack (stack/stack.py): a real server on real Neutron.
+
+Starts the stack if it is not running (and leaves it running for later tests). Through
+openstacksdk only (HTTP), as the non-admin user `demo`: uploads the tiny test guest as
+kernel (aki) + ramdisk (ari) + raw disk images, boots a cl.tiny server on the provider
+network, checks that its Neutron port is ACTIVE and that the guest configured its fixed IP
+over DHCP (ping from the provider network's host side, and the guest's own answer on its
+second serial port, a nova TCP serial console), deletes the server and checks that the port
+is released. Removes everything it created.
+"""
+import os
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "stack"))
+import stack  # noqa: E402
+
+from tests.guest import guest  # noqa: E402
+
+
+def _wait(cond, timeout, what, interval=0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(interval)
+    raise AssertionError("timeout after %ss: %s" % (timeout, what))
+
+
+@pytest.fixture(scope="module")
+def running_stack():
+    summary = stack.up()
+    return summary
+
+
+@pytest.fixture(scope="module")
+def guest_dir():
+    d = guest.GUEST_DIR
+    if not (d / "disk.raw").exists():
+        guest.ensure_built(d)
+    for f in ("vmlinuz", "initrd.img", "disk.raw"):
+        assert (d / f).is_file(), "guest file %s missing in %s" % (f, d)
+    return d
+
+
+def test_server_on_provider_network(running_stack, guest_dir):
+    demo = stack.connect("cloudlet-demo")
+    admin = stack.connect("cloudlet-admin")
+    tag = "stk-smoke-" + uuid.uuid4().hex[:8]
+    created_images, server = [], None
+    try:
+        t0 = time.monotonic()
+        kernel = demo.image.create_image(
+            name=tag + "-kernel", filename=str(guest_dir / "vmlinuz"), disk_format="aki",
+            container_format="aki", visibility="private")
+        created_images.append(kernel)
+        ramdisk = demo.image.create_image(
+            name=tag + "-ramdisk", filename=str(guest_dir / "initrd.img"), disk_format="ari",
+            container_format="ari", visibility="private")
+        created_images.append(ramdisk)
+        disk = demo.image.create_image(
+            name=tag + "-disk", filename=str(guest_dir / "disk.raw"), disk_format="raw",
+            container_format="bare", visibility="private", kernel_id=kernel.id,
+            ramdisk_id=ramdisk.id, os_command_line=guest.KERNEL_CMDLINE)
+        created_images.append(disk)
+        for img in created_images:
+            assert demo.image.get_image(img.id).status == "active"
+        t_upload = time.monotonic() - t0
+
+        flavor = demo.compute.find_flavor("cl.tiny", ignore_missing=False)
+        assert flavor.extra_specs.get("hw:serial_port_count") == "2", flavor.extra_specs
+        net = demo.network.find_network(stack.PROVIDER_NETWORK, ignore_missing=False)
+
+        t1 = time.monotonic()
+        server = demo.compute.create_server(name=tag, image_id=disk.id, flavor_id=flavor.id,
+                                            networks=[{"uuid": net.id}])
+        server = demo.compute.wait_for_server(server, status="ACTIVE", failures=["ERROR"],
+                                              interval=1, wait=240)
+        t_active = time.monotonic() - t1
+
+        ports = list(demo.network.ports(device_id=server.id))
+        assert len(ports) == 1, ports
+        port = ports[0]
+        assert port.network_id == net.id
+        fixed_ip = port.fixed_ips[0]["ip_address"]
+        port = _wait(lambda: (lambda pt: pt if pt.status == "ACTIVE" else None)(
+            demo.network.get_port(port.id)), 60, "port %s ACTIVE" % port.id)
+        bound = admin.network.get_port(port.id)  # binding details are admin-only
+        assert bound.binding_vif_type == "ovs", bound.binding_vif_type
+        assert bound.binding_host_id == admin.compute.get_server(server.id).compute_host
+
+        # The host side of the provider network reaches the guest at its fixed IP.
+        def pings():
+            r = subprocess.run(stack.netns_argv(["ping", "-c", "1", "-W", "1", fixed_ip]),
+                               capture_output=True)
+            return r.returncode == 0
+        _wait(pings, 90, "ping %s from the provider network" % fixed_ip, interval=0.2)
+        t_ping = time.monotonic() - t1
+
+        # The guest itself reports the address it got over DHCP (its shell on ttyS1, here
+        # nova's TCP serial port #2 on 127.0.0.1).
+        instance_name = admin.compute.get_server(server.id).instance_name
+        assert instance_name.startswith("stk-")
+        serial = stack.domain_serial_ports(instance_name)
+        assert len(serial) == 2, serial
+        with guest.GuestChannel(tcp=("127.0.0.1", serial[1])) as ch:
+            ch.wait_ready(timeout=60)
+            assert ch.run("cat /run/net/*/ip").split() == [fixed_ip]
+
+        t2 = time.monotonic()
+        demo.compute.delete_server(server)
+        demo.compute.wait_for_delete(server, interval=1, wait=120)
+        server = None
+        _wait(lambda: demo.network.find_port(port.id) is None, 60,
+              "port %s released" % port.id)
+        t_delete = time.monotonic() - t2
+        print("\nsmoke timings: upload %.1fs, boot to ACTIVE %.1fs, to ping %.1fs, "
+              "delete %.1fs" % (t_upload, t_active, t_ping, t_delete))
+    finally:
+        if server is not None:
+            try:
+                demo.compute.delete_server(server, ignore_missing=True)
+                demo.compute.wait_for_delete(server, interval=1, wait=120)
+            except Exception:
+                pass
+        for img in created_images:
+            demo.image.delete_image(img, ignore_missing=True)
