@@ -39,7 +39,7 @@ bench: host venv guest
 	@$(PY) bench/run.py
 
 stack: host venv guest
-	@$(PY) stack/stack.py up
+	@$(PY) stack/stack.py up --cloudlet
 
 stack-down:
 	@test -x $(PY) && $(PY) stack/stack.py down || true

@@ -10,3 +10,6 @@ Modules: ``router`` (the paste app), ``cloudlet`` (the controller: server action
 defaults), ``glance`` (the Glance model of base VMs and overlays), ``rpcapi`` (casts to the
 ``cloudlet`` RPC namespace of nova-compute). See ``doc/nova-integration.md``.
 """
+
+# The value of ``paste.app_factory`` in ``[app:osapi_compute_app_v21]`` that enables us.
+PASTE_APP_FACTORY = "cloudlet_api.router:APIRouter.factory"

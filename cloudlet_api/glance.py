@@ -15,29 +15,11 @@ from oslo_utils import excutils
 
 LOG = logging.getLogger(__name__)
 
-PROPERTY_CLOUDLET = 'is_cloudlet'
-PROPERTY_TYPE = 'cloudlet_type'
-PROPERTY_BASE_ID = 'base_sha256_uuid'
-
-BASE_DISK = 'cloudlet_base_disk'
-BASE_MEMORY = 'cloudlet_base_memory'
-BASE_DISK_HASH = 'cloudlet_base_disk_hash'
-BASE_MEMORY_HASH = 'cloudlet_base_memory_hash'
-OVERLAY = 'cloudlet_overlay'
-
-# The disk image links the other three by these properties (the type name is the key).
-LINKED_TYPES = (BASE_MEMORY, BASE_DISK_HASH, BASE_MEMORY_HASH)
-# Image name suffixes, as the original's Import Base used them.
-SUFFIXES = {BASE_DISK: '-disk', BASE_MEMORY: '-memory',
-            BASE_DISK_HASH: '-diskhash', BASE_MEMORY_HASH: '-memhash'}
-# Keys of the cloudlet-base response, per image type.
-RESPONSE_KEYS = {BASE_DISK: 'base-disk', BASE_MEMORY: 'base-memory',
-                 BASE_DISK_HASH: 'base-disk-hash', BASE_MEMORY_HASH: 'base-memory-hash'}
-
-# Instance metadata key that asks for VM synthesis (POST /servers).
-METADATA_OVERLAY_URL = 'overlay_url'
-# Nova copies image properties into the instance's system_metadata with this prefix.
-SYSMETA_PREFIX = 'image_'
+# The names of the model live in one nova-free module, shared with the clients.
+from cloudlet_compute.imagemodel import (  # noqa: E402,F401
+    BASE_DISK, BASE_DISK_HASH, BASE_MEMORY, BASE_MEMORY_HASH, LINKED_TYPES,
+    METADATA_OVERLAY_URL, OVERLAY, PROPERTY_BASE_ID, PROPERTY_CLOUDLET, PROPERTY_TYPE,
+    RESPONSE_KEYS, SUFFIXES, SYSMETA_PREFIX)
 
 
 def image_type_of(image_props):

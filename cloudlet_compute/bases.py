@@ -29,7 +29,7 @@ from array import array
 
 import msgpack
 
-from cloudlet_compute import domains, domxml, migstream, qemuimg, saveimage
+from cloudlet_compute import domains, domxml, imagemodel, migstream, qemuimg, saveimage
 from cloudlet_compute.errors import (CloudletError, ConflictError, FormatError,
                                      IntegrityError, NotFoundError)
 from cloudlet_compute.progress import NullProgress
@@ -122,6 +122,11 @@ class BaseVM:
         keys.frombytes(pages["keys"])
         offsets.frombytes(pages["offsets"])
         return pages["blocks"], keys, offsets, pages["digests"]
+
+    def image_files(self):
+        """``{cloudlet_type: path}`` of the files that make this base's Glance images."""
+        return {image_type: os.path.join(self.path, name)
+                for image_type, name in imagemodel.BASE_FILES.items()}
 
     def summary(self):
         """A dict for listings."""

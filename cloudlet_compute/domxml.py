@@ -32,6 +32,15 @@ def file_disk(xml):
     return disks[0].find("source").get("file"), fmt
 
 
+def memory_mib(xml):
+    """The guest RAM a domain XML asks for, in MiB (rounded up)."""
+    node = _parse(xml).find("memory")
+    units = {"b": 1, "bytes": 1, "KiB": 1 << 10, "k": 1 << 10, "MiB": 1 << 20, "M": 1 << 20,
+             "GiB": 1 << 30, "G": 1 << 30}
+    size = int(node.text) * units.get(node.get("unit", "KiB"), 1 << 10)
+    return -(-size // (1 << 20))
+
+
 def base_id_of(xml):
     """Return the base VM id recorded in a domain's metadata, or None."""
     node = _parse(xml).find("metadata/{%s}instance" % NS)

@@ -993,9 +993,20 @@ def _dhcp_port_active(conn, net):
 
 
 # --- commands ---------------------------------------------------------------------------------
-def up(state_dir=None, compute_driver=None, api_router=None, nova_extra_conf=None):
-    """Start (or complete) the stack; return a summary dict. Idempotent."""
+def up(state_dir=None, compute_driver=None, api_router=None, nova_extra_conf=None,
+       cloudlet=False):
+    """Start (or complete) the stack; return a summary dict. Idempotent.
+
+    ``cloudlet=True`` enables OpenStack++: installs the ``nova.virt.cloudlet`` shim and
+    uses our compute driver and API router (unless given explicitly).
+    """
     t0 = time.time()
+    if cloudlet:
+        import cloudlet_api
+        from cloudlet_compute.nova import shim
+        shim.install()
+        compute_driver = compute_driver or shim.DRIVER
+        api_router = api_router or cloudlet_api.PASTE_APP_FACTORY
     p = _Paths(state_dir)
     settings = _settings(compute_driver, api_router, nova_extra_conf)
     already = all(_running(p, n) for n in ORDER)
@@ -1223,6 +1234,8 @@ def main(argv=None):
                    "CLOUDLET_COMPUTE_DRIVER; default %s)" % DEFAULT_COMPUTE_DRIVER)
     u.add_argument("--api-router", help="paste.app_factory of [app:osapi_compute_app_v21] (env "
                    "CLOUDLET_API_ROUTER; default %s)" % DEFAULT_API_ROUTER)
+    u.add_argument("--cloudlet", action="store_true",
+                   help="enable OpenStack++ (shim, CloudletDriver, cloudlet_api router)")
     u.add_argument("--nova-extra-conf", help="extra config file for every nova service (env "
                    "CLOUDLET_NOVA_EXTRA_CONF)")
     d = sub.add_parser("down", help="stop everything the stack started")
@@ -1233,7 +1246,7 @@ def main(argv=None):
     a = ap.parse_args(argv)
     try:
         if a.cmd == "up":
-            up(a.state_dir, a.compute_driver, a.api_router, a.nova_extra_conf)
+            up(a.state_dir, a.compute_driver, a.api_router, a.nova_extra_conf, a.cloudlet)
         elif a.cmd == "down":
             down(a.state_dir, a.purge)
         elif a.cmd == "status":

@@ -173,7 +173,7 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
                                               guest.name, instance.display_name or
                                               instance.uuid)
         update_task_state(task_states.IMAGE_UPLOADING, task_states.IMAGE_PENDING_UPLOAD)
-        files = engine_adapter.base_files(base)
+        files = base.image_files()
         # The disk goes last: when it is active, the images it links are too.
         for image_type in glance.LINKED_TYPES + (glance.BASE_DISK,):
             glance.upload(context, self.bases.image_api, image_ids[image_type],

@@ -56,14 +56,6 @@ def cache_base(store, base_id, name, fetch):
     return base
 
 
-def base_files(base):
-    """``{cloudlet_type: path}`` of the four files that make a base VM's Glance images."""
-    return {"cloudlet_base_disk": base.disk_path,
-            "cloudlet_base_memory": base.memory_path,
-            "cloudlet_base_disk_hash": os.path.join(base.path, "disk.digests"),
-            "cloudlet_base_memory_hash": os.path.join(base.path, "memory.pages")}
-
-
 def overlay_base_id(store, location):
     """Read only the meta of the overlay at ``location``; return the base id it needs."""
     from cloudlet_compute import overlay

@@ -35,7 +35,7 @@ def _wait(cond, timeout, what, interval=0.5):
 
 @pytest.fixture(scope="module")
 def running_stack():
-    summary = stack.up()
+    summary = stack.up(cloudlet=True)
     return summary
 
 

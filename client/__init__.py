@@ -1,0 +1,1 @@
+"""OpenStack++ clients: ``cloudlet_client.py`` and the ``openstack cloudlet`` plugin."""
