@@ -9,46 +9,12 @@ ACTIVE, and the guest's memory and disk state equal the customized VM's.
 import os
 import uuid
 
-import pytest
-
-from client.glance_import import import_base_package, wait_active
+from client.glance_import import wait_active
 from cloudlet_compute import imagemodel as model
 from tests.compute.test_story import assert_same_guest
 from tests.conftest import scratch_root
 from tests.support import cloud, story as storymod
 from tests.support.httpserve import FileServer
-
-
-@pytest.fixture(scope="module")
-def stack_up():
-    return cloud.up()
-
-
-@pytest.fixture(scope="module")
-def base_package(libvirt_conn):
-    """A base package of the tiny guest, made with the ``cloudlet`` CLI."""
-    story = storymod.Story(libvirt_conn, scratch_root("e2e"))
-    try:
-        base_id = story.create_base(story.boot_source())
-        package = os.path.join(story.root, "base.zip")
-        storymod.cloudlet(story.home, "base", "export", base_id, package)
-        yield package, base_id, story.root
-    finally:
-        story.cleanup()
-
-
-@pytest.fixture(scope="module")
-def clouds(stack_up):
-    return cloud.stack.connect("cloudlet-demo"), cloud.stack.connect("cloudlet-admin")
-
-
-@pytest.fixture(scope="module")
-def base_images(clouds, base_package):
-    demo, _ = clouds
-    ids = import_base_package(demo, base_package[0], name="e2e-%s" % uuid.uuid4().hex[:6])
-    yield ids
-    for image_id in ids.values():
-        demo.image.delete_image(image_id, ignore_missing=True)
 
 
 def boot(demo, name, image_id, **kwargs):
@@ -58,11 +24,11 @@ def boot(demo, name, image_id, **kwargs):
     return demo.compute.wait_for_server(server, wait=300)
 
 
-def test_import_base_makes_linked_images(clouds, base_images, base_package):
+def test_import_base_makes_linked_images(clouds, base_images, base_story):
     demo, _ = clouds
     disk = demo.image.get_image(base_images[model.BASE_DISK])
     assert disk.properties[model.PROPERTY_TYPE] == model.BASE_DISK
-    assert disk.properties[model.PROPERTY_BASE_ID] == base_package[1]
+    assert disk.properties[model.PROPERTY_BASE_ID] == base_story.base_id
     for image_type in model.LINKED_TYPES:
         assert disk.properties[image_type] == base_images[image_type]
         linked = demo.image.get_image(base_images[image_type])
@@ -70,7 +36,7 @@ def test_import_base_makes_linked_images(clouds, base_images, base_package):
         assert linked.properties[model.PROPERTY_TYPE] == image_type
 
 
-def test_resume_overlay_synthesis_through_nova(clouds, base_images, base_package):
+def test_resume_overlay_synthesis_through_nova(clouds, base_images):
     demo, admin = clouds
     tag = "e2e-%s" % uuid.uuid4().hex[:6]
     servers, overlay_id = [], None

@@ -1,0 +1,153 @@
+"""Failures through Nova: a clear 4xx at the API, or ERROR with a fault saying why, and
+nothing left behind on the compute node."""
+
+import os
+import shutil
+import uuid
+import zipfile
+
+import pytest
+
+from cloudlet_compute import imagemodel as model
+from tests.compute.test_bad_input import rewrite
+from tests.conftest import scratch_root
+from tests.support import cloud
+from tests.support.httpserve import FileServer
+
+
+@pytest.fixture(scope="module")
+def served(base_story):
+    """A FileServer over a directory of good and crafted overlays."""
+    root = scratch_root("e2e-bad")
+
+    def other_base(meta):
+        meta["base_vm_sha256"] = "ab" * 32
+    shutil.copyfile(base_story.overlay, os.path.join(root, "good.zip"))
+    rewrite(base_story.overlay, os.path.join(root, "other-base.zip"), other_base)
+    flipped = os.path.join(root, "flipped.zip")
+    shutil.copyfile(base_story.overlay, flipped)
+    with zipfile.ZipFile(flipped) as zf:
+        info = zf.getinfo("blob-00000")
+    with open(flipped, "r+b") as f:
+        f.seek(info.header_offset + 30 + len(info.filename) + 500)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 1]))
+    with open(os.path.join(root, "notzip.zip"), "w") as f:
+        f.write("not an overlay\n" * 100)
+    with FileServer(root) as server:
+        yield server
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def boot_and_wait(demo, image_id, metadata):
+    flavor = demo.compute.find_flavor("cl.tiny")
+    server = demo.compute.create_server(name="e2e-bad-%s" % uuid.uuid4().hex[:6],
+                                        image_id=image_id, flavor_id=flavor.id,
+                                        networks="none", metadata=metadata)
+    return demo.compute.wait_for_server(server, status="ERROR", failures=["ACTIVE"], wait=300)
+
+
+@pytest.mark.parametrize("name, reason", [
+    ("missing.zip", "404"),
+    ("notzip.zip", "not a zip package"),
+    ("flipped.zip", "blob-00000"),
+    ("other-base.zip", "ab" * 32),
+])
+def test_bad_overlay_ends_in_error_with_reason(clouds, base_images, served, name, reason):
+    demo, admin = clouds
+    server = boot_and_wait(demo, base_images[model.BASE_DISK],
+                           {model.METADATA_OVERLAY_URL: served.url(name)})
+    try:
+        fault = admin.compute.get_server(server.id).fault or {}
+        assert "VM synthesis failed" in fault.get("message", ""), fault
+        assert reason in fault["message"], fault
+        instance = admin.compute.get_server(server.id).instance_name
+        assert instance not in [d.name() for d in cloud_domains()]
+    finally:
+        cloud.delete_server(demo, server.id)
+
+
+def test_unreachable_overlay_url(clouds, base_images):
+    demo, admin = clouds
+    server = boot_and_wait(demo, base_images[model.BASE_DISK],
+                           {model.METADATA_OVERLAY_URL: "http://127.0.0.1:9/overlay.zip"})
+    try:
+        fault = admin.compute.get_server(server.id).fault or {}
+        assert "cannot fetch http://127.0.0.1:9/overlay.zip" in fault.get("message", ""), fault
+    finally:
+        cloud.delete_server(demo, server.id)
+
+
+def test_api_errors(clouds, base_images):
+    """404 for an unknown server, 400 with a message for a bad body, 409 for a server
+    in the wrong state (stopped)."""
+    demo, _ = clouds
+    resp = cloud.server_action(demo, str(uuid.uuid4()),
+                               {"cloudlet-overlay-finish": {"overlay-name": "x"}})
+    assert resp.status_code == 404, resp.text
+    flavor = demo.compute.find_flavor("cl.tiny")
+    server = demo.compute.wait_for_server(demo.compute.create_server(
+        name="e2e-409-%s" % uuid.uuid4().hex[:6], image_id=base_images[model.BASE_DISK],
+        flavor_id=flavor.id, networks="none"), wait=300)
+    try:
+        resp = cloud.server_action(demo, server.id, {"cloudlet-overlay-finish": {"bogus": 1}})
+        assert resp.status_code == 400 and "bogus" in resp.text, resp.text
+        demo.compute.stop_server(server)
+        demo.compute.wait_for_server(server, status="SHUTOFF", wait=120)
+        resp = cloud.server_action(demo, server.id,
+                                   {"cloudlet-overlay-finish": {"overlay-name": "x"}})
+        assert resp.status_code == 409, resp.text
+        assert "state" in resp.json()["conflictingRequest"]["message"], resp.text
+    finally:
+        cloud.delete_server(demo, server.id)
+
+
+def cloud_domains():
+    import libvirt
+    conn = libvirt.open("qemu:///system")
+    try:
+        return conn.listAllDomains()
+    finally:
+        conn.close()
+
+
+def test_cloudlet_base_from_running_instance(clouds, base_images):
+    """Snapshot a running (resumed) server into a new base; a server resumed from that
+    base has the first server's memory (a shell variable) and disk."""
+    demo, admin = clouds
+    tag = "e2e-base-%s" % uuid.uuid4().hex[:6]
+    servers, new_ids = [], {}
+    flavor = demo.compute.find_flavor("cl.tiny")
+    try:
+        first = demo.compute.wait_for_server(demo.compute.create_server(
+            name=tag + "-a", image_id=base_images[model.BASE_DISK], flavor_id=flavor.id,
+            networks="none"), wait=300)
+        servers.append(first.id)
+        token = uuid.uuid4().hex
+        with cloud.guest_channel(admin, first.id) as chan:
+            chan.run("BASE_VAR=%s; echo %s > /mnt/base-marker; sync" % (token, token))
+        resp = cloud.server_action(demo, first.id, {"cloudlet-base": {"name": tag}})
+        assert resp.status_code == 202, resp.text
+        new_ids = {t: resp.json()[k] for t, k in model.RESPONSE_KEYS.items()}
+        for image_id in new_ids.values():
+            cloud.wait_for(lambda i=image_id: demo.image.get_image(i).status == "active", 300,
+                           "image %s active" % image_id)
+        disk = demo.image.get_image(new_ids[model.BASE_DISK])
+        assert disk.properties[model.PROPERTY_BASE_ID]
+        assert disk.properties[model.BASE_MEMORY] == new_ids[model.BASE_MEMORY]
+        cloud.wait_for(lambda: demo.compute.get_server(first.id).task_state is None, 120,
+                       "the first server to finish cloudlet-base")
+        assert demo.compute.get_server(first.id).status == "ACTIVE"
+
+        second = demo.compute.wait_for_server(demo.compute.create_server(
+            name=tag + "-b", image_id=new_ids[model.BASE_DISK], flavor_id=flavor.id,
+            networks="none"), wait=300)
+        servers.append(second.id)
+        with cloud.guest_channel(admin, second.id) as chan:
+            assert chan.run("echo $BASE_VAR; cat /mnt/base-marker").split() == [token, token]
+    finally:
+        for server_id in servers:
+            cloud.delete_server(demo, server_id)
+        for image_id in new_ids.values():
+            demo.image.delete_image(image_id, ignore_missing=True)
