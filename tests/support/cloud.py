@@ -3,8 +3,12 @@
 import os
 import sys
 import time
+import uuid
 
+from client.glance_import import import_base_package, wait_active
+from cloudlet_compute import imagemodel as model
 from tests.guest import guest
+from tests.support import story as storymod
 
 sys.path.insert(0, str(guest.REPO_DIR / "stack"))
 import stack  # noqa: E402
@@ -55,3 +59,64 @@ def delete_server(conn, server_id):
 def env():
     """Environment for CLI runs against the stack (clouds.yaml)."""
     return dict(os.environ, OS_CLIENT_CONFIG_FILE=stack.clouds_yaml_path())
+
+
+class NovaStory:
+    """The cloudlet story through Nova (HTTP only, as the demo user), step by step."""
+
+    def __init__(self, demo, admin, flavor="cl.tiny"):
+        self.demo, self.admin = demo, admin
+        self.flavor = demo.compute.find_flavor(flavor)
+        self.tag = "story-%s" % uuid.uuid4().hex[:6]
+        self.servers, self.images = [], []
+
+    def import_base(self, package):
+        """Import a base package; return ``{cloudlet_type: image id}``."""
+        ids = import_base_package(self.demo, package, name=self.tag)
+        self.images += ids.values()
+        return ids
+
+    def boot(self, role, image_id, overlay_url=None):
+        """POST /servers from a base disk image (resume), or with overlay_url (synthesis)."""
+        metadata = {model.METADATA_OVERLAY_URL: overlay_url} if overlay_url else {}
+        server = self.demo.compute.create_server(
+            name="%s-%s" % (self.tag, role), image_id=image_id, flavor_id=self.flavor.id,
+            networks="none", metadata=metadata)
+        self.servers.append(server.id)
+        return self.demo.compute.wait_for_server(server, wait=300)
+
+    def customize(self, server_id):
+        """Change memory and disk in the guest; return what it then reports."""
+        with guest_channel(self.admin, server_id) as chan:
+            chan.run(storymod.CUSTOMIZE.format(token=uuid.uuid4().hex), timeout=120)
+            return storymod.parse_observation(chan.run(storymod.OBSERVE))
+
+    def observe(self, server_id):
+        """What the guest reports (``story.OBSERVE``)."""
+        with guest_channel(self.admin, server_id) as chan:
+            return storymod.parse_observation(chan.run(storymod.OBSERVE))
+
+    def overlay_finish(self, server_id):
+        """cloudlet-overlay-finish; wait for the overlay image; return its id."""
+        resp = server_action(self.demo, server_id,
+                             {"cloudlet-overlay-finish": {"overlay-name": self.tag + "-ov"}})
+        if resp.status_code != 202:
+            raise AssertionError("cloudlet-overlay-finish: %d %s" % (resp.status_code, resp.text))
+        overlay_id = resp.json()["overlay-id"]
+        self.images.append(overlay_id)
+        wait_active(self.demo, overlay_id, timeout=300)
+        wait_for(lambda: self.demo.compute.get_server(server_id).task_state is None, 120,
+                 "server %s to finish its task" % server_id)
+        return overlay_id
+
+    def download(self, image_id, path):
+        """Download an image's data to ``path``."""
+        self.demo.image.download_image(image_id, output=path)
+        return path
+
+    def cleanup(self):
+        """Delete the servers and images this story made."""
+        for server_id in self.servers:
+            delete_server(self.demo, server_id)
+        for image_id in self.images:
+            self.demo.image.delete_image(image_id, ignore_missing=True)
