@@ -36,9 +36,14 @@ class _ReadProgress:
 
 
 def find_base_images(conn, base_id):
-    """Return the base disk images visible to ``conn`` whose base id is ``base_id``."""
-    return [image for image in conn.image.images(**{model.PROPERTY_TYPE: model.BASE_DISK})
-            if image.properties.get(model.PROPERTY_BASE_ID) == base_id]
+    """Return the base disk images visible to ``conn`` whose base id is ``base_id``.
+
+    Filtered here: openstacksdk drops query parameters it does not know (custom
+    properties), so Glance would not filter.
+    """
+    return [image for image in conn.image.images()
+            if image.properties.get(model.PROPERTY_TYPE) == model.BASE_DISK
+            and image.properties.get(model.PROPERTY_BASE_ID) == base_id]
 
 
 def _upload(conn, name, path, properties, visibility, progress):

@@ -29,7 +29,7 @@ from array import array
 
 import msgpack
 
-from cloudlet_compute import domains, domxml, imagemodel, migstream, qemuimg, saveimage
+from cloudlet_compute import domxml, imagemodel, migstream, qemuimg, saveimage
 from cloudlet_compute.errors import (CloudletError, ConflictError, FormatError,
                                      IntegrityError, NotFoundError)
 from cloudlet_compute.progress import NullProgress
@@ -230,23 +230,17 @@ class BaseStore:
     def create_from_domain(self, conn, domain_name, name, progress=None):
         """Snapshot the running domain ``domain_name`` into a new base VM named ``name``.
 
-        The domain is saved (memory image), its disk copied as raw while it is stopped,
-        and it is restored at once: it keeps running, paused for a few seconds.
+        The domain keeps running: it stops only while its last memory pages are taken
+        and its disk file is copied (``capture``); the copy is then converted to raw.
         """
-        dom = domains.lookup(conn, domain_name)
-        if not dom.isActive():
-            raise ConflictError("domain %s is not running" % domain_name)
-        disk_path, disk_format = domxml.file_disk(dom.XMLDesc())
+        from cloudlet_compute import capture  # capture needs libvirt; the store does not
         work = self.scratch("create-")
-        memory_path = os.path.join(work, "memory.img")
         raw_path = os.path.join(work, "disk.raw")
         try:
-            domains.save(dom, memory_path)
-            try:
-                qemuimg.convert_to_raw(disk_path, raw_path)
-            finally:
-                domains.restore(conn, memory_path)
-            return self.add(raw_path, memory_path, name, progress=progress)
+            cap = capture.capture(conn, domain_name, work)
+            qemuimg.convert_to_raw(cap.disk_path, raw_path)
+            os.unlink(cap.disk_path)
+            return self.add(raw_path, cap.memory_path, name, progress=progress)
         finally:
             shutil.rmtree(work, ignore_errors=True)
 

@@ -1,51 +1,138 @@
-"""Capture stage: the memory image and disk top layer of a running domain, which keeps running.
+"""Capture stage: the memory image and disk of a running domain, which keeps running.
 
-The domain is saved (QEMU writes its memory image and stops), its qcow2 top layer is
-copied while nothing writes to it, and the domain is restored from the same image.
-Whatever fails, the domain is restored if it was stopped: a capture never loses a VM.
+Memory is taken by a live migration of the domain into a file of ours: the guest runs
+while QEMU pre-copies its RAM (re-sending pages it dirties) and stops only for the last
+round. The stream reaches us through a socket pair whose one end is handed to QEMU
+(``getfd``), so no socket file is ever exposed. While QEMU holds the guest stopped, the
+disk file is copied; then the guest continues. The stream is rewritten with each page
+once (``migstream.canonical``) behind a libvirt header carrying the domain's migratable
+XML, which makes it an ordinary save image. Whatever fails, a guest we stopped is
+resumed: a capture never loses a VM.
+
+libvirt marks a domain whose monitor we used as tainted ("custom-monitor"); stock
+libvirt has no API that migrates live into a file.
 """
 
+import json
 import logging
+import mmap
 import os
 import shutil
+import socket
+import threading
 import time
 
-from cloudlet_compute import domains, domxml
-from cloudlet_compute.errors import ConflictError
+import libvirt
+import libvirt_qemu
+
+from cloudlet_compute import domains, domxml, migstream, saveimage
+from cloudlet_compute.errors import ConflictError, HypervisorError
 
 LOG = logging.getLogger(__name__)
+FD_NAME = "cloudlet-capture"
+BANDWIDTH = 1 << 40           # bytes/s: do not throttle a local capture
+POLL = 0.02
 
 
 class Capture:
-    """What ``capture`` took: paths of the memory image and disk copy, downtime, base id."""
+    """What ``capture`` took: memory image, disk copy (same format as the domain's disk),
+    the domain's XML and the guest's downtime in seconds."""
 
-    def __init__(self, memory_path, disk_path, base_id, downtime):
-        self.memory_path, self.disk_path = memory_path, disk_path
-        self.base_id, self.downtime = base_id, downtime
+    def __init__(self, memory_path, disk_path, disk_format, xml, downtime):
+        self.memory_path, self.disk_path, self.disk_format = memory_path, disk_path, disk_format
+        self.xml, self.downtime = xml, downtime
+
+
+def _qmp(dom, command, arguments=None, files=None):
+    cmd = json.dumps({"execute": command, "arguments": arguments or {}})
+    try:
+        if files:
+            reply, _ = libvirt_qemu.qemuMonitorCommandWithFiles(dom, cmd, files, 0)
+        else:
+            reply = libvirt_qemu.qemuMonitorCommand(dom, cmd, 0)
+    except libvirt.libvirtError as exc:
+        raise HypervisorError("QEMU %s on %s failed: %s"
+                              % (command, dom.name(), exc.get_error_message())) from None
+    return json.loads(reply).get("return", {})
+
+
+def _receive(sock, path, result):
+    try:
+        with open(path, "wb") as out:
+            while True:
+                piece = sock.recv(1 << 20)
+                if not piece:
+                    break
+                out.write(piece)
+    except OSError as exc:
+        result.append(exc)
+    finally:
+        sock.close()
+
+
+def _migrate_memory(dom, path):
+    """Live-migrate ``dom``'s memory into ``path``; return QEMU's downtime in ms.
+
+    On success the guest is left stopped by QEMU; on failure it runs as before.
+    """
+    ours, theirs = socket.socketpair()
+    errors = []
+    reader = threading.Thread(target=_receive, args=(ours, path, errors), daemon=True)
+    old = _qmp(dom, "query-migrate-parameters").get("max-bandwidth")
+    try:
+        _qmp(dom, "getfd", {"fdname": FD_NAME}, files=[theirs.fileno()])
+        theirs.close()
+        reader.start()
+        _qmp(dom, "migrate-set-parameters", {"max-bandwidth": BANDWIDTH})
+        _qmp(dom, "migrate", {"uri": "fd:" + FD_NAME})
+        while True:
+            info = _qmp(dom, "query-migrate")
+            if info.get("status") in ("completed", "failed", "cancelled"):
+                break
+            time.sleep(POLL)
+    finally:
+        if theirs.fileno() >= 0:
+            theirs.close()
+        if old is not None:
+            _qmp(dom, "migrate-set-parameters", {"max-bandwidth": old})
+    reader.join(60)
+    if info.get("status") != "completed" or errors or reader.is_alive():
+        raise HypervisorError("live capture of %s's memory failed: %s"
+                              % (dom.name(), info.get("error-desc") or errors or "timeout"))
+    return info.get("downtime", 0)
+
+
+def _resume(dom):
+    try:
+        if dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED:
+            dom.resume()
+    except libvirt.libvirtError as exc:
+        raise HypervisorError("could not resume %s after its capture: %s"
+                              % (dom.name(), exc.get_error_message())) from None
 
 
 def capture(conn, name, workdir):
-    """Capture domain ``name`` into ``workdir``; return a ``Capture``."""
+    """Capture running domain ``name`` (one file-backed disk) into ``workdir``."""
     dom = domains.lookup(conn, name)
-    if not dom.isActive():
+    if dom.state()[0] != libvirt.VIR_DOMAIN_RUNNING:
         raise ConflictError("domain %s is not running" % name)
-    xml = dom.XMLDesc()
-    base_id = domxml.base_id_of(xml)
-    if base_id is None:
-        raise ConflictError("domain %s was not resumed from a base VM (no cloudlet metadata)"
-                            % name)
+    xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE | libvirt.VIR_DOMAIN_XML_SECURE)
     disk_path, disk_format = domxml.file_disk(xml)
-    if disk_format != "qcow2":
-        raise ConflictError("domain %s's disk is %s, expected a qcow2 over its base"
-                            % (name, disk_format))
+    stream_path = os.path.join(workdir, "stream.raw")
     memory_path = os.path.join(workdir, "memory.img")
-    disk_copy = os.path.join(workdir, "disk.qcow2")
-    start = time.monotonic()
-    domains.save(dom, memory_path)
+    disk_copy = os.path.join(workdir, "disk." + disk_format)
     try:
+        qemu_downtime = _migrate_memory(dom, stream_path)
+        stopped = time.monotonic()
         shutil.copyfile(disk_path, disk_copy)
     finally:
-        domains.restore(conn, memory_path)
-    downtime = time.monotonic() - start
-    LOG.info("captured %s (down %.2f s)", name, downtime)
-    return Capture(memory_path, disk_copy, base_id, downtime)
+        _resume(dom)
+    downtime = time.monotonic() - stopped + qemu_downtime / 1000.0
+    with open(stream_path, "rb") as f, mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as buf:
+        stream = migstream.canonical(buf, 0, migstream.parse(buf, 0))
+    os.unlink(stream_path)
+    with open(memory_path, "wb") as out:
+        out.write(saveimage.SaveHeader(xml, "").encode())
+        out.write(stream)
+    LOG.info("captured %s (guest stopped %.3f s)", name, downtime)
+    return Capture(memory_path, disk_copy, disk_format, xml, downtime)

@@ -78,3 +78,34 @@ def destroy(conn, name):
             dom.destroy()
         with contextlib.suppress(libvirt.libvirtError):
             dom.undefine()
+
+
+def _affect(live, config):
+    flags = 0
+    if live:
+        flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
+    if config:
+        flags |= libvirt.VIR_DOMAIN_AFFECT_CONFIG
+    return flags
+
+
+def attach_device(dom, device_xml, live=True, config=False):
+    """Hot-plug the device described by ``device_xml`` (``<interface>``, ``<disk>``...) into
+    ``dom``: into the running domain (``live``) and/or its persistent definition
+    (``config``). A paused domain takes the device too; the guest sees it when it runs."""
+    try:
+        dom.attachDeviceFlags(device_xml, _affect(live, config))
+    except libvirt.libvirtError as exc:
+        raise HypervisorError("attaching a device to %s failed: %s"
+                              % (dom.name(), exc.get_error_message())) from None
+
+
+def detach_device_alias(dom, alias, live=True, config=False):
+    """Ask for the removal of ``dom``'s device called ``alias`` (a user alias ``ua-...`` to
+    reach the persistent definition too). Asynchronous: it returns once the unplug request is
+    sent; the guest completes a live removal when it runs (a paused guest later)."""
+    try:
+        dom.detachDeviceAlias(alias, _affect(live, config))
+    except libvirt.libvirtError as exc:
+        raise HypervisorError("detaching device %s from %s failed: %s"
+                              % (alias, dom.name(), exc.get_error_message())) from None

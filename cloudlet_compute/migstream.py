@@ -46,13 +46,19 @@ class RamLayout:
 
     ``blocks``: ``[(idstr, length)]``; ``payload_offsets[i]``: file offset of the i-th PAGE
     record's 4096 bytes; ``page_keys[i]``: its guest address as ``block_index << 48 |
-    ram_offset``; ``ram_end``: file offset just after the RAM section.
+    ram_offset``; ``latest``: for every address, the payload offset of the last record
+    that sent it, or -1 if that record said zeros; ``section_id`` of the RAM section;
+    ``setup_end``: offset just after the RAM setup; ``ram_end``: just after the RAM section.
     """
 
-    def __init__(self, blocks, payload_offsets, page_keys, ram_end):
+    def __init__(self, blocks, payload_offsets, page_keys, latest, section_id, setup_end,
+                 ram_end):
         self.blocks = blocks
         self.payload_offsets = payload_offsets
         self.page_keys = page_keys
+        self.latest = latest
+        self.section_id = section_id
+        self.setup_end = setup_end
         self.ram_end = ram_end
 
     @property
@@ -129,8 +135,9 @@ def parse(buf, start):
         raise FormatError("RAM setup at offset %d has unsupported extra fields "
                           "(postcopy or ignore-shared)" % pos)
     pos = _skip_footer(buf, pos + 8, section_id)
+    setup_end = pos
 
-    payload_offsets, page_keys = [], []
+    payload_offsets, page_keys, latest = [], [], {}
     block = None
     unpack64 = BE64.unpack_from
     size = len(buf)
@@ -166,12 +173,14 @@ def parse(buf, start):
                         _need(buf, pos, PAGE_SIZE, "page payload")
                     payload_offsets.append(pos)
                     page_keys.append(block << 48 | offset)
+                    latest[block << 48 | offset] = pos
                     pos += PAGE_SIZE
                 elif flags & ~FLAG_CONTINUE == FLAG_ZERO:
                     _need(buf, pos, 1, "zero page fill")
                     if buf[pos]:
                         raise FormatError("zero page record at offset %d has fill byte %d"
                                           % (pos - 8, buf[pos]))
+                    latest[block << 48 | offset] = -1
                     pos += 1
                 else:
                     raise FormatError("page record flags 0x%x at offset %d are not supported"
@@ -184,7 +193,8 @@ def parse(buf, start):
         pos = _skip_footer(buf, pos, section_id)
         if kind == SECTION_END:
             _check_end(buf, pos)
-            return RamLayout(blocks, payload_offsets, page_keys, pos)
+            return RamLayout(blocks, payload_offsets, page_keys, latest, section_id, setup_end,
+                             pos)
 
 
 def _check_end(buf, ram_end):
@@ -200,3 +210,29 @@ def _check_end(buf, ram_end):
         return
     raise FormatError("migration stream does not end with QEMU's end-of-file marker and device "
                       "description: the image is truncated or damaged")
+
+
+def canonical(buf, start, layout):
+    """Rewrite a (live) stream so that every guest page is sent once, in address order.
+
+    A live migration stream re-sends pages dirtied during pre-copy; this keeps the last
+    copy of each, as QEMU would on load, and drops the rest. The configuration and RAM
+    setup before, and the device state after, are kept byte for byte. Returns bytes.
+    """
+    out = bytearray(buf[start:layout.setup_end])
+    out += bytes([SECTION_END]) + BE32.pack(layout.section_id)
+    names = [name.encode("ascii") for name, _ in layout.blocks]
+    current = None
+    for key in sorted(layout.latest):
+        block, offset = key >> 48, key & ((1 << 48) - 1)
+        payload = layout.latest[key]
+        flags = FLAG_PAGE if payload >= 0 else FLAG_ZERO
+        if block == current:
+            out += BE64.pack(offset | flags | FLAG_CONTINUE)
+        else:
+            out += BE64.pack(offset | flags) + bytes([len(names[block])]) + names[block]
+            current = block
+        out += buf[payload:payload + PAGE_SIZE] if payload >= 0 else b"\0"
+    out += BE64.pack(FLAG_EOS) + bytes([SECTION_FOOTER]) + BE32.pack(layout.section_id)
+    out += buf[layout.ram_end:]
+    return bytes(out)

@@ -5,8 +5,9 @@ import os
 import shutil
 import time
 
-from cloudlet_compute import capture, codecs, dedup, delta, pack
+from cloudlet_compute import capture, codecs, dedup, delta, domxml, pack
 from cloudlet_compute import __version__, meta as metamod
+from cloudlet_compute.errors import ConflictError
 from cloudlet_compute.fetch import open_source
 from cloudlet_compute.package import Package
 from cloudlet_compute.progress import NullProgress
@@ -40,7 +41,12 @@ def create(conn, store, domain_name, out_path, codec=codecs.DEFAULT_CODEC, level
     try:
         t0 = time.monotonic()
         cap = capture.capture(conn, domain_name, work)
-        base = store.get(cap.base_id)
+        base_id = domxml.base_id_of(cap.xml)
+        if base_id is None or cap.disk_format != "qcow2":
+            raise ConflictError("domain %s was not resumed from a base VM (no cloudlet "
+                                "metadata, or its disk is not a qcow2 over the base)"
+                                % domain_name)
+        base = store.get(base_id)
         t1 = time.monotonic()
         timings["capture"], timings["downtime"] = t1 - t0, cap.downtime
         mem = delta.memory_delta(cap.memory_path, base)

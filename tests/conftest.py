@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from tests.guest import guest
-from tests.support import story as storymod
+from tests.support import cloud, story as storymod
 
 TMP_ROOT = guest.REPO_DIR / ".state" / "tmp"
 
@@ -51,5 +51,37 @@ def story_run(libvirt_conn):
         overlay_path = os.path.join(story.root, "overlay.zip")
         overlay_json = story.create_overlay(customized, overlay_path)
         yield StoryRun(story, base_id, customized, expected, overlay_path, overlay_json)
+    finally:
+        story.cleanup()
+
+
+@pytest.fixture(scope="session")
+def stack_up():
+    return cloud.up()
+
+
+@pytest.fixture(scope="session")
+def clouds(stack_up):
+    """openstacksdk connections as the demo user and as admin."""
+    return cloud.stack.connect("cloudlet-demo"), cloud.stack.connect("cloudlet-admin")
+
+
+@pytest.fixture(scope="session")
+def base_story(libvirt_conn):
+    """The tiny guest's base VM made with the ``cloudlet`` CLI, exported as a package, plus
+    a local overlay of it (for crafting bad overlays)."""
+    story = storymod.Story(libvirt_conn, scratch_root("e2e"))
+    try:
+        base_id = story.create_base(story.boot_source())
+        package = os.path.join(story.root, "base.zip")
+        storymod.cloudlet(story.home, "base", "export", base_id, package)
+        customized = story.resume(base_id)
+        story.customize(customized)
+        overlay = os.path.join(story.root, "overlay.zip")
+        story.create_overlay(customized, overlay)
+        for name in list(story.domains):
+            storymod.guest.destroy(libvirt_conn, name)
+        story.package, story.base_id, story.overlay = package, base_id, overlay
+        yield story
     finally:
         story.cleanup()

@@ -6,7 +6,8 @@ exceptions. The engine is imported lazily: nova's test fixtures forbid importing
 ``libvirt`` module, which the engine's ``domains`` module does.
 
 Restores go through the engine's ``instances.Placement``: nova's name, UUID, directory and
-disk, plus a hook that puts nova's NICs and consoles into the restored domain's XML.
+disk, plus a hook that puts nova's consoles into the restored domain's XML and disconnects the
+snapshot's NICs; after the restore nova's NICs are hot-plugged in their place.
 """
 
 import contextlib
@@ -17,7 +18,7 @@ import xml.etree.ElementTree as ET
 
 from oslo_log import log as logging
 
-from cloudlet_compute.errors import ConflictError, HypervisorError, IntegrityError, NotFoundError
+from cloudlet_compute.errors import HypervisorError, IntegrityError, NotFoundError
 
 LOG = logging.getLogger(__name__)
 
@@ -88,37 +89,62 @@ def _nova_identity(nova_xml):
     return root.findtext("name"), root.findtext("uuid"), disk, os.path.dirname(disk)
 
 
-def nova_devices_hook(nova_xml):
-    """An ``xml_hook`` for the engine's Placement: nova's NICs and consoles in the domain.
+# The snapshot's own NICs stay in the restored domain (the saved memory holds their device
+# state) but disconnected, under these user aliases; they are detached right after the restore.
+SNAPSHOT_NIC_ALIAS = "ua-cloudlet-snapshot-nic"
 
-    The restored domain must keep the base's device model (the saved memory expects it),
-    so each of nova's ``<interface>`` elements replaces the base's interface at the same
-    position but keeps the base's PCI ``<address>``; nova's ``<serial>``/``<console>``
-    replace the base's (ISA serial ports: the backend may change, the count must not).
+# Children of a base NIC that tie it to the base host's network (dropped when disconnecting it);
+# what stays (mac, model, driver, address, rom, mtu...) is device model the saved memory expects.
+_BACKEND_TAGS = ("source", "target", "virtualport", "bandwidth", "filterref", "vlan", "script",
+                 "ip", "route", "link", "alias", "backend", "portForward", "tune", "coalesce")
+
+
+def _disconnected(base_nic, index):
+    """The base's NIC as an unconnected tap with its link down, named for the detach."""
+    nic = copy.deepcopy(base_nic)
+    for child in list(nic):
+        if child.tag in _BACKEND_TAGS:
+            nic.remove(child)
+    for key in list(nic.attrib):
+        del nic.attrib[key]
+    nic.set("type", "ethernet")
+    driver = nic.find("driver")
+    if driver is not None and driver.get("name") == "vhost":
+        del driver.attrib["name"]  # the device model is the same without vhost-net
+    ET.SubElement(nic, "link", state="down")
+    ET.SubElement(nic, "alias", name="%s%d" % (SNAPSHOT_NIC_ALIAS, index))
+    return nic
+
+
+def nova_nic_xmls(nova_xml):
+    """nova's ``<interface>`` elements, as XML to hot-plug (no PCI address: libvirt picks a
+    free slot in the restored domain)."""
+    nics = []
+    for nic in ET.fromstring(nova_xml).find("devices").findall("interface"):
+        nic = copy.deepcopy(nic)
+        for child in nic.findall("address") + nic.findall("alias"):
+            nic.remove(child)
+        nics.append(ET.tostring(nic, encoding="unicode"))
+    return nics
+
+
+def nova_devices_hook(nova_xml):
+    """An ``xml_hook`` for the engine's Placement: the restored domain with nova's consoles.
+
+    The restored domain must keep the base's device model (the saved memory expects it):
+    the snapshot's NICs stay at their PCI address, but disconnected (an unconnected tap, link
+    down) and named ``ua-cloudlet-snapshot-nic<N>``; after the restore they are detached and
+    nova's NICs hot-plugged (``plug_nova_nics``). nova's ``<serial>``/``<console>`` replace
+    the base's (ISA serial ports: the backend may change, the count must not).
     """
     nova_devices = ET.fromstring(nova_xml).find("devices")
 
     def hook(xml):
         root = ET.fromstring(xml)
         devices = root.find("devices")
-        base_nics = devices.findall("interface")
-        nova_nics = nova_devices.findall("interface")
-        if len(nova_nics) > len(base_nics):
-            raise ConflictError("nova gives the server %d network interfaces, the base VM "
-                                "has %d; use as many networks as the base VM had"
-                                % (len(nova_nics), len(base_nics)))
-        for base_nic, nova_nic in zip(base_nics, nova_nics):
-            nic = copy.deepcopy(nova_nic)
-            for old in nic.findall("address"):
-                nic.remove(old)
-            for address in base_nic.findall("address"):
-                nic.append(copy.deepcopy(address))
-            devices.insert(list(devices).index(base_nic), nic)
+        for index, base_nic in enumerate(devices.findall("interface")):
+            devices.insert(list(devices).index(base_nic), _disconnected(base_nic, index))
             devices.remove(base_nic)
-        for extra in base_nics[len(nova_nics):]:
-            LOG.warning("base VM NIC %s has no nova port; it stays unplugged",
-                        extra.find("mac").get("address") if extra.find("mac") is not None
-                        else "?")
         for tag in ("serial", "console"):
             base_devs, nova_devs = devices.findall(tag), nova_devices.findall(tag)
             if len(base_devs) != len(nova_devs):
@@ -128,6 +154,34 @@ def nova_devices_hook(nova_xml):
                 devices.remove(base_dev)
         return ET.tostring(root, encoding="unicode")
     return hook
+
+
+def snapshot_nic_aliases(domain_xml):
+    """Aliases of the disconnected snapshot NICs still in ``domain_xml``."""
+    aliases = []
+    for nic in ET.fromstring(domain_xml).iter("interface"):
+        alias = nic.find("alias")
+        if alias is not None and (alias.get("name") or "").startswith(SNAPSHOT_NIC_ALIAS):
+            aliases.append(alias.get("name"))
+    return aliases
+
+
+def plug_nova_nics(dom, nova_xml):
+    """Replace the restored domain's snapshot NICs by nova's: detach the former, hot-plug the
+    latter, live and in the persistent definition. Works on a paused domain (nova keeps it
+    paused until Neutron reports the ports plugged); the guest sees the change when it runs.
+    """
+    import libvirt
+    from cloudlet_compute import domains
+    try:
+        live = dom.XMLDesc(0)
+    except libvirt.libvirtError as exc:
+        raise HypervisorError("reading the restored domain's XML failed: %s"
+                              % exc.get_error_message()) from None
+    for alias in snapshot_nic_aliases(live):
+        domains.detach_device_alias(dom, alias, live=True, config=True)
+    for nic in nova_nic_xmls(nova_xml):
+        domains.attach_device(dom, nic, live=True, config=True)
 
 
 def placement_for_nova(nova_xml):
@@ -145,15 +199,22 @@ def placement_for_nova(nova_xml):
                                xml_hook=nova_devices_hook(nova_xml))
 
 
-def _finish_restore(conn, placement):
-    """nova expects a persistent domain."""
+def _finish_restore(conn, placement, nova_xml):
+    """nova expects a persistent domain, with its NICs: define it, then plug nova's NICs.
+    On failure the domain is removed (nova cleans up its ports and directory)."""
     import libvirt
+    from cloudlet_compute import domains
     try:
         dom = conn.lookupByUUIDString(placement.uuid)
         conn.defineXML(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_SECURE))
+        plug_nova_nics(dom, nova_xml)
     except libvirt.libvirtError as exc:
+        domains.destroy(conn, placement.name)
         raise HypervisorError("finishing the restore of %s failed: %s"
                               % (placement.name, exc.get_error_message())) from None
+    except BaseException:
+        domains.destroy(conn, placement.name)
+        raise
 
 
 def resume_into(conn, store, base_id, nova_xml, paused=False):
@@ -162,7 +223,7 @@ def resume_into(conn, store, base_id, nova_xml, paused=False):
     base = store.get(base_id)
     placement = placement_for_nova(nova_xml)
     instances.resume(conn, base, placement, paused=paused)
-    _finish_restore(conn, placement)
+    _finish_restore(conn, placement, nova_xml)
 
 
 def synthesize_into(conn, store, location, base_id, nova_xml, paused=False):
@@ -175,6 +236,6 @@ def synthesize_into(conn, store, location, base_id, nova_xml, paused=False):
     placement = placement_for_nova(nova_xml)
     timings = synthesis.synthesize(conn, store, location, placement, require_base=base_id,
                                    paused=paused)
-    _finish_restore(conn, placement)
+    _finish_restore(conn, placement, nova_xml)
     LOG.info("synthesized %s: %s", placement.name, timings)
     return timings

@@ -67,16 +67,21 @@ def test_truncated_overlay(story_run, crafted):
     assert_fails_cleanly(story_run, path, "truncated")
 
 
-def test_flipped_byte_in_blob(story_run, crafted):
-    path = os.path.join(crafted, "flipped.zip")
-    shutil.copyfile(story_run.overlay_path, path)
-    with zipfile.ZipFile(path) as zf:
-        info = zf.getinfo("blob-00000")
-    with open(path, "r+b") as f:
-        f.seek(info.header_offset + 30 + len(info.filename) + 1000)
+def flipped_copy(src, dst, member="blob-00000", at=1000):
+    """Copy overlay ``src`` to ``dst`` with one bit flipped ``at`` bytes into ``member``."""
+    shutil.copyfile(src, dst)
+    with zipfile.ZipFile(dst) as zf:
+        info = zf.getinfo(member)
+    with open(dst, "r+b") as f:
+        f.seek(info.header_offset + 30 + len(info.filename) + at)
         byte = f.read(1)
         f.seek(-1, os.SEEK_CUR)
         f.write(bytes([byte[0] ^ 0x40]))
+    return dst
+
+
+def test_flipped_byte_in_blob(story_run, crafted):
+    path = flipped_copy(story_run.overlay_path, os.path.join(crafted, "flipped.zip"))
     assert_fails_cleanly(story_run, path, "blob-00000")
 
 

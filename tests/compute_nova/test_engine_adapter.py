@@ -5,7 +5,6 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from cloudlet_compute import domxml
-from cloudlet_compute.errors import ConflictError
 from cloudlet_compute.nova import engine_adapter
 
 BASE_XML = """<domain type='qemu'><name>base</name><uuid>00000000-0000-0000-0000-000000000001</uuid>
@@ -41,19 +40,70 @@ def test_placement_for_nova(tmp_path):
     assert root.findtext("name") == "instance-00000001"
     assert root.findtext("uuid") == "3f2a1b7c-1111-4222-8333-444455556666"
     assert root.find("devices/disk/source").get("file") == str(tmp_path / "disk")
-    nic = root.find("devices/interface")
-    assert nic.get("type") == "ethernet"
-    assert nic.find("mac").get("address") == "fa:16:3e:aa:bb:cc"
-    assert nic.find("target").get("dev") == "tap1234"
-    assert nic.find("address").get("slot") == "0x03"  # the base's PCI slot, not nova's
+    nic = root.find("devices/interface")  # the snapshot's NIC: same device, disconnected
     assert len(root.findall("devices/interface")) == 1
+    assert nic.get("type") == "ethernet"
+    assert nic.find("source") is None and nic.find("target") is None
+    assert nic.find("mac").get("address") == "52:54:00:00:00:01"
+    assert nic.find("model").get("type") == "virtio"
+    assert nic.find("address").get("slot") == "0x03"
+    assert nic.find("link").get("state") == "down"
+    assert nic.find("alias").get("name") == "ua-cloudlet-snapshot-nic0"
     assert root.find("devices/serial").get("type") == "tcp"
     assert domxml.base_id_of(ET.tostring(root, encoding="unicode")) == "ab" * 32
 
 
-def test_more_nova_nics_than_the_base_has(tmp_path):
-    two = NOVA_XML.format(dir=tmp_path).replace(
-        "</interface>", "</interface><interface type='ethernet'><mac address='fa:16:3e:00:00:02'/>"
-        "<target dev='tap2'/></interface>", 1)
-    with pytest.raises(ConflictError, match="2 network interfaces, the base VM has 1"):
-        engine_adapter.nova_devices_hook(two)(BASE_XML)
+TWO_NICS = NOVA_XML.replace(
+    "</interface>", "</interface><interface type='ethernet'><mac address='fa:16:3e:00:00:02'/>"
+    "<target dev='tap2'/><alias name='net1'/></interface>", 1)
+
+
+def test_nova_nic_xmls_without_addresses(tmp_path):
+    nics = [ET.fromstring(x) for x in engine_adapter.nova_nic_xmls(TWO_NICS.format(dir=tmp_path))]
+    assert [n.find("mac").get("address") for n in nics] == ["fa:16:3e:aa:bb:cc",
+                                                            "fa:16:3e:00:00:02"]
+    assert [n.find("target").get("dev") for n in nics] == ["tap1234", "tap2"]
+    assert all(n.find("address") is None and n.find("alias") is None for n in nics)
+
+
+class FakeDom:
+    def __init__(self, xml):
+        self.xml, self.calls = xml, []
+
+    def name(self):
+        return "instance-00000001"
+
+    def XMLDesc(self, flags=0):
+        return self.xml
+
+    def attachDeviceFlags(self, xml, flags):
+        self.calls.append(("attach", ET.fromstring(xml).find("mac").get("address"), flags))
+
+    def detachDeviceAlias(self, alias, flags):
+        self.calls.append(("detach", alias, flags))
+
+
+@pytest.fixture
+def libvirt_consts():
+    """LIVE | CONFIG (``domains`` imports libvirt; nothing else of it is used here)."""
+    import libvirt
+    return libvirt.VIR_DOMAIN_AFFECT_LIVE | libvirt.VIR_DOMAIN_AFFECT_CONFIG
+
+
+def test_plug_replaces_snapshot_nics_by_nova_nics(tmp_path, libvirt_consts):
+    """More nova NICs than the base had is fine: the snapshot's are detached, nova's attached."""
+    restored = engine_adapter.nova_devices_hook(TWO_NICS.format(dir=tmp_path))(BASE_XML)
+    dom = FakeDom(restored)
+    engine_adapter.plug_nova_nics(dom, TWO_NICS.format(dir=tmp_path))
+    both = libvirt_consts
+    assert dom.calls == [("detach", "ua-cloudlet-snapshot-nic0", both),
+                         ("attach", "fa:16:3e:aa:bb:cc", both),
+                         ("attach", "fa:16:3e:00:00:02", both)]
+
+
+def test_plug_without_nova_nics_only_detaches(tmp_path, libvirt_consts):
+    no_nic = NOVA_XML.format(dir=tmp_path)
+    no_nic = no_nic[:no_nic.index("<interface")] + no_nic[no_nic.index("</interface>") + 12:]
+    dom = FakeDom(engine_adapter.nova_devices_hook(no_nic)(BASE_XML))
+    engine_adapter.plug_nova_nics(dom, no_nic)
+    assert dom.calls == [("detach", "ua-cloudlet-snapshot-nic0", libvirt_consts)]

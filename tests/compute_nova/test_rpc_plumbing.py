@@ -14,6 +14,7 @@ from nova import context as nova_context
 from nova import objects
 
 from cloudlet_api import glance as cloudlet_glance
+from cloudlet_compute import imagemodel
 from cloudlet_compute.errors import ConflictError
 from cloudlet_compute.nova import rpc as cloudlet_rpc
 from tests.compute_nova import base
@@ -129,8 +130,10 @@ class RPCPlumbingTest(base.CloudletTestBase):
                 files[member] = os.path.join(path, member)
                 with open(files[member], "wb") as f:
                     f.write(member.encode())
+            by_type = {t: files[m] for t, m in imagemodel.BASE_FILES.items()}
             return SimpleNamespace(id="ef" * 32, path=path, disk_path=files["disk.raw"],
-                                   memory_path=files["memory.img"])
+                                   memory_path=files["memory.img"],
+                                   image_files=lambda: by_type)
 
         self.engine["create_base"].side_effect = create_base
         body = self.api.post_server_action(server["id"], {"cloudlet-base": {"name": "b1"}})

@@ -4,12 +4,11 @@ nothing left behind on the compute node."""
 import os
 import shutil
 import uuid
-import zipfile
 
 import pytest
 
 from cloudlet_compute import imagemodel as model
-from tests.compute.test_bad_input import rewrite
+from tests.compute.test_bad_input import flipped_copy, rewrite
 from tests.conftest import scratch_root
 from tests.support import cloud
 from tests.support.httpserve import FileServer
@@ -24,15 +23,7 @@ def served(base_story):
         meta["base_vm_sha256"] = "ab" * 32
     shutil.copyfile(base_story.overlay, os.path.join(root, "good.zip"))
     rewrite(base_story.overlay, os.path.join(root, "other-base.zip"), other_base)
-    flipped = os.path.join(root, "flipped.zip")
-    shutil.copyfile(base_story.overlay, flipped)
-    with zipfile.ZipFile(flipped) as zf:
-        info = zf.getinfo("blob-00000")
-    with open(flipped, "r+b") as f:
-        f.seek(info.header_offset + 30 + len(info.filename) + 500)
-        byte = f.read(1)
-        f.seek(-1, os.SEEK_CUR)
-        f.write(bytes([byte[0] ^ 1]))
+    flipped_copy(base_story.overlay, os.path.join(root, "flipped.zip"))
     with open(os.path.join(root, "notzip.zip"), "w") as f:
         f.write("not an overlay\n" * 100)
     with FileServer(root) as server:

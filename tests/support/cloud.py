@@ -76,14 +76,18 @@ class NovaStory:
         self.images += ids.values()
         return ids
 
-    def boot(self, role, image_id, overlay_url=None):
-        """POST /servers from a base disk image (resume), or with overlay_url (synthesis)."""
+    def boot(self, role, image_id, overlay_url=None, networks="none", status="ACTIVE"):
+        """POST /servers from a base disk image (resume), or with overlay_url (synthesis).
+        ``networks``: nova's value (``"none"``, or ``[{"uuid": net_id}]``); ``status``: the
+        state to wait for (``"ERROR"`` for a build that must fail)."""
         metadata = {model.METADATA_OVERLAY_URL: overlay_url} if overlay_url else {}
         server = self.demo.compute.create_server(
             name="%s-%s" % (self.tag, role), image_id=image_id, flavor_id=self.flavor.id,
-            networks="none", metadata=metadata)
+            networks=networks, metadata=metadata)
         self.servers.append(server.id)
-        return self.demo.compute.wait_for_server(server, wait=300)
+        failures = ["ERROR"] if status != "ERROR" else ["ACTIVE"]
+        return self.demo.compute.wait_for_server(server, status=status, failures=failures,
+                                                 wait=300)
 
     def customize(self, server_id):
         """Change memory and disk in the guest; return what it then reports."""

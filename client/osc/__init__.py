@@ -1,0 +1,1 @@
+"""The ``openstack cloudlet ...`` commands (an openstackclient plugin)."""

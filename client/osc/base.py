@@ -1,0 +1,81 @@
+"""``openstack cloudlet base import|export|list|create|resume``."""
+
+from osc_lib.command import command
+
+from client import operations as ops
+from client.osc import common
+from cloudlet_compute import imagemodel as model
+
+BASE_COLUMNS = ("id", "name", "base_id", "status", "min_ram", "min_disk")
+
+
+class ImportBase(common.CloudletMixin, command.ShowOne):
+    """Upload a base package (``cloudlet base export``) as four linked images"""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument("package", metavar="<package.zip>", help="Base package file")
+        parser.add_argument("name", metavar="<name>", help="Image name prefix")
+        parser.add_argument("--public", action="store_true",
+                            help="Make the images public (admin only)")
+        return parser
+
+    def run_action(self, parsed_args):
+        ids = ops.import_base(self.conn, parsed_args.package, parsed_args.name,
+                              "public" if parsed_args.public else "private",
+                              ops.progress_bar("uploading", None))
+        return common.as_show({model.RESPONSE_KEYS[t]: i for t, i in ids.items()})
+
+
+class ExportBase(common.CloudletMixin, command.ShowOne):
+    """Download a base VM as a base package"""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument("base", metavar="<base>",
+                            help="Base disk image (name or ID) or base ID")
+        parser.add_argument("package", metavar="<package.zip>", help="File to write")
+        return parser
+
+    def run_action(self, parsed_args):
+        return common.as_show(ops.export_base(self.conn, parsed_args.base, parsed_args.package,
+                                              ops.progress_bar))
+
+
+class ListBase(common.CloudletMixin, command.Lister):
+    """List base VMs (their disk images)"""
+
+    def run_action(self, parsed_args):
+        return common.as_list(ops.list_bases(self.conn), BASE_COLUMNS)
+
+
+class CreateBase(common.CloudletMixin, command.ShowOne):
+    """Snapshot a running server into a new base VM"""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument("server", metavar="<server>", help="Server (name or ID)")
+        parser.add_argument("name", metavar="<name>", help="Image name prefix")
+        common.add_wait(parser)
+        return parser
+
+    def run_action(self, parsed_args):
+        return common.as_show(ops.create_base(self.conn, parsed_args.server, parsed_args.name,
+                                              parsed_args.wait, parsed_args.timeout))
+
+
+class ResumeBase(common.CloudletMixin, command.ShowOne):
+    """Create a server from a base VM (memory restored, not booted)"""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument("base", metavar="<base>",
+                            help="Base disk image (name or ID) or base ID")
+        parser.add_argument("name", metavar="<name>", help="New server name")
+        common.add_boot(parser)
+        return parser
+
+    def run_action(self, parsed_args):
+        a = parsed_args
+        return common.as_show(ops.resume_base(self.conn, a.base, a.name, a.flavor, a.network,
+                                              a.wait, a.timeout))

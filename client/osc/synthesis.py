@@ -1,0 +1,23 @@
+"""``openstack cloudlet synthesis``."""
+
+from osc_lib.command import command
+
+from client import operations as ops
+from client.osc import common
+
+
+class SynthesizeServer(common.CloudletMixin, command.ShowOne):
+    """Create a server from a VM overlay URL and the base VM it needs (VM synthesis)"""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument("overlay_url", metavar="<overlay-url>",
+                            help="http(s) URL of the VM overlay")
+        parser.add_argument("name", metavar="<name>", help="New server name")
+        common.add_boot(parser)
+        return parser
+
+    def run_action(self, parsed_args):
+        a = parsed_args
+        return common.as_show(ops.synthesis(self.conn, a.overlay_url, a.name, a.flavor,
+                                            a.network, a.wait, a.timeout))
