@@ -10,6 +10,7 @@ setup(
     packages=find_packages(include=["cloudlet_compute*", "cloudlet_api*",
                                     "dashboard_panel*", "client*"]),
     include_package_data=True,
+    package_data={"dashboard_panel": ["content/*/templates/*/*.html"]},
     install_requires=["msgpack>=1.0", "zstandard>=0.22", "libvirt-python>=9.0",
                       "requests>=2.28"],
     entry_points={

@@ -524,6 +524,10 @@ def _services(p, settings):
         argv = [os.path.join(VBIN, "gunicorn"), "--bind", "%s:%d" % (HOST, PORTS[name]),
                 "--workers", "1", "--worker-class", "gthread", "--threads", "8",
                 "--timeout", "300", "--graceful-timeout", "3", "--chdir", WSGI_DIR,
+                # Clients keep connections in a pool: with gunicorn's 2 s keep-alive a
+                # request sent as the server closes an idle one fails with
+                # RemoteDisconnected (seen in tests). Keep idle connections 10 minutes.
+                "--keep-alive", "600",
                 "--error-logfile", "-", "--name", "stk-" + name, module + ":application"]
         svc[name] = (argv, _service_env(p, env_extra), cfg_files, PORTS[name])
 
