@@ -43,7 +43,7 @@ def imported(clouds, base_package):
         run.cleanup()
 
 
-def test_auth_failure(tmp_path):
+def test_auth_failure(stack_up, tmp_path):
     with open(cloud.stack.clouds_yaml_path()) as f:
         config = yaml.safe_load(f)
     config["clouds"]["cloudlet-demo"]["auth"]["password"] = "wrong"
