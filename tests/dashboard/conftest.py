@@ -5,9 +5,11 @@ never sees Django settings unless tests/dashboard is part of the run; Horizon's 
 config is not applied (see settings.py).
 """
 
+import importlib
 import os
 
 import django
+import pytest
 
 SETTINGS = "tests.dashboard.settings"
 
@@ -18,3 +20,31 @@ def pytest_configure(config):
     os.environ["DJANGO_SETTINGS_MODULE"] = SETTINGS
     django.setup()
 
+
+
+# Horizon's test data replaces ``__init__`` and ``__str__`` of client exception classes
+# for good (openstack_dashboard/test/test_data/exceptions.py); other tests in the same
+# process then cannot build those exceptions. Put the originals back after each module.
+_STUBBED = (("openstack.exceptions", "SDKException"),
+            ("keystoneclient.exceptions", "Unauthorized"),
+            ("keystoneclient.exceptions", "ClientException"),
+            ("novaclient.exceptions", "ClientException"),
+            ("novaclient.exceptions", "Unauthorized"),
+            ("glanceclient.exc", "ClientException"),
+            ("swiftclient.client", "ClientException"),
+            ("cinderclient.exceptions", "BadRequest"))
+_ATTRS = ("__init__", "__str__", "silence_logging")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def restore_stubbed_exceptions():
+    classes = [getattr(importlib.import_module(module), name) for module, name in _STUBBED]
+    saved = [(cls, {a: cls.__dict__[a] for a in _ATTRS if a in cls.__dict__})
+             for cls in classes]
+    yield
+    for cls, attrs in saved:
+        for attr in _ATTRS:
+            if attr in attrs:
+                setattr(cls, attr, attrs[attr])
+            elif attr in cls.__dict__:
+                delattr(cls, attr)
