@@ -135,7 +135,8 @@ def browser():
     for flag in CHROMIUM_FLAGS:
         options.add_argument(flag)
     options.add_argument("--window-size=%d,%d" % WINDOW)
-    options.add_argument("--user-data-dir=" + scratch_root("browser-profile"))
+    profile = scratch_root("browser-profile")
+    options.add_argument("--user-data-dir=" + profile)
     options.add_experimental_option("prefs", {
         "download.default_directory": downloads, "download.prompt_for_download": False})
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
@@ -147,6 +148,7 @@ def browser():
     finally:
         driver.quit()
         shutil.rmtree(downloads, ignore_errors=True)
+        shutil.rmtree(profile, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

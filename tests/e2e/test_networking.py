@@ -19,7 +19,7 @@ import pytest
 from cloudlet_compute import imagemodel as model
 from tests.conftest import scratch_root
 from tests.support import cloud
-from tests.e2e.test_nova_errors import cloud_domains, served  # noqa: F401 (fixture)
+from tests.e2e.test_nova_errors import cloud_domains, served  # noqa: F401 (served is a fixture)
 from tests.support.httpserve import FileServer
 
 # Runs in the provider network's namespace: one HTTP GET, prints the body (exit 1 on failure).
@@ -123,7 +123,7 @@ def test_resumed_and_synthesized_vms_on_their_ports(clouds, base_images, provide
         # VM's restored memory) has it too, and synthesis must replace it by nova's NIC.
         story.customize(resumed.id)
         overlay_id = story.overlay_finish(resumed.id)
-        serve_dir = scratch_root("e2e-net")
+        serve_dir = story.scratch = scratch_root("e2e-net")
         story.download(overlay_id, os.path.join(serve_dir, "overlay.zip"))
         with FileServer(serve_dir) as server:
             t1 = time.monotonic()

@@ -34,7 +34,7 @@ def test_resume_overlay_synthesis_through_nova(clouds, base_images):
         expected = story.customize(resumed.id)
         overlay_id = story.overlay_finish(resumed.id)
         assert clouds[0].compute.get_server(resumed.id).status == "ACTIVE"
-        served = scratch_root("e2e-serve")
+        served = story.scratch = scratch_root("e2e-serve")
         story.download(overlay_id, os.path.join(served, "overlay.zip"))
         with FileServer(served) as server:
             synthesized = story.boot("synth", base_images[model.BASE_DISK],

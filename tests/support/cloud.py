@@ -1,6 +1,7 @@
 """The embedded OpenStack with OpenStack++ enabled, as end-to-end tests and the demo use it."""
 
 import os
+import shutil
 import sys
 import time
 import uuid
@@ -69,6 +70,7 @@ class NovaStory:
         self.flavor = demo.compute.find_flavor(flavor)
         self.tag = "story-%s" % uuid.uuid4().hex[:6]
         self.servers, self.images = [], []
+        self.scratch = None   # a directory of the caller's, removed by cleanup()
 
     def import_base(self, package):
         """Import a base package; return ``{cloudlet_type: image id}``."""
@@ -124,3 +126,5 @@ class NovaStory:
             delete_server(self.demo, server_id)
         for image_id in self.images:
             self.demo.image.delete_image(image_id, ignore_missing=True)
+        if self.scratch:
+            shutil.rmtree(self.scratch, ignore_errors=True)
