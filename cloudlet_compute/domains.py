@@ -1,4 +1,4 @@
-"""libvirt operations the engine needs: look up, save, restore, destroy domains."""
+"""libvirt operations the engine needs: look up, restore, destroy domains, hot-plug devices."""
 
 import contextlib
 import logging
@@ -50,15 +50,6 @@ def ensure_free(conn, name):
         raise HypervisorError("libvirt lookup of %r failed: %s"
                               % (name, exc.get_error_message())) from None
     raise ConflictError("a domain named %r already exists" % name)
-
-
-def save(dom, path):
-    """Save ``dom``'s memory to ``path``; the domain stops running."""
-    try:
-        dom.save(path)
-    except libvirt.libvirtError as exc:
-        raise HypervisorError("saving domain %s failed: %s"
-                              % (dom.name(), exc.get_error_message())) from None
 
 
 def restore(conn, path, xml=None, paused=False):
