@@ -1,10 +1,15 @@
 """The ``os-cloudlet`` server actions: cloudlet-base, cloudlet-overlay-finish, cloudlet-handoff.
 
-Both implemented actions follow nova's snapshot pattern: check the state, create the
-Glance records, move the instance's task_state to ``image_snapshot_pending`` (with an
-expected-state guard, so two requests cannot both win), then cast to the instance's
-compute host and answer 202 with the image ids at once. nova-compute reports progress
-through task_state and makes the images active when their data is uploaded.
+cloudlet-base and cloudlet-overlay-finish follow nova's snapshot pattern: check the state,
+create the Glance records, move the instance's task_state to ``image_snapshot_pending``
+(with an expected-state guard, so two requests cannot both win), then cast to the
+instance's compute host and answer 202 with the image ids at once. nova-compute reports
+progress through task_state and makes the images active when their data is uploaded.
+
+cloudlet-handoff to an http(s) URL first asks the destination (with the user's token for
+it) whether it holds the same base VM and a fitting flavor, so that a handoff that cannot
+work is refused (400/409) before anything is created; then task_state ``migrating`` and a
+cast. ``file://NAME`` makes the overlay image NAME of the server, as overlay-finish does.
 """
 
 import webob
@@ -19,7 +24,9 @@ from nova.compute import task_states
 from nova.compute import vm_states
 from nova import exception
 from nova.image import glance as nova_glance
+from nova import objects
 
+from cloudlet_api import destination
 from cloudlet_api import glance
 from cloudlet_api.policies import cloudlet as policies
 from cloudlet_api import rpcapi
@@ -65,10 +72,11 @@ class CloudletController(wsgi.Controller):
         return common.get_instance(self.compute_api, context, server_id,
                                    expected_attrs=['system_metadata'])
 
-    def _start_task(self, context, instance, image_ids):
+    def _start_task(self, context, instance, image_ids,
+                    task_state=task_states.IMAGE_SNAPSHOT_PENDING):
         """Claim the instance for a cloudlet task; undo the records if that fails."""
         try:
-            instance.task_state = task_states.IMAGE_SNAPSHOT_PENDING
+            instance.task_state = task_state
             instance.save(expected_task_state=[None])
         except exception.UnexpectedTaskStateError as exc:
             glance.delete_records(context, self.image_api, image_ids)
@@ -77,11 +85,12 @@ class CloudletController(wsgi.Controller):
             with excutils.save_and_reraise_exception():
                 glance.delete_records(context, self.image_api, image_ids)
 
-    def _cast_failed(self, context, instance, image_ids):
+    def _cast_failed(self, context, instance, image_ids,
+                     task_state=task_states.IMAGE_SNAPSHOT_PENDING):
         """The cast did not leave: give the instance back and drop the records."""
         try:
             instance.task_state = None
-            instance.save(expected_task_state=[task_states.IMAGE_SNAPSHOT_PENDING])
+            instance.save(expected_task_state=[task_state])
         except Exception as exc:
             LOG.warning("could not reset task_state: %s", exc, instance=instance)
         glance.delete_records(context, self.image_api, image_ids)
@@ -120,13 +129,15 @@ class CloudletController(wsgi.Controller):
         instance = self._get(context, id)
         policies.authorize(context, 'overlay_finish', instance)
         _check_idle_active(instance, 'cloudlet-overlay-finish', id)
-        sysmeta = instance.system_metadata or {}
-        if sysmeta.get(glance.SYSMETA_PREFIX + glance.PROPERTY_TYPE) != glance.BASE_DISK:
+        name = body['cloudlet-overlay-finish']['overlay-name']
+        return {'overlay-id': self._overlay(context, instance, id, name), 'overlay-name': name}
+
+    def _overlay(self, context, instance, server_id, name):
+        """Start building ``instance``'s VM overlay as image ``name``; return the image id."""
+        if glance.instance_base_id(instance) is None:
             raise webob.exc.HTTPConflict(explanation=(
                 "Server %s was not created from a cloudlet base VM (its image is not a %s "
-                "image), so it has no VM overlay" % (id, glance.BASE_DISK)))
-        name = body['cloudlet-overlay-finish']['overlay-name']
-
+                "image), so it has no VM overlay" % (server_id, glance.BASE_DISK)))
         overlay_id = glance.create_overlay_record(context, self.image_api, instance, name)
         self._start_task(context, instance, [overlay_id])
         try:
@@ -134,23 +145,49 @@ class CloudletController(wsgi.Controller):
         except Exception:
             with excutils.save_and_reraise_exception():
                 self._cast_failed(context, instance, [overlay_id])
-        LOG.info("cloudlet-overlay-finish %s requested: image %s", name, overlay_id,
-                 instance=instance)
-        return {'overlay-id': overlay_id, 'overlay-name': name}
+        LOG.info("VM overlay %s requested: image %s", name, overlay_id, instance=instance)
+        return overlay_id
 
-    @wsgi.expected_errors((400, 403, 404, 501))
+    @wsgi.response(202)
+    @wsgi.expected_errors((400, 403, 404, 409))
     @wsgi.action('cloudlet-handoff')
     @validation.schema(schema.cloudlet_handoff)
     @validation.response_body_schema(schema.cloudlet_handoff_response)
     def _cloudlet_handoff(self, req, id, body):
-        """VM handoff to another cloudlet: validated and authorized, not implemented yet."""
+        """VM handoff to another cloud's compute endpoint, or into Glance (``file://NAME``)."""
         context = req.environ['nova.context']
         instance = self._get(context, id)
         policies.authorize(context, 'handoff', instance)
-        url = body['cloudlet-handoff']['handoff_url']
-        if url.startswith(('http://', 'https://')) and \
-                not body['cloudlet-handoff'].get('dest_token'):
+        _check_idle_active(instance, 'cloudlet-handoff', id)
+        args = body['cloudlet-handoff']
+        url = args['handoff_url']
+        if url.startswith('file://'):
+            return {'handoff': self._overlay(context, instance, id, url[len('file://'):])}
+        if not args.get('dest_token'):
             raise webob.exc.HTTPBadRequest(
                 explanation="cloudlet-handoff to an http(s) URL needs dest_token")
-        raise webob.exc.HTTPNotImplemented(
-            explanation="cloudlet-handoff is not implemented yet in OpenStack++")
+        base_id = glance.instance_base_id(instance)
+        if base_id is None:
+            raise webob.exc.HTTPConflict(explanation=(
+                "Server %s was not created from a cloudlet base VM, so it cannot be handed "
+                "off" % id))
+        try:
+            dest = destination.Destination(url, args['dest_token'])
+            image_id = dest.find_base(base_id)
+            flavor_id = dest.pick_flavor(instance.flavor)
+        except destination.DestinationError as exc:
+            error = webob.exc.HTTPBadRequest if exc.status == 400 else webob.exc.HTTPConflict
+            raise error(explanation=str(exc))
+        dest_name = args.get('dest_vmname') or instance.display_name
+        self._start_task(context, instance, [], task_state=task_states.MIGRATING)
+        objects.InstanceAction.action_start(context, instance.uuid, 'cloudlet-handoff',
+                                            want_result=False)
+        try:
+            self.rpcapi.cloudlet_handoff(context, instance, dest.url, args['dest_token'],
+                                         dest_name, image_id, flavor_id)
+        except Exception:
+            with excutils.save_and_reraise_exception():
+                self._cast_failed(context, instance, [], task_state=task_states.MIGRATING)
+        LOG.info("cloudlet-handoff to %s requested (base image %s, flavor %s)", dest.url,
+                 image_id, flavor_id, instance=instance)
+        return {'handoff': dest.url}

@@ -18,6 +18,7 @@ LOG = logging.getLogger(__name__)
 # The names of the model live in one nova-free module, shared with the clients.
 from cloudlet_compute.imagemodel import (  # noqa: E402,F401
     BASE_DISK, BASE_DISK_HASH, BASE_MEMORY, BASE_MEMORY_HASH, LINKED_TYPES,
+    METADATA_HANDOFF_FROM, METADATA_HANDOFF_SECRET, METADATA_HANDOFF_SOURCE,
     METADATA_OVERLAY_URL, OVERLAY, PROPERTY_BASE_ID, PROPERTY_CLOUDLET, PROPERTY_TYPE,
     RESPONSE_KEYS, SUFFIXES, SYSMETA_PREFIX)
 

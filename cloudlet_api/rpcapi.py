@@ -6,6 +6,7 @@ topic (the host's queue) in its own namespace, so it never collides with nova's 
 API version history:
 
 * 1.0 - ``cloudlet_base``, ``cloudlet_overlay_finish``
+* 1.1 - ``cloudlet_handoff``
 """
 
 import oslo_messaging as messaging
@@ -19,7 +20,7 @@ from nova import rpc
 LOG = logging.getLogger(__name__)
 
 NAMESPACE = 'cloudlet'
-VERSION = '1.0'
+VERSION = '1.1'
 
 
 class CloudletComputeAPI:
@@ -48,3 +49,12 @@ class CloudletComputeAPI:
         self._prepare(ctxt, instance).cast(ctxt, 'cloudlet_overlay_finish',
                                            instance=instance, overlay_name=overlay_name,
                                            overlay_id=overlay_id)
+
+    def cloudlet_handoff(self, ctxt, instance, handoff_url, dest_token, dest_vmname,
+                         dest_image_id, dest_flavor_id):
+        """Hand ``instance`` off to the cloud whose compute endpoint is ``handoff_url``."""
+        self._prepare(ctxt, instance).cast(ctxt, 'cloudlet_handoff', instance=instance,
+                                           handoff_url=handoff_url, dest_token=dest_token,
+                                           dest_vmname=dest_vmname,
+                                           dest_image_id=dest_image_id,
+                                           dest_flavor_id=dest_flavor_id)

@@ -118,20 +118,25 @@ class Rebuild:
 
     def write_disk(self, nbd):
         """Write the disk chunks through ``nbd``, read them back, check the content hash."""
-        digests = bytearray(self.base.disk_digests())
-        for start, run in _runs(self.disk):
-            nbd.write(start * CHUNK_SIZE, b"".join(run))
-        nbd.flush()
-        sha = hashlib.sha256
-        for start, run in _runs(self.disk):
-            back = nbd.read(start * CHUNK_SIZE, len(run) * CHUNK_SIZE)
-            for i in range(len(run)):
-                digests[32 * (start + i):32 * (start + i + 1)] = \
-                    sha(back[i * CHUNK_SIZE:(i + 1) * CHUNK_SIZE]).digest()
-        expected = self.meta["disk"]["content_sha256"]
-        if content_sha256(bytes(digests)) != expected:
-            raise IntegrityError("rebuilt disk does not match the overlay's content hash %s"
-                                 % expected)
+        write_disk(nbd, self.base, self.disk, self.meta["disk"]["content_sha256"])
+
+
+def write_disk(nbd, base, chunks, expected):
+    """Write ``chunks`` (``{index: 4096 bytes}``) through ``nbd`` into the qcow2 over
+    ``base``'s disk, read them back and check the disk content hash against ``expected``."""
+    digests = bytearray(base.disk_digests())
+    for start, run in _runs(chunks):
+        nbd.write(start * CHUNK_SIZE, b"".join(run))
+    nbd.flush()
+    sha = hashlib.sha256
+    for start, run in _runs(chunks):
+        back = nbd.read(start * CHUNK_SIZE, len(run) * CHUNK_SIZE)
+        for i in range(len(run)):
+            digests[32 * (start + i):32 * (start + i + 1)] = \
+                sha(back[i * CHUNK_SIZE:(i + 1) * CHUNK_SIZE]).digest()
+    if content_sha256(bytes(digests)) != expected:
+        raise IntegrityError("rebuilt disk does not match the expected content hash %s"
+                             % expected)
 
 
 def _runs(chunks):

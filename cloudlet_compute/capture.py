@@ -13,13 +13,13 @@ libvirt marks a domain whose monitor we used as tainted ("custom-monitor"); stoc
 libvirt has no API that migrates live into a file.
 """
 
+import contextlib
 import json
 import logging
 import mmap
 import os
 import shutil
 import socket
-import threading
 import time
 
 import libvirt
@@ -32,6 +32,7 @@ LOG = logging.getLogger(__name__)
 FD_NAME = "cloudlet-capture"
 BANDWIDTH = 1 << 40           # bytes/s: do not throttle a local capture
 POLL = 0.02
+TERMINAL = ("completed", "failed", "cancelled")
 
 
 class Capture:
@@ -56,58 +57,69 @@ def _qmp(dom, command, arguments=None, files=None):
     return json.loads(reply).get("return", {})
 
 
-def _receive(sock, path, result):
-    try:
-        with open(path, "wb") as out:
-            while True:
-                piece = sock.recv(1 << 20)
-                if not piece:
-                    break
-                out.write(piece)
-    except OSError as exc:
-        result.append(exc)
-    finally:
-        sock.close()
+@contextlib.contextmanager
+def live_migration(dom):
+    """Start a live migration of ``dom``'s memory into a socket of ours; yield our end.
 
-
-def _migrate_memory(dom, path):
-    """Live-migrate ``dom``'s memory into ``path``; return QEMU's downtime in ms.
-
-    On success the guest is left stopped by QEMU; on failure it runs as before.
+    The consumer reads the stream to its end (QEMU closes its end when done) and then asks
+    ``migration_outcome``. If the consumer stops early, the migration is cancelled, so the
+    guest keeps running.
     """
     ours, theirs = socket.socketpair()
-    errors = []
-    reader = threading.Thread(target=_receive, args=(ours, path, errors), daemon=True)
     old = _qmp(dom, "query-migrate-parameters").get("max-bandwidth")
     try:
         _qmp(dom, "getfd", {"fdname": FD_NAME}, files=[theirs.fileno()])
         theirs.close()
-        reader.start()
         _qmp(dom, "migrate-set-parameters", {"max-bandwidth": BANDWIDTH})
         _qmp(dom, "migrate", {"uri": "fd:" + FD_NAME})
-        while True:
-            info = _qmp(dom, "query-migrate")
-            if info.get("status") in ("completed", "failed", "cancelled"):
-                break
-            time.sleep(POLL)
+        yield ours
+    except BaseException:
+        with contextlib.suppress(HypervisorError):
+            if _qmp(dom, "query-migrate").get("status") not in TERMINAL:
+                _qmp(dom, "migrate_cancel")
+        raise
     finally:
-        if theirs.fileno() >= 0:
-            theirs.close()
+        theirs.close()
+        ours.close()
         if old is not None:
-            _qmp(dom, "migrate-set-parameters", {"max-bandwidth": old})
-    reader.join(60)
-    if info.get("status") != "completed" or errors or reader.is_alive():
-        raise HypervisorError("live capture of %s's memory failed: %s"
-                              % (dom.name(), info.get("error-desc") or errors or "timeout"))
-    return info.get("downtime", 0)
+            with contextlib.suppress(HypervisorError):
+                _qmp(dom, "migrate-set-parameters", {"max-bandwidth": old})
 
 
-def _resume(dom):
+def migration_outcome(dom, wait=60.0):
+    """Wait for the migration of ``dom`` to end; return QEMU's ``query-migrate`` answer.
+
+    Completed: the guest is left stopped by QEMU. Otherwise ``HypervisorError``; the guest
+    runs as before.
+    """
+    deadline = time.monotonic() + wait
+    while True:
+        info = _qmp(dom, "query-migrate")
+        if info.get("status") in TERMINAL or time.monotonic() > deadline:
+            break
+        time.sleep(POLL)
+    if info.get("status") != "completed":
+        raise HypervisorError("live migration of %s's memory failed: %s"
+                              % (dom.name(), info.get("error-desc") or info.get("status")))
+    return info
+
+
+def _receive(sock, path):
+    with open(path, "wb") as out:
+        while True:
+            piece = sock.recv(1 << 20)
+            if not piece:
+                break
+            out.write(piece)
+
+
+def resume_guest(dom):
+    """Let a guest that a capture or handoff stopped run again (no-op if it runs)."""
     try:
         if dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED:
             dom.resume()
     except libvirt.libvirtError as exc:
-        raise HypervisorError("could not resume %s after its capture: %s"
+        raise HypervisorError("could not resume %s after stopping it: %s"
                               % (dom.name(), exc.get_error_message())) from None
 
 
@@ -122,11 +134,13 @@ def capture(conn, name, workdir):
     memory_path = os.path.join(workdir, "memory.img")
     disk_copy = os.path.join(workdir, "disk." + disk_format)
     try:
-        qemu_downtime = _migrate_memory(dom, stream_path)
+        with live_migration(dom) as ours:
+            _receive(ours, stream_path)
+        qemu_downtime = migration_outcome(dom).get("downtime", 0)
         stopped = time.monotonic()
         shutil.copyfile(disk_path, disk_copy)
     finally:
-        _resume(dom)
+        resume_guest(dom)
     downtime = time.monotonic() - stopped + qemu_downtime / 1000.0
     with open(stream_path, "rb") as f, mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as buf:
         stream = migstream.canonical(buf, 0, migstream.parse(buf, 0))

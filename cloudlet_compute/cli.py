@@ -6,7 +6,10 @@ import logging
 import os
 import sys
 
-from cloudlet_compute import __version__, bases, codecs, domains, instances, overlay, synthesis
+import uuid
+
+from cloudlet_compute import __version__, bases, codecs, domains, handoff, instances, overlay
+from cloudlet_compute import handoffwire, synthesis
 from cloudlet_compute.errors import CloudletError
 from cloudlet_compute.progress import Progress
 
@@ -64,6 +67,44 @@ def cmd_base_import(args):
 def cmd_base_delete(args):
     base = _store(args).delete(args.base, domains.connect(args.connect))
     print("deleted base VM %s (%s)" % (base.id, base.name))
+
+
+def cmd_handoff_send(args):
+    store, conn = _store(args), domains.connect(args.connect)
+    domains.lookup(conn, args.domain)
+    dest_uuid = str(uuid.uuid4())
+    listener = handoffwire.Listener(args.listen)
+    ticket = handoffwire.ticket(listener.url, dest_uuid, listener.secret_text)
+    if args.ticket_file:
+        with open(os.open(args.ticket_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600),
+                  "w") as f:
+            f.write(ticket + "\n")
+    else:
+        print(ticket, flush=True)
+    channel = listener.accept(dest_uuid, args.wait)
+    progress = _progress("handing off", 100, unit="%")
+    stats = handoff.send(conn, store, args.domain, channel,
+                         lambda done: progress.update(int(done * 100) - progress.done))
+    progress.finish()
+    domains.destroy(conn, args.domain)
+    instances.Placement.in_home(store.home, args.domain).discard()
+    if args.json:
+        print(json.dumps(stats, indent=1))
+
+
+def cmd_handoff_receive(args):
+    store, conn = _store(args), domains.connect(args.connect)
+    url, dest_uuid, secret = handoffwire.parse_ticket(
+        open(args.ticket[1:]).read() if args.ticket.startswith("@") else args.ticket)
+    channel = handoffwire.connect(url, dest_uuid, secret)
+    placement = instances.Placement(args.name, os.path.join(store.home, "instances", args.name),
+                                    uuid=dest_uuid)
+    reception = handoff.receive(conn, store, channel, placement)
+    reception.running()
+    if args.json:
+        print(json.dumps(dict(reception.stats, domain=args.name, uuid=dest_uuid), indent=1))
+    else:
+        print(args.name)
 
 
 def cmd_resume(args):
@@ -173,6 +214,28 @@ def build_parser():
     p.add_argument("overlay")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_overlay_info)
+
+    ho = sub.add_parser("handoff", help="move a running VM to another host").add_subparsers(
+        dest="handoff_command", required=True, metavar="ACTION")
+    p = ho.add_parser("send", help="hand a running domain off to the host that takes the ticket",
+                      description="Listen on HOST (an ephemeral port) for one destination, "
+                      "print its one-time ticket, then live-migrate DOMAIN's memory and disk "
+                      "changes (deduplicated against the base VM) to it. The domain is removed "
+                      "here only after the destination reports it running; on any failure it "
+                      "keeps running here.")
+    p.add_argument("domain")
+    p.add_argument("--listen", required=True, metavar="HOST", help="address to listen on")
+    p.add_argument("--ticket-file", help="write the ticket to this file (mode 0600) instead "
+                   "of stdout")
+    p.add_argument("--wait", type=float, default=300.0,
+                   help="seconds to wait for the destination (default %(default)s)")
+    p.add_argument("--json", action="store_true", help="print transfer statistics")
+    p.set_defaults(func=cmd_handoff_send)
+    p = ho.add_parser("receive", help="take a handed-off VM and start it here")
+    p.add_argument("ticket", help="the ticket `handoff send` printed, or @FILE holding it")
+    p.add_argument("--name", required=True, help="name of the new domain")
+    p.add_argument("--json", action="store_true", help="print transfer statistics")
+    p.set_defaults(func=cmd_handoff_receive)
 
     p = sub.add_parser("synthesis", help="rebuild and start a VM from base + overlay",
                        description="Fetch OVERLAY (path or http(s) URL), check it against the "

@@ -33,3 +33,9 @@ SYSMETA_PREFIX = 'image_'
 # Which file of a base VM (``bases.BaseVM.files()``) each image holds.
 BASE_FILES = {BASE_DISK: "disk.raw", BASE_MEMORY: "memory.img",
               BASE_DISK_HASH: "disk.digests", BASE_MEMORY_HASH: "memory.pages"}
+
+# Instance metadata of a server created by a VM handoff, at the destination: where the source
+# listens, the one-time secret for this server, and the source server's id.
+METADATA_HANDOFF_SOURCE = 'cloudlet_handoff_source'
+METADATA_HANDOFF_SECRET = 'cloudlet_handoff_secret'
+METADATA_HANDOFF_FROM = 'cloudlet_handoff_from'

@@ -75,43 +75,104 @@ def _need(buf, pos, length, what):
                           "got %d" % (length, what, pos, max(0, len(buf) - pos)))
 
 
-def _find_ram_section(buf, start):
+class _Whole:
+    """A stream that is all in memory (a file's mmap or bytes)."""
+
+    def __init__(self, buf):
+        self.buf = buf
+
+    def need(self, pos, length, what):
+        _need(self.buf, pos, length, what)
+
+    def find(self, pattern, start, end):
+        return self.buf.find(pattern, start, end)
+
+
+class StreamFeed:
+    """A stream arriving through ``recv(n)`` (b"" at its end), parsed as it comes.
+
+    Every byte received is kept in ``buf``, so positions reported by ``walk`` stay valid;
+    ``received`` counts them and ``finish`` reads up to the end.
+    """
+
+    def __init__(self, recv, piece=1 << 20):
+        self.buf = bytearray()
+        self._recv, self._piece = recv, piece
+        self.eof = False
+
+    def _fill(self):
+        if self.eof:
+            return False
+        data = self._recv(self._piece)
+        if not data:
+            self.eof = True
+            return False
+        self.buf += data
+        return True
+
+    def need(self, pos, length, what):
+        while len(self.buf) < pos + length:
+            if not self._fill():
+                _need(self.buf, pos, length, what)
+
+    def find(self, pattern, start, end):
+        while True:
+            found = self.buf.find(pattern, start, end)
+            if found >= 0 or len(self.buf) >= end or not self._fill():
+                return found
+
+    def finish(self):
+        """Read the rest of the stream."""
+        while self._fill():
+            pass
+
+
+def _find_ram_section(src, start):
     """Return (offset after the RAM START header, section id)."""
-    pos = buf.find(b"\x03ram", start, start + (1 << 20))
+    buf, limit = src.buf, start + (1 << 20)
+    pos = src.find(b"\x03ram", start, limit)
     while pos >= 0:
         head = pos - 5
         if head >= start and buf[head] == SECTION_START:
-            _need(buf, pos + 4, 8, "RAM section header")
+            src.need(pos + 4, 8, "RAM section header")
             version = BE32.unpack_from(buf, pos + 8)[0]
             if version != 4:
                 raise FormatError("RAM section version %d at offset %d is not supported"
                                   % (version, head))
             return pos + 12, BE32.unpack_from(buf, head + 1)[0]
-        pos = buf.find(b"\x03ram", pos + 1, start + (1 << 20))
+        pos = src.find(b"\x03ram", pos + 1, limit)
     raise FormatError("no RAM section in the migration stream starting at offset %d" % start)
 
 
-def _skip_footer(buf, pos, section_id):
-    if pos < len(buf) and buf[pos] == SECTION_FOOTER:
-        _need(buf, pos, 5, "section footer")
-        if BE32.unpack_from(buf, pos + 1)[0] != section_id:
+def _skip_footer(src, pos, section_id):
+    src.need(pos, 1, "section footer")
+    if src.buf[pos] == SECTION_FOOTER:
+        src.need(pos, 5, "section footer")
+        if BE32.unpack_from(src.buf, pos + 1)[0] != section_id:
             raise FormatError("section footer at offset %d closes another section" % pos)
         return pos + 5
     return pos
 
 
-def parse(buf, start):
-    """Parse the migration stream that begins at ``start`` in ``buf``; return a RamLayout."""
-    _need(buf, start, 8, "stream header")
+def walk(src, start):
+    """Walk the RAM section of the stream at ``start`` in ``src`` (``StreamFeed`` or any
+    object with ``buf``/``need``/``find``).
+
+    Yields ``("setup", blocks, section_id, setup_end)`` once, then ``("page", key,
+    payload_offset)`` per page record (offset -1 for a zero page; key = ``block_index << 48
+    | ram_offset``), then ``("end", ram_end)`` after the RAM section's END.
+    """
+    buf = src.buf
+    src.need(start, 8, "stream header")
     if bytes(buf[start:start + 4]) != MAGIC:
         raise FormatError("no QEMU migration stream at offset %d (magic %r)"
                           % (start, bytes(buf[start:start + 4])))
     version = BE32.unpack_from(buf, start + 4)[0]
     if version not in SUPPORTED_VERSIONS:
         raise FormatError("QEMU migration stream version %d is not supported" % version)
-    pos, section_id = _find_ram_section(buf, start + 8)
+    pos, section_id = _find_ram_section(src, start + 8)
 
-    _need(buf, pos, 8, "RAM size")
+    src.need(pos, 8, "RAM size")
     total = BE64.unpack_from(buf, pos)[0]
     pos += 8
     if not total & FLAG_MEM_SIZE:
@@ -119,9 +180,9 @@ def parse(buf, start):
     total &= ~0xFFF
     blocks, names, seen = [], {}, 0
     while seen < total:
-        _need(buf, pos, 1, "RAM block name")
+        src.need(pos, 1, "RAM block name")
         n = buf[pos]
-        _need(buf, pos + 1, n + 8, "RAM block entry")
+        src.need(pos + 1, n + 8, "RAM block entry")
         name = bytes(buf[pos + 1:pos + 1 + n])
         length = BE64.unpack_from(buf, pos + 1 + n)[0]
         pos += 1 + n + 8
@@ -130,32 +191,30 @@ def parse(buf, start):
         seen += length
     if seen != total:
         raise FormatError("RAM blocks add up to %d bytes, the stream announced %d" % (seen, total))
-    _need(buf, pos, 8, "end of RAM setup")
+    src.need(pos, 8, "end of RAM setup")
     if BE64.unpack_from(buf, pos)[0] & ~0xFFF or not BE64.unpack_from(buf, pos)[0] & FLAG_EOS:
         raise FormatError("RAM setup at offset %d has unsupported extra fields "
                           "(postcopy or ignore-shared)" % pos)
-    pos = _skip_footer(buf, pos + 8, section_id)
-    setup_end = pos
+    pos = _skip_footer(src, pos + 8, section_id)
+    yield "setup", blocks, section_id, pos
 
-    payload_offsets, page_keys, latest = [], [], {}
     block = None
-    unpack64 = BE64.unpack_from
-    size = len(buf)
+    unpack64, need = BE64.unpack_from, src.need
     while True:
-        _need(buf, pos, 5, "section header")
+        need(pos, 5, "section header")
         kind = buf[pos]
         if kind not in (SECTION_PART, SECTION_END) or BE32.unpack_from(buf, pos + 1)[0] != section_id:
             raise FormatError("unexpected section type 0x%02x at offset %d inside RAM" % (kind, pos))
         pos += 5
         while True:
-            if pos + 8 > size:
-                _need(buf, pos, 8, "page record")
+            need(pos, 8 + 1, "page record")
             word = unpack64(buf, pos)[0]
             pos += 8
             flags = word & 0xFFF
             if flags & (FLAG_ZERO | FLAG_PAGE):
                 if not flags & FLAG_CONTINUE:
                     n = buf[pos]
+                    need(pos, 1 + n + 1, "RAM block name")
                     try:
                         block = names[bytes(buf[pos + 1:pos + 1 + n])]
                     except KeyError:
@@ -169,18 +228,14 @@ def parse(buf, start):
                     raise FormatError("page record at offset %d addresses %d, beyond block %s"
                                       % (pos - 8, offset, blocks[block][0]))
                 if flags & ~FLAG_CONTINUE == FLAG_PAGE:
-                    if pos + PAGE_SIZE > size:
-                        _need(buf, pos, PAGE_SIZE, "page payload")
-                    payload_offsets.append(pos)
-                    page_keys.append(block << 48 | offset)
-                    latest[block << 48 | offset] = pos
+                    need(pos, PAGE_SIZE, "page payload")
+                    yield "page", block << 48 | offset, pos
                     pos += PAGE_SIZE
                 elif flags & ~FLAG_CONTINUE == FLAG_ZERO:
-                    _need(buf, pos, 1, "zero page fill")
                     if buf[pos]:
                         raise FormatError("zero page record at offset %d has fill byte %d"
                                           % (pos - 8, buf[pos]))
-                    latest[block << 48 | offset] = -1
+                    yield "page", block << 48 | offset, -1
                     pos += 1
                 else:
                     raise FormatError("page record flags 0x%x at offset %d are not supported"
@@ -190,14 +245,37 @@ def parse(buf, start):
             else:
                 raise FormatError("RAM record flags 0x%x at offset %d are not supported "
                                   "(compression, xbzrle or RDMA)" % (flags, pos - 8))
-        pos = _skip_footer(buf, pos, section_id)
+        pos = _skip_footer(src, pos, section_id)
         if kind == SECTION_END:
-            _check_end(buf, pos)
-            return RamLayout(blocks, payload_offsets, page_keys, latest, section_id, setup_end,
-                             pos)
+            yield "end", pos
+            return
 
 
-def _check_end(buf, ram_end):
+def parse_setup(buf, start=0):
+    """Return ``(blocks, section_id, setup_end)`` of the stream at ``start`` in ``buf``."""
+    for event in walk(_Whole(buf), start):
+        return event[1:]
+
+
+def parse(buf, start):
+    """Parse the migration stream that begins at ``start`` in ``buf``; return a RamLayout."""
+    payload_offsets, page_keys, latest = [], [], {}
+    for event in walk(_Whole(buf), start):
+        if event[0] == "page":
+            _, key, pos = event
+            if pos >= 0:
+                payload_offsets.append(pos)
+                page_keys.append(key)
+            latest[key] = pos
+        elif event[0] == "setup":
+            _, blocks, section_id, setup_end = event
+        else:
+            ram_end = event[1]
+    check_end(buf, ram_end)
+    return RamLayout(blocks, payload_offsets, page_keys, latest, section_id, setup_end, ram_end)
+
+
+def check_end(buf, ram_end):
     """Check that the stream ends as QEMU (x86 machines) ends it: EOF, then the JSON vmdesc.
 
     The device state between the RAM section and the end is opaque, so this is how a
@@ -219,20 +297,33 @@ def canonical(buf, start, layout):
     copy of each, as QEMU would on load, and drops the rest. The configuration and RAM
     setup before, and the device state after, are kept byte for byte. Returns bytes.
     """
-    out = bytearray(buf[start:layout.setup_end])
-    out += bytes([SECTION_END]) + BE32.pack(layout.section_id)
-    names = [name.encode("ascii") for name, _ in layout.blocks]
+    latest = layout.latest
+    pages = ((key, buf[latest[key]:latest[key] + PAGE_SIZE] if latest[key] >= 0 else None)
+             for key in sorted(latest))
+    return b"".join(write_canonical(buf[start:layout.setup_end], layout.section_id,
+                                    layout.block_names(), pages, buf[layout.ram_end:]))
+
+
+def write_canonical(setup, section_id, block_names, pages, tail):
+    """Yield a stream made of ``setup`` (header, configuration and RAM setup, as sent),
+    one RAM END section holding ``pages`` (``(key, 4096 bytes or None for zeros)`` in key
+    order) and ``tail`` (device state to the end), in pieces."""
+    yield bytes(setup)
+    out = bytearray([SECTION_END]) + BE32.pack(section_id)
+    names = [name.encode("ascii") for name in block_names]
     current = None
-    for key in sorted(layout.latest):
+    for key, payload in pages:
         block, offset = key >> 48, key & ((1 << 48) - 1)
-        payload = layout.latest[key]
-        flags = FLAG_PAGE if payload >= 0 else FLAG_ZERO
+        flags = FLAG_PAGE if payload is not None else FLAG_ZERO
         if block == current:
             out += BE64.pack(offset | flags | FLAG_CONTINUE)
         else:
             out += BE64.pack(offset | flags) + bytes([len(names[block])]) + names[block]
             current = block
-        out += buf[payload:payload + PAGE_SIZE] if payload >= 0 else b"\0"
-    out += BE64.pack(FLAG_EOS) + bytes([SECTION_FOOTER]) + BE32.pack(layout.section_id)
-    out += buf[layout.ram_end:]
-    return bytes(out)
+        out += payload if payload is not None else b"\0"
+        if len(out) >= 8 << 20:
+            yield bytes(out)
+            out = bytearray()
+    out += BE64.pack(FLAG_EOS) + bytes([SECTION_FOOTER]) + BE32.pack(section_id)
+    yield bytes(out)
+    yield bytes(tail)

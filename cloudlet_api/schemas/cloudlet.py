@@ -79,7 +79,7 @@ cloudlet_overlay_finish_response = {
     'additionalProperties': False,
 }
 
-# Never returned while handoff answers 501; kept so the action is fully described.
+# http(s): the handoff_url; file://: the id of the overlay image being made.
 cloudlet_handoff_response = {
     'type': 'object',
     'properties': {'handoff': {'type': 'string'}},

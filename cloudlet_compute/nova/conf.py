@@ -30,6 +30,39 @@ Related options:
 * ``[DEFAULT] state_path``: the default is below it
 * ``[DEFAULT] instances_path``: instance disks stay there, as for stock libvirt
 """),
+    cfg.StrOpt('handoff_host',
+               default='$my_ip',
+               help="""
+Address this compute node listens on, one ephemeral port per VM handoff, for the
+destination compute node to fetch the VM from.
+
+The port is open only during one handoff and accepts only the destination server that
+the handoff created, authenticated with a one-time secret; the transfer is encrypted.
+
+Possible values:
+
+* An IP address of this host that the destination's compute nodes can reach
+
+Related options:
+
+* ``handoff_wait``
+"""),
+    cfg.IntOpt('handoff_wait',
+               default=600,
+               min=10,
+               help="""
+Seconds a handoff source waits for the destination server to connect (the destination
+may first have to fetch the base VM from its Glance), and then for it to report the VM
+running.
+
+Possible values:
+
+* A number of seconds, at least 10
+
+Related options:
+
+* ``handoff_host``
+"""),
     cfg.ListOpt('overlay_url_schemes',
                 default=['http', 'https'],
                 help="""

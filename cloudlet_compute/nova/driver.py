@@ -1,10 +1,11 @@
-"""CloudletDriver: nova's LibvirtDriver plus resume-from-base, VM synthesis and overlays.
+"""CloudletDriver: nova's LibvirtDriver plus resume-from-base, VM synthesis, overlays, handoff.
 
 Thin on purpose: nova still builds the instance (disk over its cached copy of the image,
 ports, console, XML); only the moment nova would *boot* the guest changes. When the image
 is a cloudlet base disk, the driver restores the base's memory image into nova's domain
 instead (resume base); when the server also carries ``overlay_url`` metadata, it runs VM
-synthesis instead. Anything else is stock libvirt. The work itself is in the engine,
+synthesis instead; with ``cloudlet_handoff_source`` metadata it fetches a handed-off VM
+from the source compute node. Anything else is stock libvirt. The work itself is in the engine,
 reached only through :mod:`cloudlet_compute.nova.engine_adapter`.
 
 A resumed guest keeps its memory, so nothing is injected into it (no admin password, no
@@ -25,6 +26,7 @@ from nova.compute import task_states
 from nova import exception
 from nova.virt.libvirt import driver as libvirt_driver
 
+from cloudlet_api import destination
 from cloudlet_api import glance
 from cloudlet_compute.errors import CloudletError, FetchError
 from cloudlet_compute.nova import basecache
@@ -39,10 +41,13 @@ cloudlet_conf.register_opts(CONF)
 
 RESUME = 'resume'
 SYNTHESIS = 'synthesis'
+HANDOFF = 'handoff'
+WHAT = {RESUME: "resume of base VM", SYNTHESIS: "VM synthesis", HANDOFF: "VM handoff"}
 
 # What spawn decided for one instance; _create_guest reads it while spawn runs.
 SpawnPlan = collections.namedtuple(
-    'SpawnPlan', 'mode base_id disk_image_id memory_image_id overlay_url')
+    'SpawnPlan', 'mode base_id disk_image_id memory_image_id overlay_url handoff_source '
+    'handoff_secret')
 
 
 def spawn_plan(instance):
@@ -54,12 +59,16 @@ def spawn_plan(instance):
     sysmeta = instance.system_metadata or {}
     if sysmeta.get(glance.SYSMETA_PREFIX + glance.PROPERTY_TYPE) != glance.BASE_DISK:
         return None
-    overlay_url = (instance.metadata or {}).get(glance.METADATA_OVERLAY_URL)
-    return SpawnPlan(mode=SYNTHESIS if overlay_url else RESUME,
+    metadata = instance.metadata or {}
+    overlay_url = metadata.get(glance.METADATA_OVERLAY_URL)
+    handoff_source = metadata.get(glance.METADATA_HANDOFF_SOURCE)
+    mode = HANDOFF if handoff_source else SYNTHESIS if overlay_url else RESUME
+    return SpawnPlan(mode=mode,
                      base_id=sysmeta.get(glance.SYSMETA_PREFIX + glance.PROPERTY_BASE_ID),
                      disk_image_id=instance.image_ref,
                      memory_image_id=sysmeta.get(glance.SYSMETA_PREFIX + glance.BASE_MEMORY),
-                     overlay_url=overlay_url)
+                     overlay_url=overlay_url, handoff_source=handoff_source,
+                     handoff_secret=metadata.get(glance.METADATA_HANDOFF_SECRET))
 
 
 class CloudletDriver(libvirt_driver.LibvirtDriver):
@@ -75,6 +84,7 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
                 "[cloudlet] overlay_url_schemes: unknown %s" % ", ".join(sorted(bad)))
         self.bases = basecache.BaseCache(CONF.cloudlet.cache_dir)
         self._spawn_plans = {}
+        self._receptions = {}   # instance uuid -> handed-off VM waiting for nova's spawn
         self.rpc_endpoint = rpc.register(virtapi, self)
 
     # --- spawn: resume base / synthesis ----------------------------------------------
@@ -106,8 +116,18 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
             # No injection into a guest whose memory is restored rather than booted.
             super().spawn(context, instance, image_meta, [], None, allocations,
                           network_info, block_device_info, power_on, accel_info)
+        except Exception as exc:
+            reception = self._receptions.pop(instance.uuid, None)
+            if reception is not None:
+                reception.failed(exc)
+            raise
         finally:
             self._spawn_plans.pop(instance.uuid, None)
+        reception = self._receptions.pop(instance.uuid, None)
+        if reception is not None:
+            # If the source does not hear this, it runs its copy again: fail ours then.
+            with self._build_errors(instance, plan):
+                reception.running()
 
     def _create_guest(self, context, xml, instance, power_on=True, pause=False,
                       post_xml_callback=None):
@@ -122,6 +142,10 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
             if plan.mode == RESUME:
                 engine_adapter.resume_into(conn, self.bases.store, plan.base_id, xml,
                                            paused=paused)
+            elif plan.mode == HANDOFF:
+                self._receptions[instance.uuid] = engine_adapter.handoff_receive_into(
+                    conn, self.bases.store, plan.handoff_source, plan.handoff_secret,
+                    plan.base_id, xml, paused=paused)
             else:
                 engine_adapter.synthesize_into(conn, self.bases.store, plan.overlay_url,
                                                plan.base_id, xml, paused=paused)
@@ -148,8 +172,8 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
         except exception.BuildAbortException:
             raise
         except Exception as exc:
-            what = "VM synthesis" if plan.mode == SYNTHESIS else "resume of base VM"
-            if isinstance(exc, FetchError):
+            what = WHAT[plan.mode]
+            if isinstance(exc, FetchError) and plan.mode == SYNTHESIS:
                 what += " (fetching %s)" % plan.overlay_url
             if isinstance(exc, exception.NovaException):
                 reason = exc.format_message()
@@ -196,6 +220,51 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
                           {glance.PROPERTY_BASE_ID: meta['base_vm_sha256']})
         finally:
             shutil.rmtree(work, ignore_errors=True)
+
+    def cloudlet_handoff(self, context, instance, handoff_url, dest_token, dest_vmname,
+                         dest_image_id, dest_flavor_id, progress):
+        """Create the destination server, hand the guest off to it; return its id.
+
+        The destination server gets the listener's address and one-time secret in its
+        metadata. On failure the guest runs here as before and the destination server,
+        if one was made, is deleted.
+        """
+        guest = self._host.get_guest(instance)
+        dest = destination.Destination(handoff_url, dest_token)
+        dest_id = None
+        reported = [0]
+
+        def report(fraction):
+            percent = int(fraction * 100)
+            if percent >= reported[0] + 5:
+                reported[0] = percent
+                progress(percent)
+
+        def check_destination():
+            server = dest.server(dest_id)
+            if server is None or server.get('status') == 'ERROR':
+                fault = ((server or {}).get('fault') or {}).get('message') or 'deleted'
+                raise CloudletError("the destination server %s failed: %s" % (dest_id, fault))
+
+        with self._task_errors('cloudlet-handoff'):
+            listener = engine_adapter.handoff_listener(CONF.cloudlet.handoff_host)
+            try:
+                dest_id = dest.create_server(dest_vmname, dest_image_id, dest_flavor_id, {
+                    glance.METADATA_HANDOFF_SOURCE: listener.url,
+                    glance.METADATA_HANDOFF_SECRET: listener.secret_text,
+                    glance.METADATA_HANDOFF_FROM: instance.uuid})
+                engine_adapter.handoff_send(self._host.get_connection(), self.bases.store,
+                                            guest.name, listener, dest_id,
+                                            CONF.cloudlet.handoff_wait, check_destination,
+                                            report)
+            except Exception as exc:
+                listener.close()
+                if dest_id:
+                    dest.delete_server(dest_id)
+                if isinstance(exc, destination.DestinationError):
+                    raise CloudletError(str(exc)) from exc
+                raise
+        return dest_id
 
     @staticmethod
     @contextlib.contextmanager

@@ -239,3 +239,41 @@ def synthesize_into(conn, store, location, base_id, nova_xml, paused=False):
     _finish_restore(conn, placement, nova_xml)
     LOG.info("synthesized %s: %s", placement.name, timings)
     return timings
+
+
+def handoff_listener(host):
+    """A one-handoff listener on ``host`` with a fresh secret (``url``, ``secret_text``)."""
+    from cloudlet_compute import handoffwire
+    return handoffwire.Listener(host)
+
+
+def handoff_send(conn, store, domain_name, listener, dest_uuid, wait, check, progress):
+    """Wait for destination server ``dest_uuid`` at ``listener``; hand ``domain_name`` off to
+    it. On success the domain is left stopped (nova deletes it); on failure it runs."""
+    from cloudlet_compute import handoff
+    channel = listener.accept(dest_uuid, wait, check)
+    stats = handoff.send(conn, store, domain_name, channel, progress, result_wait=wait)
+    LOG.info("handoff of %s: %s", domain_name, stats)
+    return stats
+
+
+def handoff_receive_into(conn, store, source_url, secret_text, base_id, nova_xml,
+                         paused=False):
+    """Fetch a handed-off VM from ``source_url`` into nova's domain (``nova_xml``).
+
+    Returns the engine's ``Reception``: call ``running()`` once nova has the guest running,
+    or ``failed(reason)``. On failure here the source has been told and nothing is left.
+    """
+    from cloudlet_compute import handoff, handoffwire
+    placement = placement_for_nova(nova_xml)
+    channel = handoffwire.connect(source_url, placement.uuid,
+                                  handoffwire.parse_secret(secret_text))
+    reception = handoff.receive(conn, store, channel, placement, paused=paused,
+                                require_base=base_id)
+    try:
+        _finish_restore(conn, placement, nova_xml)
+    except BaseException as exc:
+        reception.failed(exc)
+        raise
+    LOG.info("received %s from %s: %s", placement.name, source_url, reception.stats)
+    return reception

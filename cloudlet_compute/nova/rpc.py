@@ -8,14 +8,20 @@ Task states, as nova's snapshot uses them: the API sets ``image_snapshot_pending
 ``image_pending_upload`` while the engine works, ``image_uploading`` while Glance receives
 the data, then None. On failure the task state is reverted, an instance fault records
 why, and the queued Glance records are deleted.
+
+A handoff runs under task_state ``migrating`` with the server's ``progress`` rising; its
+instance action ``cloudlet-handoff`` gets the event ``compute_cloudlet_handoff``, whose
+details say why it failed. After success the source server is deleted.
 """
 
 import oslo_messaging as messaging
 from oslo_log import log as logging
 from oslo_utils import excutils
 
+from nova.compute import api as compute_api
 from nova.compute import manager as compute_manager
 from nova.compute import task_states
+from nova.compute import utils as compute_utils
 from nova.image import glance as nova_glance
 
 from cloudlet_api import glance
@@ -79,6 +85,28 @@ class CloudletEndpoint:
         instance.save(expected_task_state=[task_states.IMAGE_UPLOADING])
         LOG.info("VM overlay %s uploaded as image %s", overlay_name, overlay_id,
                  instance=instance)
+
+    @compute_manager.reverts_task_state
+    @compute_utils.wrap_instance_event(prefix='compute')
+    @compute_manager.wrap_instance_fault
+    def cloudlet_handoff(self, context, instance, handoff_url, dest_token, dest_vmname,
+                         dest_image_id, dest_flavor_id):
+        """Hand ``instance`` off to another cloud; delete it here once it runs there."""
+        LOG.info("handing off to %s as %s", handoff_url, dest_vmname, instance=instance)
+
+        def progress(percent):
+            instance.progress = percent
+            instance.save(expected_task_state=[task_states.MIGRATING])
+
+        dest_id = self.driver.cloudlet_handoff(context, instance, handoff_url, dest_token,
+                                               dest_vmname, dest_image_id, dest_flavor_id,
+                                               progress)
+        LOG.info("handed off to server %s at %s; deleting it here", dest_id, handoff_url,
+                 instance=instance)
+        instance.task_state = None
+        instance.progress = 100
+        instance.save(expected_task_state=[task_states.MIGRATING])
+        compute_api.API().delete(context, instance)
 
 
 def register(virtapi, driver):

@@ -17,6 +17,8 @@ from tests.compute_nova import base
 UNKNOWN = "9a8b7c6d-0000-4000-8000-000000000000"
 BASE_CAST = "cloudlet_api.rpcapi.CloudletComputeAPI.cloudlet_base"
 OVERLAY_CAST = "cloudlet_api.rpcapi.CloudletComputeAPI.cloudlet_overlay_finish"
+HANDOFF_CAST = "cloudlet_api.rpcapi.CloudletComputeAPI.cloudlet_handoff"
+DEST = "cloudlet_api.destination.Destination."
 
 
 class CloudletAPITest(base.CloudletTestBase):
@@ -46,7 +48,7 @@ class CloudletAPITest(base.CloudletTestBase):
                 if i.get("properties", {}).get("cloudlet_type") == image_type
                 and i["id"] not in self.base_images.values()]
 
-    def test_extensions_schema_404_501(self):
+    def test_extensions_schema_404(self):
         exts = self.api.api_get("/extensions").body["extensions"]
         aliases = [e["alias"] for e in exts]
         self.assertIn("os-cloudlet", aliases)
@@ -70,12 +72,17 @@ class CloudletAPITest(base.CloudletTestBase):
         self._assert_error({"cloudlet-handoff": {"handoff_url": "http://dest:8774"}}, 400,
                            "dest_token")
 
-        # 404 for an unknown server, 501 for handoff
+        # 404 for an unknown server
         for body in ({"cloudlet-base": {"name": "b"}},
-                     {"cloudlet-overlay-finish": {"overlay-name": "o"}}):
+                     {"cloudlet-overlay-finish": {"overlay-name": "o"}},
+                     {"cloudlet-handoff": {"handoff_url": "file://residue"}}):
             self._assert_error(body, 404, UNKNOWN, server_id=UNKNOWN)
-        self._assert_error({"cloudlet-handoff": {"handoff_url": "file://residue"}}, 501,
-                           "not implemented")
+        # A server booted from a plain image has nothing to hand off.
+        self._assert_error({"cloudlet-handoff": {"handoff_url": "file://residue"}}, 409,
+                           "not created from a cloudlet base VM")
+        self._assert_error({"cloudlet-handoff": {"handoff_url": "http://dest:8774/v2.1",
+                                                 "dest_token": "t"}}, 409,
+                           "not created from a cloudlet base VM")
         self.assertEqual([], self._new_images(cloudlet_glance.BASE_DISK))
 
     def test_wrong_state_is_409(self):
@@ -173,3 +180,49 @@ class CloudletAPITest(base.CloudletTestBase):
         self.assertEqual(500, status)
         self.assertIsNone(self._instance(other["id"]).task_state)
         self.assertEqual(["ov"], [i["name"] for i in self._new_images(cloudlet_glance.OVERLAY)])
+
+    def test_handoff_checks_the_destination_first(self):
+        from cloudlet_api.destination import DestinationError
+        resumed = self._boot(image_id=self.base_images[cloudlet_glance.BASE_DISK])
+        body = {"cloudlet-handoff": {"handoff_url": "http://dest:8774/v2.1/",
+                                     "dest_token": "tok", "dest_vmname": "moved"}}
+        for method, error, status in (
+                ("find_base", DestinationError("dest_token was rejected by the destination",
+                                               status=400), 400),
+                ("find_base", DestinationError("the destination has no base VM x"), 409),
+                ("pick_flavor", DestinationError("the destination has no flavor"), 409)):
+            with mock.patch(DEST + "find_base", return_value="img",
+                            side_effect=error if method == "find_base" else None), \
+                    mock.patch(DEST + "pick_flavor", return_value="flv",
+                               side_effect=error if method == "pick_flavor" else None), \
+                    mock.patch(HANDOFF_CAST) as cast:
+                self._assert_error(body, status, str(error), server_id=resumed["id"])
+            cast.assert_not_called()
+            self.assertIsNone(self._instance(resumed["id"]).task_state)
+        self._assert_error({"cloudlet-handoff": {"handoff_url": "http://u:p@dest/v2.1",
+                                                 "dest_token": "t"}}, 400, "handoff_url",
+                           server_id=resumed["id"])
+
+        with mock.patch(DEST + "find_base", return_value="img"), \
+                mock.patch(DEST + "pick_flavor", return_value="flv"), \
+                mock.patch(HANDOFF_CAST) as cast:
+            status, resp = self._action(body, server_id=resumed["id"])
+        self.assertEqual(202, status, resp)
+        self.assertEqual({"handoff": "http://dest:8774/v2.1"}, resp)
+        _ctxt, instance, url, token, name, image_id, flavor_id = cast.call_args.args
+        self.assertEqual((resumed["id"], "http://dest:8774/v2.1", "tok", "moved", "img", "flv"),
+                         (instance.uuid, url, token, name, image_id, flavor_id))
+        self.assertEqual(task_states.MIGRATING, self._instance(resumed["id"]).task_state)
+        actions = self.api.api_get("/servers/%s/os-instance-actions" % resumed["id"]).body
+        self.assertIn("cloudlet-handoff", [a["action"] for a in actions["instanceActions"]])
+        self._assert_error(body, 409, "task_state migrating", server_id=resumed["id"])
+
+        # file://NAME stores the server as a VM overlay image.
+        other = self._boot(image_id=self.base_images[cloudlet_glance.BASE_DISK])
+        with mock.patch(OVERLAY_CAST) as cast:
+            status, resp = self._action({"cloudlet-handoff": {"handoff_url": "file://res"}},
+                                        server_id=other["id"])
+        self.assertEqual(202, status, resp)
+        image = self.glance.show(None, resp["handoff"])
+        self.assertEqual(("res", cloudlet_glance.OVERLAY),
+                         (image["name"], image["properties"]["cloudlet_type"]))

@@ -35,7 +35,7 @@ class RPCPlumbingTest(base.CloudletTestBase):
                      if isinstance(e, cloudlet_rpc.CloudletEndpoint)]
         self.assertEqual(1, len(endpoints))
         self.assertIs(manager.driver, endpoints[0].driver)
-        self.assertEqual(("cloudlet", "1.0"),
+        self.assertEqual(("cloudlet", "1.1"),
                          (endpoints[0].target.namespace, endpoints[0].target.version))
         served = self.compute.rpcserver.dispatcher.endpoints
         self.assertIn(endpoints[0], [getattr(e, "_endpoint", e) for e in served])

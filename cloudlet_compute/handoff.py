@@ -1,0 +1,444 @@
+"""VM handoff: move a running VM to another host that holds the same base VM.
+
+Source (``send``), in data-flow order: header -> disk chunks written since the base (read
+while the guest runs) -> live migration of memory by the VM's own QEMU into a socket of
+ours, parsed as it arrives (``migstream.walk``), every page deduplicated against the base
+and against what was already sent, compressed and framed while QEMU keeps pre-copying (our
+reading speed is the link's, so QEMU's convergence sees the real bandwidth) -> QEMU stops
+the guest for the last round -> disk chunks changed since the first pass -> device state ->
+digests -> wait for the destination to say the VM runs. Until then nothing is deleted: on
+any failure the source guest is resumed.
+
+Destination (``receive``): frames -> pages and chunks, latest copy wins -> memory and disk
+digests checked -> disk written over the local base, memory image rebuilt with each page
+once (``migstream.write_canonical``) -> restore. The caller then reports ``running`` or
+``failed`` to the source through the returned ``Reception``.
+
+Wire format and channel: ``handoffwire`` and ``doc/handoff.md``.
+"""
+
+import contextlib
+import hashlib
+import logging
+import mmap
+import os
+import struct
+import time
+
+import libvirt
+import msgpack
+
+from cloudlet_compute import apply, capture, codecs, dedup, delta, domains, domxml
+from cloudlet_compute import handoffwire as wire
+from cloudlet_compute import instances, migstream, records, saveimage
+from cloudlet_compute.errors import (CloudletError, ConflictError, FetchError, FormatError,
+                                     IntegrityError, NotFoundError)
+from cloudlet_compute.nbd import NBDServer
+from cloudlet_compute.records import TARGET_DISK, TARGET_MEMORY
+
+LOG = logging.getLogger(__name__)
+
+PROTOCOL_VERSION = 1
+CHUNK_SIZE = 4096
+ZERO_CHUNK = bytes(CHUNK_SIZE)
+ZERO_DIGEST = hashlib.sha256(ZERO_CHUNK).digest()
+FLUSH_BYTES = 512 << 10       # records plaintext per frame
+FLUSH_SECONDS = 0.25          # ... or this old, so a slow trickle still moves
+MAX_PLAIN = 64 << 20          # bound on any frame's decompressed size
+RESULT_WAIT = 600.0           # seconds the source waits for the destination's verdict
+KEY = struct.Struct(">Q")
+
+
+def memory_digest(setup, page_digests, tail):
+    """Digest of a VM's memory state: the stream's setup, the SHA-256 of the latest copy of
+    every guest page (zeros included) in address order, and its device state."""
+    h = hashlib.sha256(b"openstackpp-memory-state-v1")
+    h.update(hashlib.sha256(setup).digest())
+    for key in sorted(page_digests):
+        h.update(KEY.pack(key))
+        h.update(page_digests[key])
+    h.update(hashlib.sha256(tail).digest())
+    return h.hexdigest()
+
+
+# --- source ---------------------------------------------------------------------------------
+class _Encoder:
+    """Dedups chunks against the base and against what was sent; frames records."""
+
+    def __init__(self, channel, base, codec, level):
+        self.channel, self.codec, self.level = channel, codec, level
+        self.memory_index, self.disk_index = dedup.base_indexes(base)
+        self.sent = {TARGET_MEMORY: {}, TARGET_DISK: {}}   # index -> digest of the latest
+        self.sources = dict.fromkeys(records.SOURCE_NAMES.values(), 0)
+        self.skipped = 0
+        self._new_builder()
+
+    def _new_builder(self):
+        self.builder, self.literals, self.started = records.BlobBuilder(), {}, None
+
+    def add(self, target, index, data):
+        """Queue chunk ``index`` of ``target`` (``data`` None: zeros); skip it if the
+        destination already has these bytes there."""
+        if data is None or data == ZERO_CHUNK:
+            digest = ZERO_DIGEST
+        else:
+            digest = hashlib.sha256(data).digest()
+        sent = self.sent[target]
+        if sent.get(index) == digest:
+            self.skipped += 1
+            return
+        sent[index] = digest
+        b = self.builder
+        if digest == ZERO_DIGEST:
+            b.add_zero(target, index)
+            source = records.SOURCE_ZERO
+        elif digest in self.memory_index:
+            b.add_base(target, index, records.SOURCE_BASE_MEM, self.memory_index[digest])
+            source = records.SOURCE_BASE_MEM
+        elif digest in self.disk_index:
+            b.add_base(target, index, records.SOURCE_BASE_DISK, self.disk_index[digest])
+            source = records.SOURCE_BASE_DISK
+        elif digest in self.literals:
+            b.add_self(target, index, self.literals[digest])
+            source = records.SOURCE_SELF
+        else:
+            self.literals[digest] = b.add_raw(target, index, data)
+            source = records.SOURCE_RAW
+        self.sources[records.SOURCE_NAMES[source]] += 1
+        now = time.monotonic()
+        if self.started is None:
+            self.started = now
+        if len(b) >= FLUSH_BYTES or now - self.started >= FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self):
+        """Send the queued records as one frame."""
+        if self.builder.records:
+            self.channel.check_peer()
+            self.channel.send(wire.RECORDS,
+                              codecs.compress(bytes(self.builder.data), self.codec, self.level))
+            self._new_builder()
+
+
+def _handoff_disk(xml):
+    disk_path, disk_format = domxml.file_disk(xml)
+    base_id = domxml.base_id_of(xml)
+    if base_id is None or disk_format != "qcow2":
+        raise ConflictError("the domain was not made from a base VM (no cloudlet metadata, or "
+                            "its disk is not a qcow2 over the base), so it cannot be handed off")
+    return disk_path, base_id
+
+
+def _stream_memory(dom, channel, encoder, progress, ram_pages):
+    """Pre-copy the guest's memory through ``encoder``; return (setup, tail, QEMU info).
+    On return the guest is stopped by QEMU (migration completed)."""
+    pages = 0
+    with capture.live_migration(dom) as ours:
+        feed = migstream.StreamFeed(ours.recv)
+        try:
+            for event in migstream.walk(feed, 0):
+                if event[0] == "page":
+                    _, key, pos = event
+                    encoder.add(TARGET_MEMORY, key,
+                                None if pos < 0 else bytes(feed.buf[pos:pos + CHUNK_SIZE]))
+                    pages += 1
+                    if progress and pages % 4096 == 0:
+                        progress(min(0.95, pages / ram_pages))
+                elif event[0] == "setup":
+                    setup = bytes(feed.buf[:event[3]])
+                    channel.send(wire.SETUP, codecs.compress(setup))
+                else:
+                    ram_end = event[1]
+            feed.finish()
+        except FormatError:
+            # QEMU ended the stream early: its own reason is the better one.
+            capture.migration_outcome(dom, wait=5.0)
+            raise
+        encoder.flush()
+    info = capture.migration_outcome(dom)
+    migstream.check_end(feed.buf, ram_end)
+    return setup, bytes(feed.buf[ram_end:]), info
+
+
+def send(conn, store, domain_name, channel, progress=None, codec=codecs.DEFAULT_CODEC,
+         level=None, result_wait=RESULT_WAIT):
+    """Hand running domain ``domain_name`` off through ``channel`` (an authenticated
+    ``handoffwire.Channel`` to the destination).
+
+    Returns stats once the destination reports the VM running; the source domain is then
+    left stopped (paused) for the caller to remove. On any failure the source guest runs
+    again as before and the error propagates.
+    """
+    dom = domains.lookup(conn, domain_name)
+    if dom.state()[0] != libvirt.VIR_DOMAIN_RUNNING:
+        raise ConflictError("domain %s is not running" % domain_name)
+    xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE | libvirt.VIR_DOMAIN_XML_SECURE)
+    disk_path, base_id = _handoff_disk(xml)
+    base = store.get(base_id)
+    t0 = time.monotonic()
+    stats = {}
+    try:
+        channel.send(wire.HEADER, msgpack.packb({
+            "version": PROTOCOL_VERSION, "base_vm_sha256": base.id,
+            "base_memory_sha256": base.memory_sha256, "disk_size": base.disk_size,
+            "xml": xml}))
+        encoder = _Encoder(channel, base, codec, level)
+        try:
+            early = delta.disk_delta(disk_path, base).changed
+        except CloudletError as exc:   # the image moved under us; the final pass covers it
+            LOG.info("first disk pass of %s skipped: %s", domain_name, exc)
+            early = []
+        for index, data in early:
+            encoder.add(TARGET_DISK, index, data)
+        encoder.flush()
+        stats["disk_early_chunks"] = len(early)
+        setup, tail, info = _stream_memory(dom, channel, encoder, progress,
+                                           max(1, base.ram_size // CHUNK_SIZE))
+        stopped = time.monotonic()
+        final = delta.disk_delta(disk_path, base)
+        changed = dict(final.changed)
+        with open(base.disk_path, "rb") as base_disk:
+            for index in sorted(set(encoder.sent[TARGET_DISK]) - set(changed)):
+                changed[index] = os.pread(base_disk.fileno(), CHUNK_SIZE, index * CHUNK_SIZE)
+        for index in sorted(changed):
+            encoder.add(TARGET_DISK, index, changed[index])
+        encoder.flush()
+        channel.send(wire.TAIL, codecs.compress(tail))
+        channel.send(wire.END, msgpack.packb({
+            "memory_digest": memory_digest(setup, encoder.sent[TARGET_MEMORY], tail),
+            "disk_content_sha256": final.content_sha256,
+            "pages": len(encoder.sent[TARGET_MEMORY])}))
+        if progress:
+            progress(0.97)
+        channel.sock.settimeout(result_wait)
+        kind, payload = channel.receive()
+        if kind != wire.RUNNING:
+            raise wire.PeerFailed(kind, payload.decode("utf-8", "replace"))
+    except BaseException as exc:
+        if isinstance(exc, FetchError):   # a frame saying why may be waiting
+            with contextlib.suppress(CloudletError, OSError):
+                channel.sock.settimeout(2.0)
+                kind, payload = channel.receive()
+                exc = wire.PeerFailed(kind, payload.decode("utf-8", "replace"))
+        channel.end_with(wire.ABORT, exc)
+        capture.resume_guest(dom)
+        LOG.warning("handoff of %s failed, the guest runs here again: %s", domain_name, exc)
+        if isinstance(exc, wire.PeerFailed):
+            raise CloudletError("the destination could not take the VM: %s" % exc) from None
+        raise
+    channel.close()
+    stats.update({
+        "total": time.monotonic() - t0, "bytes_sent": channel.bytes_sent,
+        "downtime_to_verdict": time.monotonic() - stopped + info.get("downtime", 0) / 1000.0,
+        "qemu_downtime_ms": info.get("downtime", 0),
+        "iterations": info.get("ram", {}).get("dirty-sync-count"),
+        "pages_sent": sum(encoder.sources.values()) - encoder.sources.get("zero", 0),
+        "sources": encoder.sources, "skipped_unchanged": encoder.skipped})
+    LOG.info("handed off %s: %s", domain_name, stats)
+    return stats
+
+
+# --- destination ----------------------------------------------------------------------------
+class _Reassembly:
+    """The VM state as frames bring it: latest copy of every page and disk chunk."""
+
+    def __init__(self, base, base_mem):
+        self.base, self.base_mem = base, base_mem
+        _blocks, _keys, offsets, digests = base.memory_pages()
+        self.digest_at = {offset: digests[32 * i:32 * i + 32] for i, offset in enumerate(offsets)}
+        self.pages, self.digests, self.disk = {}, {}, {}
+        self.setup = self.tail = None
+        self.blocks = self.section_id = None
+        self.disk_chunks = base.disk_size // CHUNK_SIZE
+
+    def take_setup(self, setup):
+        """The stream's header, configuration and RAM setup."""
+        self.blocks, self.section_id, end = migstream.parse_setup(setup)
+        if end != len(setup):
+            raise FormatError("handoff setup holds %d bytes after the RAM setup"
+                              % (len(setup) - end))
+        self.setup = setup
+
+    def _base_bytes(self, source, value, where):
+        if source == records.SOURCE_BASE_MEM:
+            if value not in self.digest_at:
+                raise FormatError("%s refers to base memory offset %d, which is not a page of "
+                                  "the base" % (where, value))
+            return value
+        if value % 512 or value + CHUNK_SIZE > self.base.disk_size:
+            raise FormatError("%s refers to base disk offset %d, unaligned or beyond the disk"
+                              % (where, value))
+        with open(self.base.disk_path, "rb") as f:
+            return os.pread(f.fileno(), CHUNK_SIZE, value)
+
+    def take_records(self, plain, frame):
+        """Apply one RECORDS frame."""
+        for n, (target, index, source, value) in enumerate(records.iter_records(plain)):
+            where = "frame %d record %d" % (frame, n)
+            if source in (records.SOURCE_RAW, records.SOURCE_SELF):
+                data = bytes(value)
+            elif source == records.SOURCE_ZERO:
+                data = None
+            else:
+                data = self._base_bytes(source, value, where)
+            if target == TARGET_DISK:
+                if index >= self.disk_chunks:
+                    raise FormatError("%s targets disk chunk %d of %d" % (where, index,
+                                                                         self.disk_chunks))
+                self.disk[index] = bytes(self.base_mem_page(data))
+                continue
+            if self.blocks is None:
+                raise FormatError("%s targets memory before the stream's setup" % where)
+            block, offset = index >> 48, index & ((1 << 48) - 1)
+            if block >= len(self.blocks) or offset % CHUNK_SIZE or \
+                    offset >= self.blocks[block][1]:
+                raise FormatError("%s targets guest page %#x, outside the RAM blocks"
+                                  % (where, index))
+            self.pages[index] = data
+            if data is None:
+                self.digests[index] = ZERO_DIGEST
+            elif isinstance(data, int):
+                self.digests[index] = self.digest_at[data]
+            else:
+                self.digests[index] = hashlib.sha256(data).digest()
+
+    def base_mem_page(self, data):
+        """The 4096 bytes that page value ``data`` stands for."""
+        if data is None:
+            return ZERO_CHUNK
+        if isinstance(data, int):
+            return self.base_mem[data:data + CHUNK_SIZE]
+        return data
+
+    def stream(self):
+        """The rebuilt QEMU stream, each page once, in pieces."""
+        pages = ((key, None if self.pages[key] is None else self.base_mem_page(self.pages[key]))
+                 for key in sorted(self.pages))
+        return migstream.write_canonical(self.setup, self.section_id,
+                                         [name for name, _ in self.blocks], pages, self.tail)
+
+
+class Reception:
+    """A handed-off VM restored at the destination; tell the source how it ends."""
+
+    def __init__(self, channel, stats):
+        self.channel, self.stats = channel, stats
+
+    def running(self):
+        """The VM runs here: the source may delete its copy."""
+        try:
+            self.channel.send(wire.RUNNING, b"")
+        finally:
+            self.channel.close()
+
+    def failed(self, reason):
+        """The VM could not be started here: the source keeps its copy."""
+        self.channel.end_with(wire.FAILED, reason)
+
+
+def _expect_header(channel):
+    kind, payload = channel.receive()
+    if kind != wire.HEADER:
+        raise FormatError("handoff stream starts with a %s frame, not a header"
+                          % wire.NAMES[kind])
+    try:
+        header = msgpack.unpackb(payload)
+        ok = isinstance(header, dict) and header.get("version") == PROTOCOL_VERSION and \
+            all(isinstance(header.get(k), t) for k, t in (
+                ("base_vm_sha256", str), ("base_memory_sha256", str), ("disk_size", int),
+                ("xml", str)))
+    except (ValueError, msgpack.UnpackException):
+        ok = False
+    if not ok:
+        raise FormatError("handoff header is not a version %d header" % PROTOCOL_VERSION)
+    return header
+
+
+def receive(conn, store, channel, placement, paused=False, require_base=None):
+    """Receive a handed-off VM from ``channel`` and start it at ``placement``.
+
+    Returns a ``Reception`` (the caller reports ``running()`` or ``failed()``). On failure
+    nothing is left here (no domain, no disk) and the source is told why.
+    """
+    t0 = time.monotonic()
+    created = False
+    try:
+        header = _expect_header(channel)
+        try:
+            base = store.get(header["base_vm_sha256"])
+        except NotFoundError:
+            raise NotFoundError("the destination has no base VM %s"
+                                % header["base_vm_sha256"]) from None
+        if require_base and base.id != require_base:
+            raise IntegrityError("the handed-off VM is of base VM %s, not %s"
+                                 % (base.id, require_base))
+        if base.memory_sha256 != header["base_memory_sha256"] or \
+                base.disk_size != header["disk_size"]:
+            raise IntegrityError("base VM %s here differs from the source's (memory image or "
+                                 "disk size)" % base.id)
+        domains.ensure_free(conn, placement.name)
+        if placement.exists():
+            raise ConflictError("%s is already in use" % placement.path)
+        placement.create(base)
+        created = True
+        with open(base.memory_path, "rb") as f, \
+                mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as base_mem:
+            state = _Reassembly(base, base_mem)
+            end = _receive_frames(channel, state)
+            t1 = time.monotonic()
+            if memory_digest(state.setup, state.digests, state.tail) != end["memory_digest"]:
+                raise IntegrityError("the received memory state does not match the source's "
+                                     "digest")
+            with NBDServer(placement.disk_path, "qcow2",
+                           os.path.join(placement.path, "nbd.sock")) as server:
+                client = server.connect()
+                try:
+                    apply.write_disk(client, base, state.disk, end["disk_content_sha256"])
+                finally:
+                    client.close()
+            instances.start(conn, placement, base, saveimage.SaveHeader(header["xml"], ""),
+                            state.stream(), paused)
+    except BaseException as exc:
+        if created:
+            placement.discard()
+        if not isinstance(exc, wire.PeerFailed):
+            channel.end_with(wire.FAILED, exc)
+        channel.close()
+        raise
+    stats = {"total": time.monotonic() - t0, "after_end": time.monotonic() - t1,
+             "bytes_received": channel.bytes_received, "pages": len(state.pages),
+             "disk_chunks": len(state.disk)}
+    LOG.info("received %s: %s", placement.name, stats)
+    return Reception(channel, stats)
+
+
+def _receive_frames(channel, state):
+    frame = 0
+    while True:
+        kind, payload = channel.receive()
+        frame += 1
+        if kind == wire.END:
+            break
+        if kind == wire.ABORT:
+            raise wire.PeerFailed(kind, "the source stopped the handoff: %s"
+                                  % payload.decode("utf-8", "replace"))
+        if kind not in (wire.SETUP, wire.RECORDS, wire.TAIL):
+            raise FormatError("unexpected %s frame in a handoff stream" % wire.NAMES[kind])
+        plain = codecs.decompress(payload, MAX_PLAIN)
+        if kind == wire.RECORDS:
+            state.take_records(plain, frame)
+        elif kind == wire.SETUP:
+            state.take_setup(plain)
+        else:
+            migstream.check_end(plain, 0)
+            state.tail = plain
+    if state.setup is None or state.tail is None:
+        raise FormatError("handoff stream ended without the memory's setup or device state")
+    try:
+        end = msgpack.unpackb(payload)
+    except (ValueError, msgpack.UnpackException):
+        end = None
+    if not isinstance(end, dict) or not isinstance(end.get("memory_digest"), str) or \
+            not isinstance(end.get("disk_content_sha256"), str):
+        raise FormatError("handoff end frame is damaged")
+    return end
