@@ -30,6 +30,7 @@ setup(
             "cloudlet_overlay_list = client.osc.overlay:ListOverlay",
             "cloudlet_overlay_download = client.osc.overlay:DownloadOverlay",
             "cloudlet_synthesis = client.osc.synthesis:SynthesizeServer",
+            "cloudlet_handoff = client.osc.handoff:HandoffServer",
         ],
         "oslo.config.opts": ["cloudlet = cloudlet_compute.nova.conf:list_opts"],
         "oslo.policy.policies": ["cloudlet = cloudlet_api.policies:list_rules"],

@@ -1,4 +1,5 @@
-"""``cloudlet-client``: base VMs, VM overlays and VM synthesis on an OpenStack++ cloud.
+"""``cloudlet-client``: base VMs, VM overlays, VM synthesis and VM handoff on an OpenStack++
+cloud.
 
 The original's command set (``import-base``, ``create-overlay``, ``synthesis`` ...) with
 today's authentication: ``--os-cloud`` / ``OS_CLOUD`` and ``clouds.yaml``, or ``OS_*``
@@ -87,16 +88,21 @@ def cmd_synthesis(args, conn):
 
 
 def cmd_handoff(args, conn):
-    ops.handoff(conn, args.server, args.dest_cloud)
+    dest = None
+    if args.residue is None:
+        dest = ops.connect_destination(args.dest_cloud, args.dest_auth_url, args.dest_username,
+                                       args.dest_password, args.dest_project,
+                                       args.dest_project_domain, args.dest_user_domain)
+    _print(args, ops.handoff(conn, args.server, dest, args.dest_vmname, args.residue,
+                             args.wait, args.timeout, _bar(args)))
 
 
 def cmd_ext_list(args, conn):
     _print(args, ops.list_extensions(conn, args.name), ["alias", "name", "updated"])
 
 
-def _add_wait(parser):
-    parser.add_argument("--wait", action="store_true",
-                        help="wait until done, showing progress (Ctrl-C undoes it)")
+def _add_wait(parser, help_text="wait until done, showing progress (Ctrl-C undoes it)"):
+    parser.add_argument("--wait", action="store_true", help=help_text)
     parser.add_argument("--timeout", type=int, default=ops.DEFAULT_TIMEOUT, metavar="SECONDS",
                         help="give up waiting after this long (default: %(default)s)")
 
@@ -109,11 +115,37 @@ def _add_boot(parser):
     _add_wait(parser)
 
 
+def _add_handoff(parser):
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--dest-cloud", metavar="CLOUD",
+                       help="destination cloud in clouds.yaml")
+    where.add_argument("--dest-auth-url", metavar="URL",
+                       help="destination Keystone (v3), with --dest-username, "
+                            "--dest-password and --dest-project")
+    where.add_argument("--residue", metavar="NAME",
+                       help="no destination: store the server's current state as VM overlay "
+                            "image NAME in this cloud's Glance (the server keeps running)")
+    parser.add_argument("--dest-username", metavar="USER")
+    parser.add_argument("--dest-password", metavar="PASSWORD",
+                        default=os.environ.get("CLOUDLET_DEST_PASSWORD"),
+                        help="(default: $CLOUDLET_DEST_PASSWORD)")
+    parser.add_argument("--dest-project", metavar="PROJECT", help="project name")
+    parser.add_argument("--dest-project-domain", metavar="DOMAIN",
+                        help="project domain name (default: Default)")
+    parser.add_argument("--dest-user-domain", metavar="DOMAIN",
+                        help="user domain name (default: Default)")
+    parser.add_argument("--dest-vmname", metavar="NAME",
+                        help="server name at the destination (default: the same name)")
+    _add_wait(parser, "wait until the server runs at the destination (or the residue image "
+                      "is active), showing progress; Ctrl-C stops waiting, the handoff "
+                      "goes on (a residue image is deleted)")
+
+
 def build_parser():
     """The argument parser of ``cloudlet-client``."""
     parser = argparse.ArgumentParser(
-        prog=PROG, description="Cloudlet base VMs, VM overlays and VM synthesis on an "
-                               "OpenStack++ cloud.")
+        prog=PROG, description="Cloudlet base VMs, VM overlays, VM synthesis and VM handoff "
+                               "on an OpenStack++ cloud.")
     parser.add_argument("--os-cloud", default=os.environ.get("OS_CLOUD"), metavar="CLOUD",
                         help="cloud in clouds.yaml (default: $OS_CLOUD; without it, the "
                              "OS_* variables)")
@@ -163,10 +195,11 @@ def build_parser():
     p.add_argument("overlay_url", metavar="OVERLAY_URL")
     p.add_argument("name", metavar="NAME", help="server name")
     _add_boot(p)
-    p = command("handoff", cmd_handoff, "move a running server to another cloud "
-                                        "(not supported yet)")
+    p = command("handoff", cmd_handoff,
+                "move a running server to another OpenStack++ cloud (action "
+                "cloudlet-handoff), or store its state as a VM overlay image (--residue)")
     p.add_argument("server", metavar="SERVER", help="server id or name")
-    p.add_argument("dest_cloud", metavar="DEST_CLOUD", help="destination cloud in clouds.yaml")
+    _add_handoff(p)
     p = command("ext-list", cmd_ext_list, "list the compute API extensions")
     p.add_argument("name", metavar="NAME", nargs="?", help="one extension alias")
     return parser

@@ -4,3 +4,8 @@
 class CloudletAPIError(Exception):
     """A call to OpenStack or to an overlay URL failed; ``str(err)`` is the reason, fit
     for a Horizon message. Registered as recoverable, so ``exceptions.handle`` shows it."""
+
+
+class CloudletNotFound(CloudletAPIError):
+    """The object is gone (a server deleted, e.g. by a finished VM handoff). Registered as
+    not_found as well: a table row whose object is gone is removed by Horizon."""

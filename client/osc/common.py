@@ -35,9 +35,8 @@ def as_list(rows, columns):
             [tuple(row.get(c) for c in columns) for row in rows])
 
 
-def add_wait(parser):
-    parser.add_argument("--wait", action="store_true",
-                        help="Wait until done, showing progress (Ctrl-C undoes it)")
+def add_wait(parser, help_text="Wait until done, showing progress (Ctrl-C undoes it)"):
+    parser.add_argument("--wait", action="store_true", help=help_text)
     parser.add_argument("--timeout", type=int, default=ops.DEFAULT_TIMEOUT,
                         metavar="<seconds>",
                         help="Give up waiting after this long (default: %(default)s)")

@@ -24,7 +24,7 @@ from client import glance_import
 from cloudlet_compute import imagemodel as model
 from cloudlet_compute import overlay as overlaymod
 from cloudlet_compute.errors import CloudletError
-from dashboard_panel.exceptions import CloudletAPIError
+from dashboard_panel.exceptions import CloudletAPIError, CloudletNotFound
 
 LOG = logging.getLogger(__name__)
 
@@ -35,6 +35,11 @@ OVERLAY_URL_SCHEMES = ("http", "https")
 URL_TIMEOUT = 20
 POWER_STATES = {0: "NO STATE", 1: "RUNNING", 3: "PAUSED", 4: "SHUTDOWN", 6: "CRASHED",
                 7: "SUSPENDED"}
+HANDOFF_ACTION = "cloudlet-handoff"
+KEYSTONE_URL_SCHEMES = ("http", "https")
+# How long the handoff form waits for the destination Keystone.
+KEYSTONE_TIMEOUT = 30
+DEFAULT_DOMAIN = "Default"
 
 
 def handle_errors(fn):
@@ -45,6 +50,8 @@ def handle_errors(fn):
             return fn(*args, **kwargs)
         except CloudletAPIError:
             raise
+        except sdk_exceptions.NotFoundException as exc:
+            raise CloudletNotFound(_http_reason(exc)) from exc
         except sdk_exceptions.HttpException as exc:
             raise CloudletAPIError(_http_reason(exc)) from exc
         except (sdk_exceptions.SDKException, ks_exceptions.ClientException,
@@ -96,6 +103,8 @@ class Instance:
     def __init__(self, server):
         self.id, self.name, self.status = server.id, server.name, server.status
         self.task_state = server.task_state
+        # Nova's progress (0-100) of the server's task, e.g. a VM handoff (task migrating).
+        self.progress = getattr(server, "progress", None)
         self.power_state = POWER_STATES.get(server.power_state, server.power_state)
         self.image_id = (server.image or {}).get("id")
         flavor = server.flavor or {}
@@ -118,6 +127,11 @@ class Flavor:
 
 # --- the connection -----------------------------------------------------------------------
 
+def _verify():
+    return getattr(settings, "OPENSTACK_SSL_CACERT", None) or \
+        not getattr(settings, "OPENSTACK_SSL_NO_VERIFY", False)
+
+
 def connection(request):
     """The user's openstacksdk connection (one per Django request)."""
     conn = getattr(request, "_cloudlet_conn", None)
@@ -125,9 +139,7 @@ def connection(request):
         user = request.user
         auth = v3.Token(auth_url=user.endpoint, token=user.token.id,
                         project_id=user.project_id)
-        verify = getattr(settings, "OPENSTACK_SSL_CACERT", None) or \
-            not getattr(settings, "OPENSTACK_SSL_NO_VERIFY", False)
-        sess = ks_session.Session(auth=auth, verify=verify)
+        sess = ks_session.Session(auth=auth, verify=_verify())
         conn = openstack.connection.Connection(
             session=sess, region_name=getattr(user, "services_region", None),
             interface="public")
@@ -278,10 +290,69 @@ def instance_delete(request, instance_id):
     connection(request).compute.delete_server(instance_id)
 
 
+def _keystone_v3_url(url):
+    """``url`` checked (http(s) with a host), with ``/v3`` appended if it has no path."""
+    parsed = urllib.parse.urlsplit(url.strip())
+    if parsed.scheme not in KEYSTONE_URL_SCHEMES or not parsed.hostname:
+        raise CloudletAPIError("%s is not an http(s) URL" % url)
+    if parsed.path.strip("/") == "":
+        return urllib.parse.urlunsplit(parsed._replace(path="/v3"))
+    return url.strip()
+
+
+def destination(keystone_url, username, password, project_name,
+                user_domain=DEFAULT_DOMAIN, project_domain=DEFAULT_DOMAIN):
+    """``(compute endpoint, token)`` of a destination cloud: a project-scoped token from its
+    Keystone (v3 password), and the public compute endpoint of its catalog. The credentials
+    are used for this one request and not kept."""
+    url = _keystone_v3_url(keystone_url)
+    auth = v3.Password(auth_url=url, username=username, password=password,
+                       project_name=project_name, user_domain_name=user_domain,
+                       project_domain_name=project_domain)
+    sess = ks_session.Session(auth=auth, verify=_verify(), timeout=KEYSTONE_TIMEOUT)
+    try:
+        token = sess.get_token()
+        endpoint = sess.get_endpoint(service_type="compute", interface="public")
+    except ks_exceptions.Unauthorized as exc:
+        raise CloudletAPIError("the destination Keystone %s refused the credentials of user "
+                               "%s in project %s" % (url, username, project_name)) from exc
+    except (ks_exceptions.ConnectFailure, ks_exceptions.ConnectTimeout) as exc:
+        raise CloudletAPIError("cannot reach the destination Keystone %s" % url) from exc
+    except ks_exceptions.EndpointNotFound as exc:
+        raise CloudletAPIError("the destination's catalog lists no public compute "
+                               "endpoint") from exc
+    except ks_exceptions.ClientException as exc:
+        raise CloudletAPIError("destination Keystone %s: %s" % (url, exc)) from exc
+    if not endpoint:
+        raise CloudletAPIError("the destination's catalog lists no public compute endpoint")
+    return endpoint, token
+
+
 @handle_errors
-def handoff(request, instance_id, **destination):
-    """VM handoff to another cloud: not available yet (the API answers 501)."""
-    raise CloudletAPIError("VM handoff is not available yet in OpenStack++")
+def handoff(request, instance_id, keystone_url, username, password, project_name,
+            name=None, user_domain=DEFAULT_DOMAIN, project_domain=DEFAULT_DOMAIN):
+    """VM handoff of ``instance_id`` to another cloud (``cloudlet-handoff``), named ``name``
+    there (default: the same name). Returns the destination compute endpoint. The
+    instance's task is then ``migrating`` with rising progress; once the destination runs
+    it, the instance here is deleted."""
+    endpoint, token = destination(keystone_url, username, password, project_name,
+                                  user_domain, project_domain)
+    body = {"handoff_url": endpoint, "dest_token": token}
+    if name:
+        body["dest_vmname"] = name
+    return _server_action(request, instance_id, {HANDOFF_ACTION: body}).get("handoff",
+                                                                            endpoint)
+
+
+@handle_errors
+def handoff_residue(request, instance_id, image_name):
+    """Store the instance's current state as VM overlay image ``image_name`` in this cloud's
+    Glance (``cloudlet-handoff`` to ``file://NAME``); return the image id. The instance keeps
+    running."""
+    if not image_name or "/" in image_name:
+        raise CloudletAPIError("%r is not an image name" % image_name)
+    body = {HANDOFF_ACTION: {"handoff_url": "file://" + image_name}}
+    return _server_action(request, instance_id, body)["handoff"]
 
 
 def _server_action(request, instance_id, body):

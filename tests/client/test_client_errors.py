@@ -1,8 +1,8 @@
 """Every error of the clients: a one-line message, its exit code, and nothing left behind.
 
-Exit codes of ``cloudlet-client``: 3 bad package, 4 not found, 5 conflict, 6 unreachable
-URL, 8 authentication, 9 not supported, 130 interrupted. ``openstack cloudlet`` exits 1
-with the same message, like every ``openstack`` command.
+Exit codes of ``cloudlet-client``: 2 bad options, 3 bad package, 4 not found, 5 conflict,
+6 unreachable URL, 8 authentication, 9 not supported by the API (501), 130 interrupted.
+``openstack cloudlet`` exits 1 with the same message, like every ``openstack`` command.
 """
 
 import os
@@ -99,10 +99,27 @@ def test_unreachable_url(created, workdir):
     assert not created.servers()
 
 
-def test_handoff_not_supported(created):
-    line = error_line(cloudlet_client("handoff", created.name("vm"), "other-cloud",
-                                      check=False), 9)
-    assert line.endswith("handoff is not supported yet")
+def test_handoff_errors(created):
+    # Checked before anything is posted: the server, the destination's credentials.
+    line = error_line(cloudlet_client("handoff", created.name("vm"), "--dest-cloud",
+                                      "cloudlet-demo", check=False), 4)
+    assert line.endswith("no server '%s'" % created.name("vm"))
+    line = error_line(cloudlet_client("handoff", created.name("vm"), "--dest-cloud",
+                                      "no-such-cloud", check=False), 8)
+    assert "destination cloud: cloud configuration:" in line
+    assert "no-such-cloud was not found" in line
+    line = error_line(cloudlet_client("handoff", created.name("vm"), "--dest-auth-url",
+                                      "http://127.0.0.1:5000/v3", "--dest-username", "demo",
+                                      "--dest-password", "wrong", "--dest-project", "demo",
+                                      check=False), 8)
+    assert "destination cloud: authentication failed" in line and "wrong" not in line
+    line = error_line(cloudlet_client("handoff", created.name("vm"), "--dest-auth-url",
+                                      "http://127.0.0.1:5000/v3", check=False), 2)
+    assert line.endswith("--dest-auth-url needs --dest-username, --dest-password, "
+                         "--dest-project")
+    assert "no server" in osc_error(openstack("cloudlet", "handoff", created.name("vm"),
+                                              "--residue", created.name("res"), check=False))
+    assert not created.servers() and not created.images()
 
 
 def test_conflicts(imported, base_package, clouds):

@@ -8,7 +8,7 @@ from osc_lib.test import base
 
 from client import cloudlet_client
 from client.osc import base as osc_base, overlay as osc_overlay, plugin
-from client.osc import synthesis as osc_synthesis
+from client.osc import handoff as osc_handoff, synthesis as osc_synthesis
 
 
 def parse(*argv):
@@ -40,8 +40,18 @@ def parse(*argv):
     (["synthesis", "http://h/o.zip", "vm2", "--flavor", "f", "--wait"],
      {"func": cloudlet_client.cmd_synthesis, "overlay_url": "http://h/o.zip", "name": "vm2",
       "flavor": "f", "network": "auto", "wait": True}),
-    (["handoff", "srv", "other"],
-     {"func": cloudlet_client.cmd_handoff, "server": "srv", "dest_cloud": "other"}),
+    (["handoff", "srv", "--dest-cloud", "other"],
+     {"func": cloudlet_client.cmd_handoff, "server": "srv", "dest_cloud": "other",
+      "dest_auth_url": None, "residue": None, "dest_vmname": None, "wait": False,
+      "timeout": 600}),
+    (["handoff", "srv", "--dest-auth-url", "http://d:5000/v3", "--dest-username", "u",
+      "--dest-password", "p", "--dest-project", "pr", "--dest-project-domain", "pd",
+      "--dest-user-domain", "ud", "--dest-vmname", "moved", "--wait"],
+     {"dest_cloud": None, "dest_auth_url": "http://d:5000/v3", "dest_username": "u",
+      "dest_password": "p", "dest_project": "pr", "dest_project_domain": "pd",
+      "dest_user_domain": "ud", "dest_vmname": "moved", "wait": True}),
+    (["handoff", "srv", "--residue", "srv-residue", "--wait"],
+     {"residue": "srv-residue", "dest_cloud": None, "wait": True}),
     (["ext-list"], {"func": cloudlet_client.cmd_ext_list, "name": None}),
     (["ext-list", "os-cloudlet"], {"name": "os-cloudlet"}),
     (["--os-cloud", "c1", "--debug", "--json", "list-base"],
@@ -59,7 +69,11 @@ def test_os_cloud_defaults_to_env(monkeypatch):
 
 
 @pytest.mark.parametrize("argv", [[], ["resume-base", "only-one"], ["download", "x"],
-                                  ["synthesis", "u"], ["nonsense"],
+                                  ["synthesis", "u"], ["nonsense"], ["handoff", "srv"],
+                                  ["handoff", "srv", "other-cloud"],
+                                  ["handoff", "srv", "--dest-cloud", "c", "--residue", "r"],
+                                  ["handoff", "srv", "--dest-cloud", "c",
+                                   "--dest-auth-url", "http://d/v3"],
                                   ["resume-base", "b", "n", "--timeout", "x"]])
 def test_cloudlet_client_rejects(argv, capsys):
     with pytest.raises(SystemExit) as exc:
@@ -114,6 +128,15 @@ class TestOscParsers(base.TestCommand):
                           [("overlay_url", "http://h/o.zip"), ("name", "vm"),
                            ("network", "auto"), ("flavor", None), ("wait", True)])
 
+    def test_handoff(self):
+        self.check_parser(self._cmd(osc_handoff.HandoffServer),
+                          ["srv", "--dest-auth-url", "http://d:5000/v3", "--dest-username",
+                           "u", "--dest-password", "p", "--dest-project", "pr", "--wait"],
+                          [("server", "srv"), ("dest_auth_url", "http://d:5000/v3"),
+                           ("dest_username", "u"), ("dest_password", "p"),
+                           ("dest_project", "pr"), ("dest_cloud", None), ("residue", None),
+                           ("dest_vmname", None), ("wait", True), ("timeout", 600)])
+
     def test_missing_positional(self):
         self.assertRaises(base.ParserException, self.check_parser,
                           self._cmd(osc_base.ResumeBase), ["only-base"], [])
@@ -134,6 +157,7 @@ def test_osc_entry_points():
         "cloudlet_overlay_list": osc_overlay.ListOverlay,
         "cloudlet_overlay_download": osc_overlay.DownloadOverlay,
         "cloudlet_synthesis": osc_synthesis.SynthesizeServer,
+        "cloudlet_handoff": osc_handoff.HandoffServer,
     }
     for cls in commands.values():   # the docstring is the help text
         assert cls.__doc__ and cls.__doc__[0].isupper()

@@ -347,10 +347,17 @@ def test_cloudlet_story_in_the_browser(horizon, browser, base_package, stack_up)
             observed = storymod.parse_observation(chan.run(storymod.OBSERVE))
         assert_same_guest(expected, observed)
 
-        # VM Handoff: the form is there and says it is not available yet.
+        # VM Handoff: the form asks for the destination cloud (filled in for the
+        # screenshot, not submitted: handing off needs a second cloud).
         panel.click("instances__row_%s__action_handoff" % synthesized)
         panel.modal()
-        assert "not available yet" in browser.find_element(By.ID, "handoff_modal").text
+        text = browser.find_element(By.ID, "handoff_modal").text
+        assert "Keystone endpoint for destination OpenStack" in text
+        assert "not available yet" not in text
+        panel.fill("id_dest_keystone", "http://10.251.0.2:5000/v3")
+        panel.fill("id_dest_account", "demo")
+        panel.fill("id_dest_project", "demo")
+        panel.fill("id_dest_vmname", tag + "-moved")
         shot(browser, "6-vm-handoff")
     except BaseException:
         browser.save_screenshot(str(STATE / "failure.png"))

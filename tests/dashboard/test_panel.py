@@ -13,7 +13,7 @@ from django.urls import reverse
 from openstack_dashboard.test import helpers as test
 
 from dashboard_panel.api import cloudlet as api
-from dashboard_panel.exceptions import CloudletAPIError
+from dashboard_panel.exceptions import CloudletAPIError, CloudletNotFound
 
 INDEX_URL = reverse("horizon:project:cloudlet:index")
 IMPORT_URL = reverse("horizon:project:cloudlet:import")
@@ -37,7 +37,7 @@ def overlay(image_id="ov-1", name="vm1-overlay", status="active"):
 def instance(server_id="srv-1", name="vm1", kind=api.RESUMED, status="ACTIVE",
              task_state=None):
     return types.SimpleNamespace(
-        id=server_id, name=name, status=status, task_state=task_state,
+        id=server_id, name=name, status=status, task_state=task_state, progress=0,
         power_state="RUNNING", image_id="img-1", flavor_name="cl.tiny", metadata={},
         overlay_url="http://h/o.zip" if kind == api.SYNTHESIZED else None,
         cloudlet_type=kind, fault=None, ips=[], created_at=None)
@@ -481,17 +481,120 @@ class SynthesisTests(PanelTestCase):
 
 
 class HandoffTests(PanelTestCase):
+    URL = reverse("horizon:project:cloudlet:handoff", args=["srv-2"])
+    TO_CLOUD = {"instance_id": "srv-2", "handoff_type": "cloud",
+                "dest_keystone": "http://dest:5000/v3", "dest_account": "alice",
+                "dest_password": "secret", "dest_project": "edge", "dest_vmname": "moved"}
 
-    def test_handoff_says_not_available(self):
-        url = reverse("horizon:project:cloudlet:handoff", args=["srv-2"])
-        self.assertContains(self.client.get(url), "not available yet")
+    def test_get_shows_the_form(self):
+        res = self.client.get(self.URL)
+        self.assertTemplateUsed(res, "project/cloudlet/handoff.html")
+        self.assertNotContains(res, "not available yet")
+        form = res.context["form"]
+        self.assertEqual(form.initial["instance_id"], "srv-2")
+        self.assertEqual([c[0] for c in form.fields["handoff_type"].choices],
+                         ["cloud", "residue"])
+        for name in ("dest_keystone", "dest_account", "dest_password", "dest_project",
+                     "dest_vmname", "residue_name"):
+            self.assertIn(name, form.fields)
+        self.assertContains(res, "A VM overlay in Glance")
 
-        res = self.client.post(url, {"instance_id": "srv-2", "dest_keystone": "http://d/v3",
-                                     "dest_account": "u", "dest_password": "p",
-                                     "dest_project": "p", "dest_vmname": "moved"})
+    @test.create_mocks({api: ["handoff", "handoff_residue"]})
+    def test_post_hands_off_to_the_destination(self):
+        self.mock_handoff.return_value = "http://dest:8774/v2.1"
 
+        res = self.client.post(self.URL, self.TO_CLOUD)
+
+        self.assertNoFormErrors(res)
         self.assertRedirectsNoFollow(res, INDEX_URL)
-        self.assert_message("error", "VM handoff is not available yet")
+        self.mock_handoff.assert_called_once_with(
+            test.IsHttpRequest(), "srv-2", keystone_url="http://dest:5000/v3",
+            username="alice", password="secret", project_name="edge", name="moved")
+        self.mock_handoff_residue.assert_not_called()
+        self.assert_message("success", "Handoff of the instance started")
+        # The password is not kept anywhere the browser sees.
+        self.assertFalse(any("secret" in text for _, text in self.messages()))
+
+    @test.create_mocks({api: ["handoff"]})
+    def test_post_without_name_keeps_the_name(self):
+        self.client.post(self.URL, dict(self.TO_CLOUD, dest_vmname=""))
+        self.assertIsNone(self.mock_handoff.call_args.kwargs["name"])
+
+    @test.create_mocks({api: ["handoff"]})
+    def test_post_failure_is_the_form_error(self):
+        self.mock_handoff.side_effect = CloudletAPIError(
+            "the destination has no base VM %s (HTTP 409)" % BASE_ID)
+
+        res = self.client.post(self.URL, self.TO_CLOUD)
+
+        self.assertEqual(res.status_code, 200)
+        self.assertTemplateUsed(res, "project/cloudlet/handoff.html")
+        self.assertEqual(res.context["form"].non_field_errors(),
+                         ["VM handoff failed: the destination has no base VM %s "
+                          "(HTTP 409)" % BASE_ID])
+        self.assertContains(res, "the destination has no base VM")
+        self.assertNotContains(res, "secret")        # the password is not rendered back
+
+    @test.create_mocks({api: ["handoff", "handoff_residue"]})
+    def test_post_needs_the_destination_fields(self):
+        res = self.client.post(self.URL, dict(self.TO_CLOUD, dest_keystone="",
+                                              dest_password=""))
+
+        self.assertFormErrors(res, 2)
+        self.mock_handoff.assert_not_called()
+
+    @test.create_mocks({api: ["handoff", "handoff_residue"]})
+    def test_post_residue(self):
+        self.mock_handoff_residue.return_value = "img-7"
+
+        res = self.client.post(self.URL, {"instance_id": "srv-2", "handoff_type": "residue",
+                                          "residue_name": "vm2-residue"})
+
+        self.assertNoFormErrors(res)
+        self.assertRedirectsNoFollow(res, INDEX_URL)
+        self.mock_handoff_residue.assert_called_once_with(test.IsHttpRequest(), "srv-2",
+                                                          "vm2-residue")
+        self.mock_handoff.assert_not_called()
+        self.assert_message("success", 'VM overlay "vm2-residue" (image img-7)')
+
+    @test.create_mocks({api: ["handoff", "handoff_residue"]})
+    def test_post_residue_needs_a_name(self):
+        res = self.client.post(self.URL, {"instance_id": "srv-2", "handoff_type": "residue",
+                                          "residue_name": "a/b"})
+        self.assertFormErrors(res, 1)
+        self.assertEqual(res.context["form"].errors["residue_name"],
+                         ["An image name cannot contain '/'."])
+        res = self.client.post(self.URL, {"instance_id": "srv-2", "handoff_type": "residue"})
+        self.assertFormErrors(res, 1)
+        self.mock_handoff_residue.assert_not_called()
+
+    @test.create_mocks({api: ["instance_get"]})
+    def test_row_shows_progress_while_migrating(self):
+        migrating = instance("srv-2", "vm2", api.SYNTHESIZED, status="MIGRATING",
+                             task_state="migrating")
+        migrating.progress = 42
+        self.mock_instance_get.return_value = migrating
+
+        res = self.client.get(INDEX_URL, {"action": "row_update", "table": "instances",
+                                          "obj_id": "srv-2"},
+                              HTTP_X_REQUESTED_WITH="XMLHttpRequest")
+
+        content = res.content.decode()
+        self.assertIn("Migrating (42%)", content)
+        self.assertIn("data-update-url", content)           # it keeps refreshing
+        self.assertNotIn("action_handoff", content)          # busy: no second handoff
+
+    @test.create_mocks({api: ["instance_get"]})
+    def test_row_of_a_handed_off_instance_is_removed(self):
+        # Once the destination runs it, the instance is deleted here: the row update
+        # answers 404, on which Horizon's table script removes the row.
+        self.mock_instance_get.side_effect = CloudletNotFound("No Server found for srv-2")
+
+        res = self.client.get(INDEX_URL, {"action": "row_update", "table": "instances",
+                                          "obj_id": "srv-2"},
+                              HTTP_X_REQUESTED_WITH="XMLHttpRequest")
+
+        self.assertEqual(res.status_code, 404)
 
 
 class ApiTests(PanelTestCase):
@@ -563,3 +666,108 @@ class ApiTests(PanelTestCase):
         with mock.patch.object(api, "connection", return_value=conn):
             self.assertEqual(api.base_image_find(mock.Mock(), BASE_ID).id, "disk")
             self.assertIsNone(api.base_image_find(mock.Mock(), "d" * 64))
+
+    def _destination_session(self, token="dest-token", endpoint="http://dest:8774/v2.1",
+                             error=None):
+        sess = mock.Mock()
+        sess.get_token.side_effect = error
+        sess.get_token.return_value = token
+        sess.get_endpoint.return_value = endpoint
+        return sess
+
+    def test_handoff_gets_token_and_endpoint_from_the_destination_keystone(self):
+        conn = mock.Mock()
+        conn.compute.post.return_value = mock.Mock(
+            status_code=202, json=lambda: {"handoff": "http://dest:8774/v2.1"})
+        sess = self._destination_session()
+        with mock.patch.object(api, "connection", return_value=conn), \
+                mock.patch.object(api.v3, "Password") as password, \
+                mock.patch.object(api.ks_session, "Session", return_value=sess) as session:
+            got = api.handoff(mock.Mock(), "srv-2", keystone_url="http://dest:5000",
+                              username="alice", password="secret", project_name="edge",
+                              name="moved")
+        self.assertEqual(got, "http://dest:8774/v2.1")
+        password.assert_called_once_with(
+            auth_url="http://dest:5000/v3", username="alice", password="secret",
+            project_name="edge", user_domain_name="Default", project_domain_name="Default")
+        session.assert_called_once_with(auth=password.return_value, verify=mock.ANY,
+                                        timeout=api.KEYSTONE_TIMEOUT)
+        sess.get_endpoint.assert_called_once_with(service_type="compute", interface="public")
+        conn.compute.post.assert_called_once_with(
+            "/servers/srv-2/action", json={"cloudlet-handoff": {
+                "handoff_url": "http://dest:8774/v2.1", "dest_token": "dest-token",
+                "dest_vmname": "moved"}}, raise_exc=False)
+
+    def test_handoff_without_name_lets_nova_keep_it(self):
+        conn = mock.Mock()
+        conn.compute.post.return_value = mock.Mock(status_code=202,
+                                                   json=lambda: {"handoff": "u"})
+        with mock.patch.object(api, "connection", return_value=conn), \
+                mock.patch.object(api.v3, "Password"), \
+                mock.patch.object(api.ks_session, "Session",
+                                  return_value=self._destination_session()):
+            api.handoff(mock.Mock(), "srv-2", "https://dest/identity/v3", "a", "p", "e")
+        body = conn.compute.post.call_args.kwargs["json"]["cloudlet-handoff"]
+        self.assertNotIn("dest_vmname", body)
+
+    def test_handoff_destination_errors(self):
+        from keystoneauth1 import exceptions as ks_exceptions
+        conn = mock.Mock()
+        cases = [(self._destination_session(error=ks_exceptions.Unauthorized("401")),
+                  "the destination Keystone http://d:5000/v3 refused the credentials of "
+                  "user alice in project edge"),
+                 (self._destination_session(error=ks_exceptions.ConnectFailure("refused")),
+                  "cannot reach the destination Keystone http://d:5000/v3"),
+                 (self._destination_session(endpoint=None),
+                  "the destination's catalog lists no public compute endpoint")]
+        for sess, text in cases:
+            with mock.patch.object(api, "connection", return_value=conn), \
+                    mock.patch.object(api.v3, "Password"), \
+                    mock.patch.object(api.ks_session, "Session", return_value=sess):
+                with self.assertRaises(CloudletAPIError) as exc:
+                    api.handoff(mock.Mock(), "srv-2", "http://d:5000/v3", "alice", "secret",
+                                "edge")
+            self.assertEqual(str(exc.exception), text)
+            self.assertNotIn("secret", str(exc.exception))
+        for url in ("dest:5000/v3", "ftp://d/v3", "file:///etc"):
+            with self.assertRaisesRegex(CloudletAPIError, "not an http"):
+                api.handoff(mock.Mock(), "srv-2", url, "alice", "secret", "edge")
+        conn.compute.post.assert_not_called()
+
+    def test_handoff_reports_the_nova_message(self):
+        conn = mock.Mock()
+        conn.compute.post.return_value = mock.Mock(
+            status_code=400, json=lambda: {"badRequest": {
+                "message": "dest_token rejected by the destination"}})
+        with mock.patch.object(api, "connection", return_value=conn), \
+                mock.patch.object(api.v3, "Password"), \
+                mock.patch.object(api.ks_session, "Session",
+                                  return_value=self._destination_session()):
+            with self.assertRaisesRegex(CloudletAPIError,
+                                        r"^dest_token rejected by the destination "
+                                        r"\(HTTP 400\)$"):
+                api.handoff(mock.Mock(), "srv-2", "http://d/v3", "a", "p", "e")
+
+    def test_handoff_residue_posts_a_file_url(self):
+        conn = mock.Mock()
+        conn.compute.post.return_value = mock.Mock(status_code=202,
+                                                   json=lambda: {"handoff": "img-7"})
+        with mock.patch.object(api, "connection", return_value=conn):
+            self.assertEqual(api.handoff_residue(mock.Mock(), "srv-2", "vm2-res"), "img-7")
+        conn.compute.post.assert_called_once_with(
+            "/servers/srv-2/action",
+            json={"cloudlet-handoff": {"handoff_url": "file://vm2-res"}}, raise_exc=False)
+
+    def test_instance_keeps_progress_and_not_found_is_its_own_error(self):
+        from openstack import exceptions as sdk_exceptions
+        conn = mock.Mock()
+        conn.compute.get_server.return_value = types.SimpleNamespace(
+            id="s", name="s", status="MIGRATING", task_state="migrating", progress=42,
+            power_state=1, image={"id": "img-1"}, flavor={}, metadata={}, fault=None,
+            created_at=None, addresses={})
+        with mock.patch.object(api, "connection", return_value=conn):
+            self.assertEqual(api.instance_get(mock.Mock(), "s").progress, 42)
+            conn.compute.get_server.side_effect = sdk_exceptions.NotFoundException(
+                message="No Server found for s")
+            with self.assertRaises(CloudletNotFound):
+                api.instance_get(mock.Mock(), "s")

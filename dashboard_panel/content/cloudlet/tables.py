@@ -24,6 +24,8 @@ IMAGE_STATUS_CHOICES = (("active", True), ("killed", False), ("deleted", False),
 INSTANCE_STATUS_CHOICES = (("active", True), ("shutoff", True), ("suspended", True),
                            ("paused", True), ("error", False))
 TASK_STATUS_CHOICES = ((None, True), ("none", True))
+# Tasks whose progress is shown next to them (VM handoff).
+PROGRESS_TASKS = ("migrating",)
 TYPE_DISPLAY = {api.RESUMED: _("Resumed Base VM"), api.SYNTHESIZED: _("Synthesized VM")}
 
 # An instance that a table action may touch: ACTIVE and no task running.
@@ -213,7 +215,7 @@ class VMHandoff(tables.LinkAction):
 
     def allowed(self, request, datum):
         return (datum is not None and datum.cloudlet_type == api.SYNTHESIZED
-                and datum.status == READY_STATUS)
+                and datum.status == READY_STATUS and not datum.task_state)
 
 
 class TerminateInstance(tables.DeleteAction):
@@ -251,6 +253,16 @@ def instance_ips(instance):
     return ", ".join(instance.ips) or "-"
 
 
+def instance_task(instance):
+    """The task, with nova's progress while there is one to show (a VM handoff is
+    ``migrating`` with progress rising to 100); None without a task."""
+    task = instance.task_state
+    progress = getattr(instance, "progress", None)
+    if task and task in PROGRESS_TASKS and progress is not None:
+        return "%s (%d%%)" % (task, progress)
+    return task
+
+
 class InstancesTable(tables.DataTable):
     name = tables.WrappingColumn("name", verbose_name=_("Instance Name"))
     type = tables.Column(instance_type, verbose_name=_("Type"))
@@ -259,7 +271,7 @@ class InstancesTable(tables.DataTable):
     status = tables.Column("status", verbose_name=_("Status"),
                            filters=(title, filters.replace_underscores),
                            status=True, status_choices=INSTANCE_STATUS_CHOICES)
-    task = tables.Column("task_state", verbose_name=_("Task"), empty_value=_("None"),
+    task = tables.Column(instance_task, verbose_name=_("Task"), empty_value=_("None"),
                          filters=(title, filters.replace_underscores),
                          status=True, status_choices=TASK_STATUS_CHOICES)
     power = tables.Column("power_state", verbose_name=_("Power State"), filters=(title,))
