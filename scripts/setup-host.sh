@@ -5,6 +5,8 @@ set -euo pipefail
 
 PACKAGES=(libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils libvirt-dev pkg-config
           busybox-static cpio kmod e2fsprogs xz-utils zstd curl)
+# openssh-server: tests/fab run `fab install` over a private sshd on 127.0.0.1:2222.
+PACKAGES+=(openssh-server)
 PACKAGES+=(${EXTRA_PACKAGES:-})
 
 missing=()
