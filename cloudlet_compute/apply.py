@@ -43,6 +43,8 @@ class Rebuild:
             return bytes(value)
         if source == records.SOURCE_ZERO:
             return ZERO_CHUNK
+        if source == records.SOURCE_PRIOR:
+            raise FormatError("%s is a handoff-stream record, not valid in an overlay" % where)
         if source == records.SOURCE_BASE_MEM:
             if value + CHUNK_SIZE > self.base.memory_size:
                 raise FormatError("%s refers to base memory offset %d, beyond the %d-byte image"

@@ -69,6 +69,7 @@ class _Encoder:
         self.channel, self.codec, self.level = channel, codec, level
         self.memory_index, self.disk_index = dedup.base_indexes(base)
         self.sent = {TARGET_MEMORY: {}, TARGET_DISK: {}}   # index -> digest of the latest
+        self.held = {}      # digest -> (target, index) of a chunk the receiver holds now
         self.sources = dict.fromkeys(records.SOURCE_NAMES.values(), 0)
         self.skipped = 0
         self._new_builder()
@@ -84,9 +85,12 @@ class _Encoder:
         else:
             digest = hashlib.sha256(data).digest()
         sent = self.sent[target]
-        if sent.get(index) == digest:
+        old = sent.get(index)
+        if old == digest:
             self.skipped += 1
             return
+        if old is not None and self.held.get(old) == (target, index):
+            del self.held[old]   # the receiver's copy of those bytes is being overwritten
         sent[index] = digest
         b = self.builder
         if digest == ZERO_DIGEST:
@@ -101,9 +105,14 @@ class _Encoder:
         elif digest in self.literals:
             b.add_self(target, index, self.literals[digest])
             source = records.SOURCE_SELF
+        elif digest in self.held:
+            b.add_prior(target, index, *self.held[digest])
+            source = records.SOURCE_PRIOR
         else:
             self.literals[digest] = b.add_raw(target, index, data)
             source = records.SOURCE_RAW
+        if source in (records.SOURCE_RAW, records.SOURCE_SELF, records.SOURCE_PRIOR):
+            self.held.setdefault(digest, (target, index))
         self.sources[records.SOURCE_NAMES[source]] += 1
         now = time.monotonic()
         if self.started is None:
@@ -271,6 +280,13 @@ class _Reassembly:
         with open(self.base.disk_path, "rb") as f:
             return os.pread(f.fileno(), CHUNK_SIZE, value)
 
+    def _held(self, ref, where):
+        target, index = ref
+        held = self.disk if target == TARGET_DISK else self.pages
+        if index not in held:
+            raise FormatError("%s copies chunk %#x, which was never sent" % (where, index))
+        return self.base_mem_page(held[index]) if target == TARGET_MEMORY else held[index]
+
     def take_records(self, plain, frame):
         """Apply one RECORDS frame."""
         for n, (target, index, source, value) in enumerate(records.iter_records(plain)):
@@ -279,6 +295,8 @@ class _Reassembly:
                 data = bytes(value)
             elif source == records.SOURCE_ZERO:
                 data = None
+            elif source == records.SOURCE_PRIOR:
+                data = self._held(value, where)
             else:
                 data = self._base_bytes(source, value, where)
             if target == TARGET_DISK:

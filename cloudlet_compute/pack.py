@@ -14,8 +14,8 @@ import os
 
 from cloudlet_compute import codecs, meta as metamod
 from cloudlet_compute.package import PackageWriter
-from cloudlet_compute.records import (SOURCE_NAMES, SOURCE_RAW, SOURCE_SELF, SOURCE_ZERO,
-                                      TARGET_DISK, BlobBuilder)
+from cloudlet_compute.records import (OVERLAY_SOURCES, SOURCE_NAMES, SOURCE_RAW, SOURCE_SELF,
+                                      SOURCE_ZERO, TARGET_DISK, BlobBuilder)
 
 BLOB_TARGET = 4 << 20
 
@@ -58,7 +58,7 @@ def build_blobs(chunks):
 def source_counts(chunks):
     """Count chunks by source kind (for the meta and ``overlay info``)."""
     counts = collections.Counter(SOURCE_NAMES[c.source] for c in chunks)
-    return {name: counts.get(name, 0) for name in SOURCE_NAMES.values()}
+    return {SOURCE_NAMES[s]: counts.get(SOURCE_NAMES[s], 0) for s in OVERLAY_SOURCES}
 
 
 def write_package(path, chunks, skeleton, meta_fields, codec, level, progress):

@@ -7,7 +7,9 @@ A blob's plaintext is a sequence of records, each a 9-byte header then a payload
     u64 target    memory: slot index in the skeleton; disk: chunk index (offset / 4096)
     payload       RAW: 4096 bytes | ZERO: none | BASE_MEM, BASE_DISK: u64 byte offset
                   in the base memory image / base disk | SELF: u32 offset, in this
-                  blob's plaintext, of the payload of an earlier RAW record
+                  blob's plaintext, of the payload of an earlier RAW record | PRIOR (handoff
+                  stream only, never in an overlay): u8 target, u64 index of a chunk the
+                  receiver already holds
 
 All integers are little-endian. A SELF record always points inside its own blob, so every
 blob can be decoded on its own, in any order.
@@ -28,10 +30,13 @@ SOURCE_ZERO = 1
 SOURCE_BASE_MEM = 2
 SOURCE_BASE_DISK = 3
 SOURCE_SELF = 4
+SOURCE_PRIOR = 5
 SOURCE_NAMES = {SOURCE_RAW: "raw", SOURCE_ZERO: "zero", SOURCE_BASE_MEM: "base_memory",
-                SOURCE_BASE_DISK: "base_disk", SOURCE_SELF: "self"}
+                SOURCE_BASE_DISK: "base_disk", SOURCE_SELF: "self", SOURCE_PRIOR: "prior"}
+OVERLAY_SOURCES = (SOURCE_RAW, SOURCE_ZERO, SOURCE_BASE_MEM, SOURCE_BASE_DISK, SOURCE_SELF)
 
 HEADER = struct.Struct("<BQ")
+PRIOR = struct.Struct("<BQ")
 U64 = struct.Struct("<Q")
 U32 = struct.Struct("<I")
 
@@ -68,6 +73,12 @@ class BlobBuilder:
         self.data += HEADER.pack(target | source, index) + U64.pack(base_offset)
         self.records += 1
 
+    def add_prior(self, target, index, ref_target, ref_index):
+        """Append a copy of chunk ``ref_index`` of ``ref_target`` as the receiver holds it
+        (handoff streams only)."""
+        self.data += HEADER.pack(target | SOURCE_PRIOR, index) + PRIOR.pack(ref_target, ref_index)
+        self.records += 1
+
     def add_self(self, target, index, payload_offset):
         """Append a repeat of the literal whose payload is at ``payload_offset``."""
         self.data += HEADER.pack(target | SOURCE_SELF, index) + U32.pack(payload_offset)
@@ -78,7 +89,7 @@ def iter_records(plain):
     """Yield ``(target, index, source, value)`` for each record of a blob's plaintext.
 
     ``value`` is a memoryview of the 4096 chunk bytes for RAW and SELF, the base offset
-    for BASE_MEM and BASE_DISK, and None for ZERO. Structure is checked here (lengths,
+    for BASE_MEM and BASE_DISK, None for ZERO and ``(target, index)`` for PRIOR. Structure is checked here (lengths,
     kinds, SELF pointing at an earlier literal); ranges of targets and base offsets are
     checked by the stage that knows the images.
     """
@@ -112,6 +123,14 @@ def iter_records(plain):
                                   "earlier literal of this blob" % (pos - HEADER.size, ref))
             value = view[ref:ref + CHUNK_SIZE]
             pos += U32.size
+        elif source == SOURCE_PRIOR:
+            if end - pos < PRIOR.size:
+                raise FormatError("prior record truncated at offset %d" % pos)
+            value = PRIOR.unpack_from(view, pos)
+            if value[0] not in TARGETS:
+                raise FormatError("prior record at offset %d names target 0x%02x"
+                                  % (pos - HEADER.size, value[0]))
+            pos += PRIOR.size
         else:
             if end - pos < U64.size:
                 raise FormatError("base record truncated at offset %d" % pos)

@@ -123,6 +123,7 @@ def test_handoff_moves_memory_and_disk(moving_vm, libvirt_conn, tmp_path):
     assert sender.returncode == 0, err
     stats = json.loads(sent_out)
     received = json.loads(out)
+    print("\nhandoff source: %s\ndestination: %s" % (stats, received))
 
     assert dest in [d.name() for d in libvirt_conn.listAllDomains()]
     assert name not in [d.name() for d in libvirt_conn.listAllDomains()]
