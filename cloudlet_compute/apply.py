@@ -126,12 +126,23 @@ class Rebuild:
 def write_disk(nbd, base, chunks, expected):
     """Write ``chunks`` (``{index: 4096 bytes}``) through ``nbd`` into the qcow2 over
     ``base``'s disk, read them back and check the disk content hash against ``expected``."""
-    digests = bytearray(base.disk_digests())
+    write_chunks(nbd, chunks)
+    nbd.flush()
+    check_disk(nbd, base, chunks, expected)
+
+
+def write_chunks(nbd, chunks):
+    """Write ``chunks`` (``{index: 4096 bytes}``) through ``nbd``, coalesced into runs."""
     for start, run in _runs(chunks):
         nbd.write(start * CHUNK_SIZE, b"".join(run))
-    nbd.flush()
+
+
+def check_disk(nbd, base, indexes, expected):
+    """Read back chunks ``indexes`` (all that differ from ``base``'s disk) through ``nbd``;
+    check the disk content hash against ``expected``."""
+    digests = bytearray(base.disk_digests())
     sha = hashlib.sha256
-    for start, run in _runs(chunks):
+    for start, run in _runs(dict.fromkeys(indexes)):
         back = nbd.read(start * CHUNK_SIZE, len(run) * CHUNK_SIZE)
         for i in range(len(run)):
             digests[32 * (start + i):32 * (start + i + 1)] = \

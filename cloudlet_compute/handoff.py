@@ -288,7 +288,9 @@ class _Reassembly:
         return self.base_mem_page(held[index]) if target == TARGET_MEMORY else held[index]
 
     def take_records(self, plain, frame):
-        """Apply one RECORDS frame."""
+        """Apply one RECORDS frame; return the guest page keys (in order) and the disk chunk
+        indexes it wrote."""
+        keys, chunks = [], []
         for n, (target, index, source, value) in enumerate(records.iter_records(plain)):
             where = "frame %d record %d" % (frame, n)
             if source in (records.SOURCE_RAW, records.SOURCE_SELF):
@@ -304,6 +306,7 @@ class _Reassembly:
                     raise FormatError("%s targets disk chunk %d of %d" % (where, index,
                                                                          self.disk_chunks))
                 self.disk[index] = bytes(self.base_mem_page(data))
+                chunks.append(index)
                 continue
             if self.blocks is None:
                 raise FormatError("%s targets memory before the stream's setup" % where)
@@ -313,12 +316,14 @@ class _Reassembly:
                 raise FormatError("%s targets guest page %#x, outside the RAM blocks"
                                   % (where, index))
             self.pages[index] = data
+            keys.append(index)
             if data is None:
                 self.digests[index] = ZERO_DIGEST
             elif isinstance(data, int):
                 self.digests[index] = self.digest_at[data]
             else:
                 self.digests[index] = hashlib.sha256(data).digest()
+        return keys, chunks
 
     def base_mem_page(self, data):
         """The 4096 bytes that page value ``data`` stands for."""
@@ -328,12 +333,11 @@ class _Reassembly:
             return self.base_mem[data:data + CHUNK_SIZE]
         return data
 
-    def stream(self):
-        """The rebuilt QEMU stream, each page once, in pieces."""
+    def ram_section(self, kind, keys):
+        """One RAM section of the rebuilt stream sending the current bytes of ``keys``."""
         pages = ((key, None if self.pages[key] is None else self.base_mem_page(self.pages[key]))
-                 for key in sorted(self.pages))
-        return migstream.write_canonical(self.setup, self.section_id,
-                                         [name for name, _ in self.blocks], pages, self.tail)
+                 for key in keys)
+        return migstream.ram_section(kind, self.section_id, [n for n, _ in self.blocks], pages)
 
 
 class Reception:
@@ -375,11 +379,15 @@ def _expect_header(channel):
 def receive(conn, store, channel, placement, paused=False, require_base=None):
     """Receive a handed-off VM from ``channel`` and start it at ``placement``.
 
-    Returns a ``Reception`` (the caller reports ``running()`` or ``failed()``). On failure
-    nothing is left here (no domain, no disk) and the source is told why.
+    The memory image and the disk are written while frames arrive (the image as a stream
+    of RAM PART sections, a page sent again simply appearing again), so that after the
+    source's END only the checks and the restore remain. Returns a ``Reception`` (the
+    caller reports ``running()`` or ``failed()``). On failure nothing is left here (no
+    domain, no disk) and the source is told why.
     """
     t0 = time.monotonic()
     created = False
+    stats = {}
     try:
         header = _expect_header(channel)
         try:
@@ -400,22 +408,13 @@ def receive(conn, store, channel, placement, paused=False, require_base=None):
         placement.create(base)
         created = True
         with open(base.memory_path, "rb") as f, \
-                mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as base_mem:
+                mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as base_mem, \
+                NBDServer(placement.disk_path, "qcow2",
+                          os.path.join(placement.path, "nbd.sock")) as disk:
             state = _Reassembly(base, base_mem)
-            end = _receive_frames(channel, state)
-            t1 = time.monotonic()
-            if memory_digest(state.setup, state.digests, state.tail) != end["memory_digest"]:
-                raise IntegrityError("the received memory state does not match the source's "
-                                     "digest")
-            with NBDServer(placement.disk_path, "qcow2",
-                           os.path.join(placement.path, "nbd.sock")) as server:
-                client = server.connect()
-                try:
-                    apply.write_disk(client, base, state.disk, end["disk_content_sha256"])
-                finally:
-                    client.close()
+            pieces = _image_pieces(channel, state, disk, stats)
             instances.start(conn, placement, base, saveimage.SaveHeader(header["xml"], ""),
-                            state.stream(), paused)
+                            pieces, paused)
     except BaseException as exc:
         if created:
             placement.discard()
@@ -423,35 +422,65 @@ def receive(conn, store, channel, placement, paused=False, require_base=None):
             channel.end_with(wire.FAILED, exc)
         channel.close()
         raise
-    stats = {"total": time.monotonic() - t0, "after_end": time.monotonic() - t1,
-             "bytes_received": channel.bytes_received, "pages": len(state.pages),
-             "disk_chunks": len(state.disk)}
+    stats.update({"total": time.monotonic() - t0,
+                  "after_end": time.monotonic() - stats.pop("end_at"),
+                  "bytes_received": channel.bytes_received, "pages": len(state.pages),
+                  "disk_chunks": len(state.disk)})
     LOG.info("received %s: %s", placement.name, stats)
     return Reception(channel, stats)
 
 
-def _receive_frames(channel, state):
-    frame = 0
-    while True:
-        kind, payload = channel.receive()
-        frame += 1
-        if kind == wire.END:
-            break
-        if kind == wire.ABORT:
-            raise wire.PeerFailed(kind, "the source stopped the handoff: %s"
-                                  % payload.decode("utf-8", "replace"))
-        if kind not in (wire.SETUP, wire.RECORDS, wire.TAIL):
-            raise FormatError("unexpected %s frame in a handoff stream" % wire.NAMES[kind])
-        plain = codecs.decompress(payload, MAX_PLAIN)
-        if kind == wire.RECORDS:
-            state.take_records(plain, frame)
-        elif kind == wire.SETUP:
-            state.take_setup(plain)
-        else:
-            migstream.check_end(plain, 0)
-            state.tail = plain
-    if state.setup is None or state.tail is None:
-        raise FormatError("handoff stream ended without the memory's setup or device state")
+def _image_pieces(channel, state, disk, stats):
+    """Yield the memory image's stream while frames arrive; write disk chunks meanwhile.
+
+    After END, everything is checked before the last piece is yielded, and the NBD
+    server is stopped (QEMU needs the disk), so a consumer that restores only after the
+    last piece never restores an unverified VM.
+    """
+    nbd = disk.connect()
+    try:
+        frame = 0
+        while True:
+            kind, payload = channel.receive()
+            frame += 1
+            if kind == wire.END:
+                break
+            if kind == wire.ABORT:
+                raise wire.PeerFailed(kind, "the source stopped the handoff: %s"
+                                      % payload.decode("utf-8", "replace"))
+            if kind not in (wire.SETUP, wire.RECORDS, wire.TAIL):
+                raise FormatError("unexpected %s frame in a handoff stream" % wire.NAMES[kind])
+            plain = codecs.decompress(payload, MAX_PLAIN)
+            if kind == wire.SETUP:
+                if state.setup is not None:
+                    raise FormatError("handoff stream sends its setup twice")
+                state.take_setup(plain)
+                yield plain
+            elif kind == wire.RECORDS:
+                keys, chunks = state.take_records(plain, frame)
+                apply.write_chunks(nbd, {i: state.disk[i] for i in chunks})
+                if keys:
+                    yield from state.ram_section(migstream.SECTION_PART, keys)
+            else:
+                migstream.check_end(plain, 0)
+                state.tail = plain
+        stats["end_at"] = time.monotonic()
+        if state.setup is None or state.tail is None:
+            raise FormatError("handoff stream ended without the memory's setup or device state")
+        end = _end_message(payload)
+        if memory_digest(state.setup, state.digests, state.tail) != end["memory_digest"]:
+            raise IntegrityError("the received memory state does not match the source's "
+                                 "digest")
+        nbd.flush()
+        apply.check_disk(nbd, state.base, state.disk, end["disk_content_sha256"])
+    finally:
+        nbd.close()
+    disk.stop()
+    yield from state.ram_section(migstream.SECTION_END, [])
+    yield state.tail
+
+
+def _end_message(payload):
     try:
         end = msgpack.unpackb(payload)
     except (ValueError, msgpack.UnpackException):

@@ -309,7 +309,15 @@ def write_canonical(setup, section_id, block_names, pages, tail):
     one RAM END section holding ``pages`` (``(key, 4096 bytes or None for zeros)`` in key
     order) and ``tail`` (device state to the end), in pieces."""
     yield bytes(setup)
-    out = bytearray([SECTION_END]) + BE32.pack(section_id)
+    yield from ram_section(SECTION_END, section_id, block_names, pages)
+    yield bytes(tail)
+
+
+def ram_section(kind, section_id, block_names, pages, piece=8 << 20):
+    """Yield, in pieces of about ``piece`` bytes, one RAM section of ``kind``
+    (``SECTION_PART`` or ``SECTION_END``) sending ``pages``: ``(key, 4096 bytes or None
+    for zeros)``. A loader keeps the last copy of a page sent twice."""
+    out = bytearray([kind]) + BE32.pack(section_id)
     names = [name.encode("ascii") for name in block_names]
     current = None
     for key, payload in pages:
@@ -321,9 +329,8 @@ def write_canonical(setup, section_id, block_names, pages, tail):
             out += BE64.pack(offset | flags) + bytes([len(names[block])]) + names[block]
             current = block
         out += payload if payload is not None else b"\0"
-        if len(out) >= 8 << 20:
+        if len(out) >= piece:
             yield bytes(out)
             out = bytearray()
     out += BE64.pack(FLAG_EOS) + bytes([SECTION_FOOTER]) + BE32.pack(section_id)
     yield bytes(out)
-    yield bytes(tail)
