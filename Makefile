@@ -37,6 +37,7 @@ test: host venv guest
 
 bench: host venv guest
 	@$(PY) bench/run.py
+	@$(PY) bench/handoff.py
 
 stack: host venv guest
 	@$(PY) stack/stack.py up --cloudlet
