@@ -1,14 +1,23 @@
 #!/usr/bin/env python3
 """The embedded OpenStack of OpenStack++: a real single-host cloud on 127.0.0.1.
 
-    stack.py up [--compute-driver X] [--api-router Y] [--nova-extra-conf FILE]
-    stack.py down [--purge]
-    stack.py status
-    stack.py netns-exec CMD...     # run CMD where the provider network's host address lives
+    stack.py [--name a|b] up [--cloudlet] [--compute-driver X] [--api-router Y]
+                             [--nova-extra-conf FILE]
+    stack.py [--name a|b] down [--purge]
+    stack.py [--name a|b] status
+    stack.py [--name a|b] restart SERVICE...   # without re-rendering configuration files
+    stack.py [--name a|b] netns-exec CMD...    # run CMD where the provider network lives
+    stack.py shape-link [RATE] | unshape-link  # token bucket on the veth link between a and b
 
-Importable: up(state_dir=None, ...), down(state_dir=None), status(state_dir=None),
-clouds_yaml_path(state_dir=None), connect(cloud, state_dir=None), provider_netns(),
-netns_argv(argv), domain_serial_ports(domain_name). See stack/README.md.
+Cloud "a" (default) is the main one; "b" is a second, independent cloud whose services run in
+netns stk-b on 10.251.0.2 (see topology.py). Both share MariaDB, RabbitMQ, Open vSwitch and
+libvirtd.
+
+Importable: up(state_dir=None, ..., name="a"), down(state_dir=None, name="a"),
+status(state_dir=None, name="a"), restart(services, name="a"), clouds_yaml_path(state_dir=None,
+name="a"), connect(cloud, state_dir=None, name="a"), cloud(name), provider_netns(name="a"),
+netns_argv(argv, name="a"), domain_serial_ports(domain_name), shape_link(rate),
+unshape_link(). See stack/README.md.
 
 Everything runs as processes started here (no systemd); their PIDs are in STATE/run, their logs
 in STATE/logs. `down` stops them by PID and leaves data and logs; `down --purge` also deletes the
@@ -39,90 +48,78 @@ if not os.path.exists(os.path.join(VBIN, "nova-manage")):
     VBIN = os.path.join(ROOT, ".venv", "bin")
 VPREFIX = os.path.dirname(VBIN)
 
-DEFAULT_STATE = os.path.join(ROOT, ".state", "stack")
+sys.path.insert(0, HERE)
+import links  # noqa: E402
+import topology  # noqa: E402
+from links import shape_link, unshape_link  # noqa: E402,F401 (API)
+from topology import (ADMIN_PASSWORD, DEFAULT_STATE, DEMO_PASSWORD, FLAVORS,  # noqa: E402,F401
+                      PORTS, REGION, SERVICE_PASSWORD, SERVICE_USERS, Cloud)
 
-# --- the fixed facts of this stack ----------------------------------------------------------
-HOST = "127.0.0.1"
-PORTS = {
-    "rabbitmq": 5672,
-    "keystone": 5000,
-    "placement": 8778,
-    "glance": 9292,
-    "nova-api": 8774,
-    "neutron-api": 9696,
-}
-SERIAL_PORT_RANGE = "10300:10399"
-REGION = "RegionOne"
-ADMIN_PASSWORD = "cloudlet-admin"
-DEMO_PASSWORD = "cloudlet-demo"
-SERVICE_PASSWORD = "cloudlet-service"
-KEYSTONE_URL = "http://%s:%d/v3" % (HOST, PORTS["keystone"])
-ENDPOINTS = {  # service type -> (name, url)
-    "compute": ("nova", "http://%s:%d/v2.1" % (HOST, PORTS["nova-api"])),
-    "placement": ("placement", "http://%s:%d" % (HOST, PORTS["placement"])),
-    "image": ("glance", "http://%s:%d" % (HOST, PORTS["glance"])),
-    "network": ("neutron", "http://%s:%d" % (HOST, PORTS["neutron-api"])),
-}
-SERVICE_USERS = ("nova", "glance", "placement", "neutron")
-
-# The provider network: flat physnet1 on the userspace bridge br-ex. Its host address lives in
-# the network namespace PROVIDER_NETNS (empty: on br-ex in the root namespace).
-PROVIDER_NETWORK = "provider"
-PROVIDER_SUBNET = "provider-subnet"
-PROVIDER_CIDR = "10.250.0.0/24"
-PROVIDER_HOST_IP = "10.250.0.1"
-PROVIDER_POOL = ("10.250.0.10", "10.250.0.250")
-EXT_PORT = "stk-ext0"
-
-FLAVORS = [  # name, vcpus, ram MiB, disk GB, extra specs
-    ("cl.tiny", 1, 256, 1, {"hw:serial_port_count": "2"}),
-    ("cl.small", 1, 512, 2, {"hw:serial_port_count": "2"}),
-]
+# --- the main cloud's facts, as module constants (every per-cloud fact is in topology.Cloud) --
+_A = Cloud("a")
+HOST = _A.host
+SERIAL_PORT_RANGE = _A.serial_port_range
+KEYSTONE_URL = _A.keystone_url
+ENDPOINTS = _A.endpoints
+PROVIDER_NETWORK = _A.provider_network
+PROVIDER_SUBNET = _A.provider_subnet
+PROVIDER_CIDR = _A.provider_cidr
+PROVIDER_HOST_IP = _A.provider_host_ip
+PROVIDER_POOL = _A.provider_pool
+EXT_PORT = _A.ext_port
+DOMAIN_PREFIX = _A.domain_prefix
 
 DEFAULT_COMPUTE_DRIVER = "libvirt.LibvirtDriver"
 DEFAULT_API_ROUTER = "nova.api.openstack.compute:APIRouterV21.factory"
-DOMAIN_PREFIX = "stk-"
 
 PACKAGES = ["rabbitmq-server", "mariadb-server", "openvswitch-switch", "dnsmasq-base",
             "iproute2", "iputils-ping"]
 
 OVS_RUN = "/var/run/openvswitch"
-OVS_SOCK = OVS_RUN + "/db.sock"
+OVS_SOCK = topology.OVS_SOCK
 
-# Start order; `down` goes backwards.
-ORDER = ["mariadb", "rabbitmq", "ovsdb-server", "ovs-vswitchd", "keystone", "placement",
-         "glance", "neutron-api", "neutron-rpc-server", "nova-api", "nova-conductor",
-         "nova-scheduler", "nova-compute", "neutron-openvswitch-agent", "neutron-dhcp-agent"]
+# Start order; `down` goes backwards. INFRA is shared by the clouds (cloud a's state dir).
+INFRA = ["mariadb", "rabbitmq", "ovsdb-server", "ovs-vswitchd"]
+SERVICES = ["keystone", "placement", "glance", "neutron-api", "neutron-rpc-server", "nova-api",
+            "nova-conductor", "nova-scheduler", "nova-compute", "neutron-openvswitch-agent",
+            "neutron-dhcp-agent"]
+ORDER = INFRA + SERVICES
 
 
 class StackError(Exception):
     pass
 
 
-def provider_netns():
+def cloud(name="a", state_dir=None):
+    """The facts of cloud NAME ('a', the main one, or 'b'): a topology.Cloud."""
+    return Cloud(name, state_dir)
+
+
+def provider_netns(name="a"):
     """Name of the network namespace holding the provider network's host address ('' = root)."""
-    return os.environ.get("CLOUDLET_STACK_NETNS", "stk-ext")
+    return Cloud(name).provider_netns
 
 
-def netns_argv(argv):
-    """argv prefixed so that it runs where the provider network is reachable."""
-    ns = provider_netns()
-    return (["ip", "netns", "exec", ns] + list(argv)) if ns else list(argv)
+def netns_argv(argv, name="a"):
+    """argv prefixed so that it runs where cloud NAME's provider network is reachable."""
+    return Cloud(name).provider_argv(argv)
 
 
-def state_path(state_dir=None):
-    return os.path.abspath(state_dir or os.environ.get("CLOUDLET_STACK_DIR") or DEFAULT_STATE)
+def state_path(state_dir=None, name="a"):
+    return Cloud(name, state_dir).state
 
 
-def clouds_yaml_path(state_dir=None):
-    return os.path.join(state_path(state_dir), "clouds.yaml")
+def clouds_yaml_path(state_dir=None, name="a"):
+    return os.path.join(state_path(state_dir, name), "clouds.yaml")
 
 
-def connect(cloud="cloudlet-demo", state_dir=None):
-    """An openstacksdk Connection for cloud 'cloudlet-admin' or 'cloudlet-demo'."""
+def connect(cloud="cloudlet-demo", state_dir=None, name="a"):
+    """An openstacksdk Connection for cloud 'cloudlet-admin' or 'cloudlet-demo' of stack NAME
+    (or of the stack whose state dir is STATE_DIR)."""
     import openstack.config.loader
     import openstack.connection
-    cfg = openstack.config.loader.OpenStackConfig(config_files=[clouds_yaml_path(state_dir)])
+    cfg = openstack.config.loader.OpenStackConfig(
+        config_files=[clouds_yaml_path(state_dir, name)])
     return openstack.connection.Connection(config=cfg.get_one(cloud=cloud))
 
 
@@ -144,8 +141,12 @@ def _log(msg):
 
 
 class _Paths:
-    def __init__(self, state_dir):
-        self.state = state_path(state_dir)
+    """Paths of a state dir; .c is its Cloud, .infra the _Paths of the shared infrastructure
+    (MariaDB, RabbitMQ, OVS: in cloud a's state dir)."""
+
+    def __init__(self, c):
+        self.c = c
+        self.state = c.state
         self.etc = os.path.join(self.state, "etc")
         self.logs = os.path.join(self.state, "logs")
         self.run = os.path.join(self.state, "run")
@@ -153,6 +154,7 @@ class _Paths:
         self.done = os.path.join(self.state, "done")
         self.mysql = os.path.join(self.state, "mysql")
         self.mysql_sock = os.path.join(self.state, "run", "mysqld.sock")
+        self.infra = self if c.infra_state == c.state else _Paths(Cloud("a", c.infra_state))
 
     def log(self, name):
         return os.path.join(self.logs, name + ".log")
@@ -408,18 +410,26 @@ def _prepare_dirs(p):
             break
         d = parent
     sudo = os.path.join(p.bin, "sudo")
-    with open(sudo, "w") as f:
-        f.write("#!/bin/sh\n# stack.py: services run as root; this `sudo` drops its options and"
-                " runs the command.\n"
-                "while [ $# -gt 0 ]; do case \"$1\" in --) shift; break;;"
-                " -u|-g|-C) shift 2;; -*) shift;; *) break;; esac; done\n"
-                "exec \"$@\"\n")
+    # In a cloud whose services run in a netns, privileged commands (privsep daemons, dnsmasq,
+    # `ip`) run in the host's namespace, where ovs-vswitchd creates the OVS internal ports
+    # (the DHCP agent moves its port into qdhcp-*) and where libvirt makes the guests' taps.
+    run = ('exec nsenter --net=/run/netns/%s -- "$@"' % topology.HOST_NETNS) \
+        if p.c.netns else 'exec "$@"'
+    text = ("#!/bin/sh\n# stack.py: services run as root; this `sudo` drops its options and"
+            " runs the command%s.\n"
+            "while [ $# -gt 0 ]; do case \"$1\" in --) shift; break;;"
+            " -u|-g|-C) shift 2;; -*) shift;; *) break;; esac; done\n"
+            "%s\n") % (" in the host's network namespace" if p.c.netns else "", run)
+    if not os.path.exists(sudo) or open(sudo).read() != text:
+        with open(sudo, "w") as f:
+            f.write(text)
     os.chmod(sudo, 0o755)
 
 
 # --- configuration ---------------------------------------------------------------------------
-def _settings(compute_driver=None, api_router=None, nova_extra_conf=None):
+def _settings(compute_driver=None, api_router=None, nova_extra_conf=None, cloudlet=False):
     return {
+        "cloudlet": bool(cloudlet),
         "compute_driver": compute_driver or os.environ.get("CLOUDLET_COMPUTE_DRIVER")
         or DEFAULT_COMPUTE_DRIVER,
         "api_router": api_router or os.environ.get("CLOUDLET_API_ROUTER") or DEFAULT_API_ROUTER,
@@ -441,17 +451,28 @@ def _render(name, values, dest):
 
 
 def _db_url(p):
-    return ("mysql+pymysql://root@localhost/", "?unix_socket=%s&charset=utf8" % p.mysql_sock)
+    """(prefix, suffix) around a database name: the shared MariaDB over its unix socket."""
+    return ("mysql+pymysql://root@localhost/",
+            "%s?unix_socket=%s&charset=utf8" % (p.c.db_suffix, p.infra.mysql_sock))
 
 
 def _write_configs(p, settings):
     prefix, suffix = _db_url(p)
+    c = p.c
+    cloudlet = ""
+    if settings.get("cloudlet"):
+        cloudlet = ("[cloudlet]\n# Address of this cloud on the veth link between the clouds"
+                    " (VM hand-off).\nhandoff_host = %s\n" % c.link_ip)
     base = {
-        "state": p.state, "etc": p.etc, "logs": p.logs, "host": socket.gethostname(),
-        "rabbit_url": "rabbit://guest:guest@%s:%d/" % (HOST, PORTS["rabbitmq"]),
-        "keystone_url": KEYSTONE_URL, "service_password": SERVICE_PASSWORD,
-        "db_prefix": prefix, "db_suffix": suffix, "serial_port_range": SERIAL_PORT_RANGE,
+        "state": p.state, "etc": p.etc, "logs": p.logs, "host": c.nova_host,
+        "my_ip": c.host, "rabbit_url": c.rabbit_url,
+        "keystone_url": c.keystone_url, "service_password": SERVICE_PASSWORD,
+        "db_prefix": prefix, "db_suffix": suffix, "serial_port_range": c.serial_port_range,
         "compute_driver": settings["compute_driver"],
+        "instance_name_template": c.instance_name_template,
+        "integration_bridge": c.integration_bridge, "provider_bridge": c.provider_bridge,
+        "ovsdb_connection": c.ovsdb_connection, "of_listen_address": c.of_listen_address,
+        "cloudlet_section": cloudlet,
     }
     with open(os.path.join(TEMPLATES, "_authtoken.inc")) as f:
         authtoken = f.read()
@@ -521,15 +542,16 @@ def _services(p, settings):
     svc = {}
 
     def gunicorn(name, module, env_extra, cfg_files):
-        argv = [os.path.join(VBIN, "gunicorn"), "--bind", "%s:%d" % (HOST, PORTS[name]),
+        argv = [os.path.join(VBIN, "gunicorn"), "--bind", "%s:%d" % (p.c.host, PORTS[name]),
                 "--workers", "1", "--worker-class", "gthread", "--threads", "8",
                 "--timeout", "300", "--graceful-timeout", "3", "--chdir", WSGI_DIR,
                 # Clients keep connections in a pool: with gunicorn's 2 s keep-alive a
                 # request sent as the server closes an idle one fails with
                 # RemoteDisconnected (seen in tests). Keep idle connections 10 minutes.
                 "--keep-alive", "600",
-                "--error-logfile", "-", "--name", "stk-" + name, module + ":application"]
-        svc[name] = (argv, _service_env(p, env_extra), cfg_files, PORTS[name])
+                "--error-logfile", "-", "--name", p.c.domain_prefix + name,
+                module + ":application"]
+        svc[name] = (p.c.ns_argv(argv), _service_env(p, env_extra), cfg_files, PORTS[name])
 
     gunicorn("keystone", "wsgi_keystone",
              {"OS_KEYSTONE_CONFIG_DIR": os.path.join(e, "keystone")},
@@ -556,7 +578,7 @@ def _services(p, settings):
         for f in files:
             argv += ["--config-file", f]
         argv += list(extra)
-        svc[name] = (argv, _service_env(p), files, None)
+        svc[name] = (p.c.ns_argv(argv), _service_env(p), files, None)
 
     cli("nova-conductor", "nova-conductor", nova_files, ["--log-file", p.log("nova-conductor")])
     cli("nova-scheduler", "nova-scheduler", nova_files, ["--log-file", p.log("nova-scheduler")])
@@ -571,11 +593,17 @@ def _services(p, settings):
     return svc
 
 
+def _service_hash(services, name):
+    """What a running service's configuration is compared with: its files and command line."""
+    argv, _env, cfg_files, _port = services[name]
+    h = _cfg_hash(cfg_files) + " " + " ".join(argv)
+    return hashlib.sha256(h.encode()).hexdigest()
+
+
 def _ensure_service(p, services, name):
     """Start NAME unless running with the same configuration; True if (re)started."""
     argv, env, cfg_files, _port = services[name]
-    h = _cfg_hash(cfg_files) + " " + " ".join(argv)
-    h = hashlib.sha256(h.encode()).hexdigest()
+    h = _service_hash(services, name)
     pid = _running(p, name)
     if pid:
         try:
@@ -587,16 +615,16 @@ def _ensure_service(p, services, name):
         _log("%s: configuration changed, restarting" % name)
         _stop(p, name)
     port = services[name][3]
-    if port and _port_open(port):
+    if port and _port_open(port, p.c.host):
         raise StackError("%s: port %d on %s is already taken by a process this stack did not "
-                         "start (see `ss -ltnp`)" % (name, port, HOST))
+                         "start (see `ss -ltnp`)" % (name, port, p.c.host))
     _start(p, name, argv, env, h)
     return True
 
 
 # --- infrastructure: MariaDB, RabbitMQ, Open vSwitch ------------------------------------------
 def _mysql(p, sql):
-    return _sh(["mariadb", "--no-defaults", "-S", p.mysql_sock, "-uroot", "-e", sql])
+    return _sh(["mariadb", "--no-defaults", "-S", p.infra.mysql_sock, "-uroot", "-e", sql])
 
 
 def _ensure_mariadb(p):
@@ -616,18 +644,63 @@ def _ensure_mariadb(p):
           "its socket")
 
 
+def _rabbit_password_hash(user, password):
+    """RabbitMQ's rabbit_password_hashing_sha256: base64(salt + sha256(salt + password)); the
+    salt is derived from the user name so that the definitions file is stable."""
+    import base64
+    salt = hashlib.sha256(user.encode()).digest()[:4]
+    return base64.b64encode(salt + hashlib.sha256(salt + password.encode()).digest()).decode()
+
+
+def _rabbit_definitions():
+    """Users, vhosts and permissions of every cloud (loaded by RabbitMQ at boot)."""
+    users, vhosts, perms = [], [], []
+    for c in topology.clouds():
+        vhost = c.rabbit_vhost or "/"
+        users.append({"name": c.rabbit_user, "tags": "administrator" if c.is_main else "",
+                      "hashing_algorithm": "rabbit_password_hashing_sha256",
+                      "password_hash": _rabbit_password_hash(c.rabbit_user, c.rabbit_password)})
+        vhosts.append({"name": vhost})
+        perms.append({"user": c.rabbit_user, "vhost": vhost, "configure": ".*",
+                      "write": ".*", "read": ".*"})
+    return json.dumps({"users": users, "vhosts": vhosts, "permissions": perms}, indent=1)
+
+
 def _ensure_rabbitmq(p):
-    if _running(p, "rabbitmq"):
-        return
-    if _port_open(PORTS["rabbitmq"]):
-        raise StackError("rabbitmq: port %d already taken by a process this stack did not start"
-                         % PORTS["rabbitmq"])
+    """One RabbitMQ for every cloud: listens on 127.0.0.1 and on the root side of the veth link
+    (cloud b connects from netns stk-b); one vhost and user per cloud (definitions file).
+    Restarted when its configuration changed (e.g. started by an older stack.py)."""
     rdir = os.path.join(p.state, "rabbitmq")
-    with open(os.path.join(rdir, "enabled_plugins"), "w") as f:
-        f.write("[].\n")
+    port = PORTS["rabbitmq"]
+    files = {
+        "enabled_plugins": "[].\n",
+        "advanced.config": "[].\n",
+        "definitions.json": _rabbit_definitions(),
+        "rabbitmq.conf": "loopback_users.guest = true\nlisteners.tcp.1 = 127.0.0.1:%d\n"
+                         "listeners.tcp.2 = %s:%d\ndisk_free_limit.absolute = 50MB\n"
+                         "load_definitions = %s\n" % (port, topology.LINK_ROOT_IP, port,
+                                                      os.path.join(rdir, "definitions.json")),
+    }
+    for fname, text in files.items():
+        path = os.path.join(rdir, fname)
+        if not os.path.exists(path) or open(path).read() != text:
+            with open(path, "w") as f:
+                f.write(text)
+    h = _cfg_hash([os.path.join(rdir, f) for f in sorted(files)])
+    if _running(p, "rabbitmq"):
+        try:
+            old = open(os.path.join(p.run, "rabbitmq.hash")).read()
+        except OSError:
+            old = ""
+        if old == h:
+            return
+        _log("rabbitmq: configuration changed (listeners, vhosts), restarting")
+        _stop(p, "rabbitmq")
+    if _port_open(port):
+        raise StackError("rabbitmq: port %d already taken by a process this stack did not start"
+                         % port)
     env = _service_env(p, {
         "HOME": rdir, "RABBITMQ_NODENAME": "stk@localhost",
-        "RABBITMQ_NODE_IP_ADDRESS": HOST, "RABBITMQ_NODE_PORT": str(PORTS["rabbitmq"]),
         "RABBITMQ_DIST_PORT": "25673", "ERL_EPMD_ADDRESS": HOST,
         "RABBITMQ_MNESIA_BASE": os.path.join(rdir, "mnesia"), "RABBITMQ_LOG_BASE": p.logs,
         "RABBITMQ_LOGS": "-", "RABBITMQ_ENABLED_PLUGINS_FILE": os.path.join(rdir, "enabled_plugins"),
@@ -636,13 +709,9 @@ def _ensure_rabbitmq(p):
         "RABBITMQ_CONFIG_FILE": os.path.join(rdir, "rabbitmq"),
         "RABBITMQ_ADVANCED_CONFIG_FILE": os.path.join(rdir, "advanced.config"),
     })
-    with open(os.path.join(rdir, "rabbitmq.conf"), "w") as f:
-        f.write("loopback_users.guest = true\nlisteners.tcp.default = %d\n"
-                "disk_free_limit.absolute = 50MB\n" % PORTS["rabbitmq"])
-    with open(os.path.join(rdir, "advanced.config"), "w") as f:
-        f.write("[].\n")
-    _start(p, "rabbitmq", ["/usr/lib/rabbitmq/bin/rabbitmq-server"], env)
-    _wait(lambda: _port_open(PORTS["rabbitmq"]), 90, p, "rabbitmq", "AMQP port")
+    _start(p, "rabbitmq", ["/usr/lib/rabbitmq/bin/rabbitmq-server"], env, h)
+    _wait(lambda: _port_open(port) and _port_open(port, topology.LINK_ROOT_IP), 90, p,
+          "rabbitmq", "AMQP port")
 
 
 def _ovs_vsctl(*args, check=True):
@@ -677,37 +746,12 @@ def _ensure_ovs(p):
         _sh(["ovs-vswitchd", "unix:" + OVS_SOCK, "--pidfile=" + p.pidfile("ovs-vswitchd"),
              "--detach", "--log-file=" + p.log("ovs-vswitchd")])
         _wait(lambda: _running(p, "ovs-vswitchd"), 20, p, "ovs-vswitchd", "its pidfile")
-    _ovs_vsctl("--may-exist", "add-br", "br-ex", "--", "set", "Bridge", "br-ex",
-               "datapath_type=netdev")
 
 
-def _ip(*args, check=True):
-    return _sh(["ip"] + list(args), check=check)
-
-
-def _ensure_provider_host_side():
-    ns = provider_netns()
-    addr = "%s/%s" % (PROVIDER_HOST_IP, PROVIDER_CIDR.split("/")[1])
-    if not ns:
-        _ip("link", "set", "br-ex", "up")
-        _ip("addr", "replace", addr, "dev", "br-ex")
-        return
-    if ns not in _ip("netns", "list").stdout.split():
-        _ip("netns", "add", ns)
-    _ovs_vsctl("--may-exist", "add-port", "br-ex", EXT_PORT, "--", "set", "Interface", EXT_PORT,
-               "type=internal")
-
-    def located():
-        if _ip("-n", ns, "link", "show", EXT_PORT, check=False).returncode == 0:
-            return True
-        if _ip("link", "show", EXT_PORT, check=False).returncode == 0:
-            _ip("link", "set", EXT_PORT, "netns", ns)
-            return True
-        return False
-    _wait(located, 20, what="OVS port %s" % EXT_PORT)
-    _ip("-n", ns, "link", "set", "lo", "up")
-    _ip("-n", ns, "addr", "replace", addr, "dev", EXT_PORT)
-    _ip("-n", ns, "link", "set", EXT_PORT, "up")
+def _ensure_bridges(c):
+    """The cloud's provider bridge (the OVS agent makes its integration bridge)."""
+    _ovs_vsctl("--may-exist", "add-br", c.provider_bridge, "--", "set", "Bridge",
+               c.provider_bridge, "datapath_type=netdev")
 
 
 # --- databases and identity (first run) -------------------------------------------------------
@@ -765,12 +809,51 @@ class _Chains:
             _log("databases initialised in %.1fs" % (last - self.t0))
 
 
+# `nova-manage cell_v2 map_cell0` and `create_cell --name cell1` in one process (one start-up
+# of nova's Python less on the critical path of a cold `up`).
+_MAP_CELLS = r"""
+import sys
+from nova import config, objects
+from nova.cmd import manage
+config.parse_args(["nova-manage"] + sys.argv[1:])
+objects.register_all()
+cells = manage.CellV2Commands()
+if cells.map_cell0() != 0:
+    sys.exit("map_cell0 failed")
+rc = cells.create_cell(name="cell1")
+sys.exit(0 if rc in (0, 2) else "create_cell failed: %s" % rc)
+"""
+
+
+# Schema templates: the databases right after their migrations, dumped by the first cloud that
+# ran them (per set of installed service versions) and loaded by the next cold cloud instead of
+# running the migrations again (seconds instead of a minute).
+TEMPLATE_DISTS = ("keystone", "glance", "openstack-placement", "nova", "neutron")
+
+
+def _db_template_dir(p):
+    try:
+        from importlib import metadata
+        key = " ".join("%s=%s" % (d, metadata.version(d)) for d in TEMPLATE_DISTS)
+    except Exception:  # noqa: BLE001 - no templates then, migrations as always
+        return None
+    d = os.path.join(p.infra.state, "dbtemplates", hashlib.sha256(key.encode()).hexdigest()[:16])
+    os.makedirs(d, exist_ok=True)
+    return d
+
+
 def _ensure_databases(p, settings):
-    names = ("keystone", "glance", "placement", "nova_api", "nova", "nova_cell0", "neutron")
-    if not all(os.path.exists(p.marker("db-" + n)) for n in
-               ("keystone", "glance", "placement", "nova_api", "nova", "neutron")):
-        _mysql(p, " ".join("CREATE DATABASE IF NOT EXISTS %s CHARACTER SET utf8;" % n
-                           for n in names))
+    c = p.c
+    sock = p.infra.mysql_sock
+    markers = [os.path.exists(p.marker("db-" + n)) for n in
+               ("keystone", "glance", "placement", "nova_api", "nova", "neutron")]
+    if not all(markers):
+        if not c.is_main and not any(markers):
+            # A cold cloud sharing the MariaDB: leftovers of a purged state dir go.
+            _mysql(p, " ".join("DROP DATABASE IF EXISTS %s;" % c.db(n)
+                               for n in topology.DATABASES))
+        _mysql(p, " ".join("CREATE DATABASE IF NOT EXISTS %s CHARACTER SET utf8;" % c.db(n)
+                           for n in topology.DATABASES))
     e = p.etc
     k = ["--config-file", os.path.join(e, "keystone", "keystone.conf")]
     b = os.path.join
@@ -779,28 +862,48 @@ def _ensure_databases(p, settings):
     neutron = [b(VBIN, "neutron-db-manage"), "--config-file", b(e, "neutron", "neutron.conf"),
                "--config-file", b(e, "neutron", "ml2_conf.ini")]
     ok = (0,)
+    tdir = _db_template_dir(p)
+
+    def sh(cmd):
+        return (["bash", "-o", "pipefail", "-c", cmd], ok)
+
+    def schema(db, migrate, targets=None):
+        """Steps that give database(s) TARGETS (default DB) the migrated schema of DB."""
+        targets = targets or [db]
+        t = os.path.join(tdir, db + ".sql") if tdir else None
+        if t and os.path.exists(t):
+            return [sh("mariadb --no-defaults -S %s -uroot %s < %s" % (sock, c.db(x), t))
+                    for x in targets]
+        steps = [(migrate, ok)]
+        if t:
+            steps.append(sh("mariadb-dump --no-defaults -S %s -uroot --skip-comments %s > %s.%d"
+                            " && mv %s.%d %s" % (sock, c.db(db), t, os.getpid(), t,
+                                                 os.getpid(), t)))
+        # cell0 gets a copy of the cell schema (same migrations, so the same result as
+        # `db sync` without --local_cell, faster).
+        for x in targets[1:]:
+            steps.append(sh("mariadb-dump --no-defaults -S %s -uroot %s | mariadb --no-defaults"
+                            " -S %s -uroot %s" % (sock, c.db(db), sock, c.db(x))))
+        return steps
+
     chains = {
-        "keystone": [
-            ([b(VBIN, "keystone-manage")] + k + ["db_sync"], ok),
+        "keystone": schema("keystone", [b(VBIN, "keystone-manage")] + k + ["db_sync"]) + [
             ([b(VBIN, "keystone-manage")] + k + [
                 "bootstrap", "--bootstrap-password", ADMIN_PASSWORD,
                 "--bootstrap-username", "admin", "--bootstrap-project-name", "admin",
                 "--bootstrap-role-name", "admin", "--bootstrap-service-name", "keystone",
-                "--bootstrap-region-id", REGION, "--bootstrap-admin-url", KEYSTONE_URL,
-                "--bootstrap-public-url", KEYSTONE_URL, "--bootstrap-internal-url",
-                KEYSTONE_URL], ok)],
-        "glance": [([b(VBIN, "glance-manage"), "--config-file",
-                     b(e, "glance", "glance-api.conf"), "db_sync"], ok)],
-        "placement": [([b(VBIN, "placement-manage"), "--config-file",
-                        b(e, "placement", "placement.conf"), "db", "sync"], ok)],
-        # nova_api and the cell database in parallel; cell0 gets a copy of the cell schema
-        # (same migrations, so the same result as `db sync` without --local_cell, faster).
-        "nova_api": [(nm + ["api_db", "sync"], ok), (nm + ["cell_v2", "map_cell0"], ok),
-                     (nm + ["cell_v2", "create_cell", "--name", "cell1"], (0, 2))],
-        "nova": [(nm + ["db", "sync", "--local_cell"], ok),
-                 (["bash", "-o", "pipefail", "-c", "mariadb-dump --no-defaults -S %s -uroot nova | mariadb "
-                   "--no-defaults -S %s -uroot nova_cell0" % (p.mysql_sock, p.mysql_sock)], ok)],
-        "neutron": [(neutron + ["upgrade", "heads"], ok)],
+                "--bootstrap-region-id", REGION, "--bootstrap-admin-url", c.keystone_url,
+                "--bootstrap-public-url", c.keystone_url, "--bootstrap-internal-url",
+                c.keystone_url], ok)],
+        "glance": schema("glance", [b(VBIN, "glance-manage"), "--config-file",
+                                    b(e, "glance", "glance-api.conf"), "db_sync"]),
+        "placement": schema("placement", [b(VBIN, "placement-manage"), "--config-file",
+                                          b(e, "placement", "placement.conf"), "db", "sync"]),
+        # nova_api and the cell database in parallel.
+        "nova_api": schema("nova_api", nm + ["api_db", "sync"]) + [
+            ([b(VBIN, "python"), "-c", _MAP_CELLS] + nova_args, ok)],
+        "nova": schema("nova", nm + ["db", "sync", "--local_cell"], ["nova", "nova_cell0"]),
+        "neutron": schema("neutron", neutron + ["upgrade", "heads"]),
     }
     return _Chains(p, chains)
 
@@ -826,11 +929,11 @@ def _write_clouds_yaml(p):
                 "      password: %s\n      project_name: %s\n      user_domain_name: Default\n"
                 "      project_domain_name: Default\n    region_name: %s\n"
                 "    identity_api_version: 3\n    interface: public\n"
-                % (user, KEYSTONE_URL, user, pw, project, REGION))
+                % (user, p.c.keystone_url, user, pw, project, REGION))
     text = "# Written by stack/stack.py. Use: OS_CLIENT_CONFIG_FILE=<this file> openstack " \
            "--os-cloud cloudlet-demo ...\nclouds:\n" + cloud("admin", ADMIN_PASSWORD, "admin") \
            + cloud("demo", DEMO_PASSWORD, "demo")
-    with open(clouds_yaml_path(p.state), "w") as f:
+    with open(os.path.join(p.state, "clouds.yaml"), "w") as f:
         f.write(text)
 
 
@@ -861,7 +964,7 @@ def _ensure_identity(p, conn):
             idt.assign_project_role_to_user(service_p, u, r)
     demo_u = user("demo", DEMO_PASSWORD, demo_p)
     idt.assign_project_role_to_user(demo_p, demo_u, member_r)
-    for stype, (sname, url) in ENDPOINTS.items():
+    for stype, (sname, url) in p.c.endpoints.items():
         svc = next(iter(idt.services(type=stype)), None) or idt.create_service(
             name=sname, type=stype)
         have = {ep.interface for ep in idt.endpoints(service_id=svc.id)}
@@ -875,7 +978,8 @@ def _ensure_identity(p, conn):
 # --- nova and neutron resources ---------------------------------------------------------------
 def _nova_host_mapped(p, host):
     import pymysql
-    c = pymysql.connect(unix_socket=p.mysql_sock, user="root", database="nova_api")
+    c = pymysql.connect(unix_socket=p.infra.mysql_sock, user="root",
+                        database=p.c.db("nova_api"))
     try:
         with c.cursor() as cur:
             cur.execute("SELECT COUNT(*) FROM host_mappings WHERE host=%s", (host,))
@@ -909,7 +1013,7 @@ def _preregister_compute(p, settings):
     if os.path.exists(p.marker("compute-registered")):
         return
     _, nova_args = _nova_conf_args(p, settings, compute=True)
-    _sh([os.path.join(VBIN, "python"), "-c", _PREREGISTER, socket.gethostname()] + nova_args,
+    _sh([os.path.join(VBIN, "python"), "-c", _PREREGISTER, p.c.nova_host] + nova_args,
         env=_service_env(p))
     open(p.marker("compute-registered"), "w").close()
 
@@ -917,8 +1021,9 @@ def _preregister_compute(p, settings):
 def _ensure_compute_ready(p, conn, settings):
     """nova-compute created its compute node (seen as its resource provider), reports up, and
     its host is mapped to cell1 (discover_hosts maps hosts that have a compute node)."""
-    host = socket.gethostname()
-    _wait(lambda: any(True for _ in conn.placement.resource_providers(name=host)), 150, p,
+    host = p.c.nova_host
+    node = socket.gethostname()  # libvirt's hostname: the compute node's name
+    _wait(lambda: any(True for _ in conn.placement.resource_providers(name=node)), 150, p,
           "nova-compute", "its resource provider in placement")
 
     # A report from the running process: later than its start (a record's age alone says "up"
@@ -948,17 +1053,17 @@ def _ensure_flavors(conn):
             conn.compute.create_flavor_extra_specs(fl, specs)
 
 
-def _ensure_provider_network(conn):
-    net = conn.network.find_network(PROVIDER_NETWORK)
+def _ensure_provider_network(conn, c):
+    net = conn.network.find_network(c.provider_network)
     if net is None:
         net = conn.network.create_network(
-            name=PROVIDER_NETWORK, is_shared=True, provider_network_type="flat",
+            name=c.provider_network, is_shared=True, provider_network_type="flat",
             provider_physical_network="physnet1")
-    if conn.network.find_subnet(PROVIDER_SUBNET) is None:
+    if conn.network.find_subnet(c.provider_subnet) is None:
         conn.network.create_subnet(
-            name=PROVIDER_SUBNET, network_id=net.id, ip_version=4, cidr=PROVIDER_CIDR,
-            gateway_ip=PROVIDER_HOST_IP, enable_dhcp=True,
-            allocation_pools=[{"start": PROVIDER_POOL[0], "end": PROVIDER_POOL[1]}])
+            name=c.provider_subnet, network_id=net.id, ip_version=4, cidr=c.provider_cidr,
+            gateway_ip=c.provider_host_ip, enable_dhcp=True,
+            allocation_pools=[{"start": c.provider_pool[0], "end": c.provider_pool[1]}])
     return net
 
 
@@ -997,12 +1102,24 @@ def _dhcp_port_active(conn, net):
 
 
 # --- commands ---------------------------------------------------------------------------------
+def _ensure_infra(p):
+    """The shared MariaDB, RabbitMQ and Open vSwitch (state in cloud a's state dir), the link
+    between the clouds (RabbitMQ listens on its root side) and this cloud's OVS bridges and
+    provider network host side."""
+    if p.infra is not p:
+        _prepare_dirs(p.infra)
+    links.ensure_link()
+    _ensure_mariadb(p.infra)
+
+
 def up(state_dir=None, compute_driver=None, api_router=None, nova_extra_conf=None,
-       cloudlet=False):
-    """Start (or complete) the stack; return a summary dict. Idempotent.
+       cloudlet=False, name="a"):
+    """Start (or complete) stack NAME ('a', the main one, or 'b'); return a summary dict.
+    Idempotent.
 
     ``cloudlet=True`` enables OpenStack++: installs the ``nova.virt.cloudlet`` shim and
-    uses our compute driver and API router (unless given explicitly).
+    uses our compute driver and API router (unless given explicitly), and sets nova's
+    ``[cloudlet] handoff_host``.
     """
     t0 = time.time()
     if cloudlet:
@@ -1011,19 +1128,22 @@ def up(state_dir=None, compute_driver=None, api_router=None, nova_extra_conf=Non
         shim.install()
         compute_driver = compute_driver or shim.DRIVER
         api_router = api_router or cloudlet_api.PASTE_APP_FACTORY
-    p = _Paths(state_dir)
-    settings = _settings(compute_driver, api_router, nova_extra_conf)
-    already = all(_running(p, n) for n in ORDER)
+    c = Cloud(name, state_dir)
+    p = _Paths(c)
+    settings = _settings(compute_driver, api_router, nova_extra_conf, cloudlet)
+    already = all(_running(p.infra, n) for n in INFRA) and all(
+        _running(p, n) for n in SERVICES)
     _ensure_packages()
     _ensure_libvirt()
     _prepare_dirs(p)
     _write_configs(p, settings)
     services = _services(p, settings)
-    _ensure_mariadb(p)
+    _ensure_infra(p)
     chains = _ensure_databases(p, settings)  # first run only; in the background
-    _ensure_rabbitmq(p)
-    _ensure_ovs(p)
-    _ensure_provider_host_side()
+    _ensure_rabbitmq(p.infra)
+    _ensure_ovs(p.infra)
+    _ensure_bridges(c)
+    links.ensure_provider_host_side(c, _ovs_vsctl)
     _write_clouds_yaml(p)
 
     _ensure_keystone_keys(p)
@@ -1055,7 +1175,7 @@ def up(state_dir=None, compute_driver=None, api_router=None, nova_extra_conf=Non
             if chains.done(*chains_of) and ("identity" not in g[0] or admin is not None):
                 g[1]()
                 groups.remove(g)
-        if admin is None and _running(p, "keystone") and _http_status(KEYSTONE_URL) == 200:
+        if admin is None and _running(p, "keystone") and _http_status(c.keystone_url) == 200:
             _ensure_identity(p, connect("cloudlet-admin", p.state))
             admin = connect("cloudlet-admin", p.state)  # a new token: the full catalog
             continue
@@ -1073,11 +1193,11 @@ def up(state_dir=None, compute_driver=None, api_router=None, nova_extra_conf=Non
     _wait(lambda: _agents_alive(admin, "DHCP agent"), 120, p, "neutron-dhcp-agent",
           "the DHCP agent to report alive")
     # Created once the DHCP agent is alive, so that neutron schedules the network to it.
-    net = _ensure_provider_network(admin)
+    net = _ensure_provider_network(admin, c)
     _ensure_dhcp_hosting(admin, net)
     _ensure_demo_security_group(p)
     for name in ("placement", "glance", "neutron-api", "nova-api"):
-        url = "http://%s:%d/" % (HOST, PORTS[name])
+        url = c.url(name)
         _wait(lambda: _http_status(url) in (200, 300), 120, p, name, "GET /")
     _ensure_flavors(admin)
     _ensure_compute_ready(p, admin, settings)
@@ -1085,30 +1205,32 @@ def up(state_dir=None, compute_driver=None, api_router=None, nova_extra_conf=Non
           "the provider network's DHCP port to become ACTIVE")
     elapsed = time.time() - t0
     summary = {
-        "state_dir": p.state, "clouds_yaml": clouds_yaml_path(p.state), "elapsed": elapsed,
-        "started": started, "already_running": already and not started,
+        "name": c.name, "state_dir": p.state, "clouds_yaml": os.path.join(p.state, "clouds.yaml"),
+        "elapsed": elapsed, "started": started, "already_running": already and not started,
         "compute_driver": settings["compute_driver"], "api_router": settings["api_router"],
-        "endpoints": {k: v[1] for k, v in ENDPOINTS.items()}, "identity": KEYSTONE_URL,
-        "provider_netns": provider_netns(),
+        "cloudlet": settings["cloudlet"],
+        "endpoints": {k: v[1] for k, v in c.endpoints.items()}, "identity": c.keystone_url,
+        "provider_netns": c.provider_netns, "netns": c.netns, "host": c.host,
     }
     state = "already running" if summary["already_running"] else "up"
-    _log("%s in %.1fs: keystone/placement/glance/nova/neutron on %s, provider net %s "
+    _log("%s%s in %.1fs: keystone/placement/glance/nova/neutron on %s%s, provider net %s "
          "(host %s%s), clouds %s, logs %s" % (
-             state, elapsed, HOST, PROVIDER_CIDR, PROVIDER_HOST_IP,
-             " in netns " + provider_netns() if provider_netns() else "",
+             "" if c.is_main else "cloud %s " % c.name, state, elapsed, c.host,
+             " in netns " + c.netns if c.netns else "", c.provider_cidr, c.provider_host_ip,
+             " in netns " + c.provider_netns if c.provider_netns else "",
              summary["clouds_yaml"], p.logs))
     return summary
 
 
-def _domains():
+def _domains(prefix=DOMAIN_PREFIX):
     r = subprocess.run(["virsh", "-c", "qemu:///system", "list", "--all", "--name"],
                        capture_output=True, text=True)
-    return [d for d in r.stdout.split() if d.startswith(DOMAIN_PREFIX)]
+    return [d for d in r.stdout.split() if d.startswith(prefix)]
 
 
-def _state_processes(p):
+def _state_processes(p, epmd=True):
     """PIDs of processes that name this state dir on their command line (privsep helpers,
-    dnsmasq, ...), excluding ourselves."""
+    dnsmasq, ...), excluding ourselves; with EPMD also RabbitMQ's epmd started from it."""
     pids = []
     needle = p.state.encode() + b"/"
     for d in os.listdir("/proc"):
@@ -1119,7 +1241,7 @@ def _state_processes(p):
                 cmd = f.read()
             if needle in cmd:
                 pids.append(int(d))
-            elif os.path.basename(cmd.split(b"\0")[0]) == b"epmd":
+            elif epmd and os.path.basename(cmd.split(b"\0")[0]) == b"epmd":
                 # RabbitMQ's epmd daemonizes; ours inherited HOME=STATE/rabbitmq.
                 with open("/proc/%s/environ" % d, "rb") as f:
                     if b"\0HOME=" + p.state.encode() + b"/rabbitmq\0" in b"\0" + f.read():
@@ -1146,26 +1268,52 @@ def _stop_all(p, names):
     return sorted(out, key=lambda n: ORDER.index(n) if n in ORDER else 99)
 
 
-INFRA = ["mariadb", "rabbitmq", "ovsdb-server", "ovs-vswitchd"]
+def _others_running(c):
+    """Names of the other clouds that have an OpenStack service running."""
+    out = []
+    for n in topology.NAMES:
+        if n == c.name:
+            continue
+        op = _Paths(Cloud(n))
+        if op.state != c.state and any(_running(op, s) for s in SERVICES):
+            out.append(n)
+    return out
 
 
-def down(state_dir=None, purge=False):
-    """Stop everything this stack started (by PID); keep data and logs unless purge."""
+def _dhcp_netns(p):
+    """qdhcp-* namespaces of the networks this cloud's DHCP agent serves."""
+    try:
+        return ["qdhcp-" + d for d in os.listdir(os.path.join(p.state, "neutron", "dhcp"))]
+    except OSError:
+        return []
+
+
+def down(state_dir=None, purge=False, name="a"):
+    """Stop everything stack NAME started (by PID); keep data and logs unless purge.
+
+    The shared infrastructure (MariaDB, RabbitMQ, OVS, the veth link) stays up while another
+    cloud still runs: the `down` of the last cloud stops it.
+    """
     t0 = time.time()
-    p = _Paths(state_dir)
+    c = Cloud(name, state_dir)
+    p = _Paths(c)
+    others = _others_running(c)
+    if purge and c.is_main and others:
+        raise StackError("cloud(s) %s run on the infrastructure in %s: take them down before "
+                         "purging it" % (", ".join(others), p.state))
     stopped = []
+    infra_pids = {_read_pid(p.infra, n) for n in INFRA} - {None}
     if os.path.isdir(p.run):
         # OpenStack services first (in parallel), then the domains nova made (libvirt unplugs
         # their OVS ports), leftovers (dnsmasq, privsep helpers), then the infrastructure.
-        stopped += _stop_all(p, [n for n in reversed(ORDER) if n not in INFRA])
-        for dom in _domains():
+        stopped += _stop_all(p, list(reversed(SERVICES)))
+        for dom in _domains(c.domain_prefix):
             subprocess.run(["virsh", "-c", "qemu:///system", "destroy", dom],
                            capture_output=True)
             subprocess.run(["virsh", "-c", "qemu:///system", "undefine", "--nvram", dom],
                            capture_output=True)
             stopped.append("domain " + dom)
-        infra_pids = {_read_pid(p, n) for n in INFRA}
-        for pid in _state_processes(p):
+        for pid in _state_processes(p, epmd=False):
             try:
                 pgid = os.getpgid(pid)
             except OSError:
@@ -1173,24 +1321,34 @@ def down(state_dir=None, purge=False):
             if pid not in infra_pids and pgid not in infra_pids:
                 _stop_pid(pid, group=False, timeout=3)
                 stopped.append("pid %d" % pid)
-        stopped += _stop_all(p, ["ovs-vswitchd", "rabbitmq", "mariadb"])
-        stopped += _stop_all(p, ["ovsdb-server"])
-        for pid in _state_processes(p):
-            _stop_pid(pid, group=False, timeout=3)
-            stopped.append("pid %d" % pid)
-    ns = provider_netns()
-    r = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
-    for line in r.stdout.splitlines():
-        name = line.split()[0] if line.split() else ""
-        if name and (name == ns or name.startswith("qdhcp-")):
-            subprocess.run(["ip", "netns", "delete", name], capture_output=True)
-    try:
-        os.unlink(p.mysql_sock)
-    except OSError:
-        pass
+    namespaces = [c.provider_netns] + _dhcp_netns(p)
+    if purge and not c.is_main and _running(p.infra, "mariadb"):
+        _mysql(p, " ".join("DROP DATABASE IF EXISTS %s;" % c.db(n) for n in topology.DATABASES))
+    if not others:
+        ip = p.infra
+        if os.path.isdir(ip.run):
+            stopped += _stop_all(ip, ["ovs-vswitchd", "rabbitmq", "mariadb"])
+            stopped += _stop_all(ip, ["ovsdb-server"])
+            for pid in _state_processes(ip):
+                _stop_pid(pid, group=False, timeout=3)
+                stopped.append("pid %d" % pid)
+        try:
+            os.unlink(ip.mysql_sock)
+        except OSError:
+            pass
+        # Nothing runs any more: every qdhcp-* namespace, the link and its namespaces go.
+        namespaces += [n for n in links.netns_list() if n.startswith("qdhcp-")]
+        links.remove_link()
+    vsctl = _ovs_vsctl if _running(p.infra, "ovs-vswitchd") else None
+    for ns in set(namespaces):
+        if ns:
+            links.delete_netns(ns, vsctl)
     if purge and os.path.isdir(p.state):
         shutil.rmtree(p.state)
-    _log("down in %.1fs (%s)" % (time.time() - t0, ", ".join(stopped) or "nothing was running"))
+    _log("%sdown in %.1fs (%s)%s" % (
+        "" if c.is_main else "cloud %s " % c.name, time.time() - t0,
+        ", ".join(stopped) or "nothing was running",
+        "; infrastructure kept for cloud %s" % ", ".join(others) if others else ""))
     return stopped
 
 
@@ -1206,59 +1364,139 @@ def _rss_kb(pid):
     return total
 
 
-def status(state_dir=None, quiet=False):
-    """Dict name -> {pid, running, rss_kb, port, log}; prints a table unless quiet."""
-    p = _Paths(state_dir)
+def status(state_dir=None, quiet=False, name="a"):
+    """Dict name -> {pid, running, rss_kb, port, log}; prints a table unless quiet. The shared
+    infrastructure's rows are those of cloud a's state dir."""
+    c = Cloud(name, state_dir)
+    p = _Paths(c)
     res = {}
-    for name in ORDER:
-        pid = _running(p, name)
-        port = PORTS.get(name)
-        res[name] = {"pid": pid, "running": bool(pid), "port": port, "log": p.log(name),
-                     "rss_kb": _rss_kb(pid) if pid else 0}
+    for svc in ORDER:
+        sp = p.infra if svc in INFRA else p
+        pid = _running(sp, svc)
+        port = PORTS.get(svc)
+        res[svc] = {"pid": pid, "running": bool(pid), "port": port, "log": sp.log(svc),
+                    "rss_kb": _rss_kb(pid) if pid else 0}
     if not quiet:
         total = 0
-        for name, s in res.items():
-            total += s["rss_kb"]
+        print("cloud %s: services on %s%s" % (c.name, c.host,
+                                               " in netns " + c.netns if c.netns else ""))
+        for svc, st in res.items():
+            total += st["rss_kb"]
             print("%-27s %-8s %-6s %7.0f MB  %s" % (
-                name, s["pid"] or "-", s["port"] or "", s["rss_kb"] / 1024.0,
-                "running" if s["running"] else "STOPPED"))
-        doms = _domains()
+                svc, st["pid"] or "-", st["port"] or "", st["rss_kb"] / 1024.0,
+                "running" if st["running"] else "STOPPED"))
+        doms = _domains(c.domain_prefix)
         print("domains: %s" % (" ".join(doms) or "none"))
         print("total RSS of stack processes: %.0f MB (state %s)" % (total / 1024.0, p.state))
     return res
 
 
+# Names `restart` accepts besides the services' own.
+SERVICE_GROUPS = {
+    "nova": [s for s in SERVICES if s.startswith("nova-")],
+    "neutron": [s for s in SERVICES if s.startswith("neutron-")],
+    "all": list(SERVICES),
+}
+
+
+def restart(services, state_dir=None, name="a", timeout=120):
+    """Restart SERVICES (names from SERVICES, or nova / neutron / all) of stack NAME with the
+    configuration files as they are in its state dir (nothing is re-rendered: edit
+    STATE/etc/nova/nova.conf, api-paste.ini, ... then call this). Waits until the API services
+    answer. A later `up` renders the templates again (overwriting such edits) and restarts
+    what changed. Returns the names restarted."""
+    c = Cloud(name, state_dir)
+    p = _Paths(c)
+    try:
+        with open(os.path.join(p.state, "settings.json")) as f:
+            settings = json.load(f)
+    except OSError:
+        raise StackError("cloud %s has no settings in %s: run `up` first" % (c.name, p.state))
+    settings.setdefault("cloudlet", False)
+    names = []
+    for n in services:
+        for m in SERVICE_GROUPS.get(n, [n]):
+            if m not in SERVICES:
+                raise StackError("unknown service %r (known: %s, or %s)" % (
+                    m, " ".join(SERVICES), " ".join(SERVICE_GROUPS)))
+            if m not in names:
+                names.append(m)
+    names.sort(key=SERVICES.index)
+    if not all(_running(p.infra, n) for n in INFRA):
+        raise StackError("the infrastructure (%s) is not running: use `up`" % ", ".join(INFRA))
+    t0 = time.time()
+    svc = _services(p, settings)
+    _stop_all(p, names)
+    for n in names:
+        argv, env, _files, _port = svc[n]
+        _start(p, n, argv, env, _service_hash(svc, n))
+    for n in names:
+        port = svc[n][3]
+        if port:
+            _wait(lambda: _http_status(c.url(n)) in (200, 300), timeout, p, n, "GET /")
+    time.sleep(1.0)
+    for n in names:
+        if not _running(p, n):
+            _fail(p, n, "process exited after restart")
+    _log("%srestarted %s in %.1fs" % ("" if c.is_main else "cloud %s: " % c.name,
+                                      " ".join(names), time.time() - t0))
+    return names
+
+
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--state-dir", default=None,
-                    help="default $CLOUDLET_STACK_DIR or %s" % DEFAULT_STATE)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--name", default=argparse.SUPPRESS, choices=topology.NAMES,
+                        help="which cloud: a (main, default) or b")
+    common.add_argument("--state-dir", default=argparse.SUPPRESS,
+                        help="default $CLOUDLET_STACK_DIR or %s for a, .state/stack-NAME "
+                        "otherwise" % DEFAULT_STATE)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0], parents=[common])
     sub = ap.add_subparsers(dest="cmd", required=True)
-    u = sub.add_parser("up", help="start the stack (idempotent)")
+    u = sub.add_parser("up", help="start the stack (idempotent)", parents=[common])
     u.add_argument("--compute-driver", help="nova [DEFAULT] compute_driver (env "
                    "CLOUDLET_COMPUTE_DRIVER; default %s)" % DEFAULT_COMPUTE_DRIVER)
     u.add_argument("--api-router", help="paste.app_factory of [app:osapi_compute_app_v21] (env "
                    "CLOUDLET_API_ROUTER; default %s)" % DEFAULT_API_ROUTER)
     u.add_argument("--cloudlet", action="store_true",
-                   help="enable OpenStack++ (shim, CloudletDriver, cloudlet_api router)")
+                   help="enable OpenStack++ (shim, CloudletDriver, cloudlet_api router, "
+                   "[cloudlet] handoff_host)")
     u.add_argument("--nova-extra-conf", help="extra config file for every nova service (env "
                    "CLOUDLET_NOVA_EXTRA_CONF)")
-    d = sub.add_parser("down", help="stop everything the stack started")
+    d = sub.add_parser("down", help="stop everything the stack started", parents=[common])
     d.add_argument("--purge", action="store_true", help="also delete the state directory")
-    sub.add_parser("status", help="show processes, RSS and domains")
-    n = sub.add_parser("netns-exec", help="run a command in the provider network's namespace")
+    sub.add_parser("status", help="show processes, RSS and domains", parents=[common])
+    r = sub.add_parser("restart", parents=[common],
+                       help="restart services without re-rendering their configuration")
+    r.add_argument("services", nargs="+", metavar="SERVICE",
+                   help="%s, or %s" % (" ".join(SERVICES), " ".join(SERVICE_GROUPS)))
+    n = sub.add_parser("netns-exec", help="run a command in the provider network's namespace",
+                       parents=[common])
     n.add_argument("command", nargs=argparse.REMAINDER)
+    sl = sub.add_parser("shape-link", help="token bucket on the veth link between a and b")
+    sl.add_argument("rate", nargs="?", default="25mbit")
+    sub.add_parser("unshape-link", help="remove the token bucket from the link")
     a = ap.parse_args(argv)
+    name = getattr(a, "name", "a")
+    state_dir = getattr(a, "state_dir", None)
     try:
         if a.cmd == "up":
-            up(a.state_dir, a.compute_driver, a.api_router, a.nova_extra_conf, a.cloudlet)
+            up(state_dir, a.compute_driver, a.api_router, a.nova_extra_conf, a.cloudlet,
+               name=name)
         elif a.cmd == "down":
-            down(a.state_dir, a.purge)
+            down(state_dir, a.purge, name=name)
         elif a.cmd == "status":
-            status(a.state_dir)
+            status(state_dir, name=name)
+        elif a.cmd == "restart":
+            restart(a.services, state_dir, name=name)
         elif a.cmd == "netns-exec":
-            os.execvp("ip", netns_argv(a.command)) if provider_netns() else \
-                os.execvp(a.command[0], a.command)
-    except StackError as e:
+            cmd = Cloud(name).provider_argv(a.command)
+            os.execvp(cmd[0], cmd)
+        elif a.cmd == "shape-link":
+            shape_link(a.rate)
+            print("\n".join("%s: %s" % kv for kv in links.link_qdiscs().items()))
+        elif a.cmd == "unshape-link":
+            unshape_link()
+    except (StackError, links.LinkError) as e:
         print(str(e), file=sys.stderr)
         return 1
     return 0

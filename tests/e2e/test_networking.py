@@ -42,11 +42,11 @@ except OSError as exc:
 """
 
 
-def http_get(ip, port, timeout=2.0):
-    """The body of ``GET /`` from ``ip:port``, asked from the provider network; None if the
-    TCP connection or the request failed."""
+def http_get(ip, port, timeout=2.0, cloud_name="a"):
+    """The body of ``GET /`` from ``ip:port``, asked from cloud ``cloud_name``'s provider
+    network; None if the TCP connection or the request failed."""
     r = subprocess.run(cloud.stack.netns_argv([sys.executable, "-c", HTTP_GET, ip, str(port),
-                                               str(timeout)]),
+                                               str(timeout)], name=cloud_name),
                        capture_output=True, text=True, timeout=timeout * 3 + 10)
     return r.stdout if r.returncode == 0 else None
 
@@ -68,9 +68,10 @@ def the_port(admin, server_id):
     return ports[0]
 
 
-def check_on_its_port(clouds, server, net, t_post, http_port):
+def check_on_its_port(clouds, server, net, t_post, http_port, cloud_name="a"):
     """The server's one port is ACTIVE on ``net``, the guest has its fixed IP (DHCP) and
-    serves HTTP on it to the provider network. Returns (port, fixed IP, timings)."""
+    serves HTTP on it to the provider network of cloud ``cloud_name``. Returns (port,
+    fixed IP, timings)."""
     demo, admin = clouds
     t_active = time.monotonic() - t_post
     port = the_port(admin, server.id)
@@ -98,7 +99,8 @@ def check_on_its_port(clouds, server, net, t_post, http_port):
         chan.run("mkdir -p /tmp/www%d && echo %s >/tmp/www%d/index.html && "
                  "httpd -p %d -h /tmp/www%d" % (http_port, token, http_port, http_port,
                                                  http_port))
-    cloud.wait_for(lambda: token in (http_get(fixed_ip, http_port) or ""), 60,
+    cloud.wait_for(lambda: token in (http_get(fixed_ip, http_port, cloud_name=cloud_name) or ""),
+                   60,
                    "HTTP answer from %s:%d" % (fixed_ip, http_port), interval=0.3)
     t_tcp = time.monotonic() - t_post
     return port, fixed_ip, {"port ACTIVE": t_port, "server ACTIVE": t_active, "DHCP address": t_dhcp, "TCP answer": t_tcp}
