@@ -179,6 +179,10 @@ class CloudletController(wsgi.Controller):
             error = webob.exc.HTTPBadRequest if exc.status == 400 else webob.exc.HTTPConflict
             raise error(explanation=str(exc))
         dest_name = args.get('dest_vmname') or instance.display_name
+        if glance.METADATA_HANDOFF_ERROR in (instance.metadata or {}):
+            metadata = dict(instance.metadata)
+            del metadata[glance.METADATA_HANDOFF_ERROR]
+            instance.metadata = metadata   # saved with the task state
         self._start_task(context, instance, [], task_state=task_states.MIGRATING)
         objects.InstanceAction.action_start(context, instance.uuid, 'cloudlet-handoff',
                                             want_result=False)

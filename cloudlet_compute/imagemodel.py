@@ -39,3 +39,5 @@ BASE_FILES = {BASE_DISK: "disk.raw", BASE_MEMORY: "memory.img",
 METADATA_HANDOFF_SOURCE = 'cloudlet_handoff_source'
 METADATA_HANDOFF_SECRET = 'cloudlet_handoff_secret'
 METADATA_HANDOFF_FROM = 'cloudlet_handoff_from'
+# Source server metadata: why its last handoff failed (event details are admin-only in nova).
+METADATA_HANDOFF_ERROR = 'cloudlet_handoff_error'

@@ -11,7 +11,9 @@ why, and the queued Glance records are deleted.
 
 A handoff runs under task_state ``migrating`` with the server's ``progress`` rising; its
 instance action ``cloudlet-handoff`` gets the event ``compute_cloudlet_handoff``, whose
-details say why it failed. After success the source server is deleted.
+details say why it failed (nova shows event details to admins only, so the reason is also
+put in the server's metadata ``cloudlet_handoff_error``, which the next handoff clears).
+After success the source server is deleted.
 """
 
 import oslo_messaging as messaging
@@ -98,9 +100,16 @@ class CloudletEndpoint:
             instance.progress = percent
             instance.save(expected_task_state=[task_states.MIGRATING])
 
-        dest_id = self.driver.cloudlet_handoff(context, instance, handoff_url, dest_token,
-                                               dest_vmname, dest_image_id, dest_flavor_id,
-                                               progress)
+        try:
+            dest_id = self.driver.cloudlet_handoff(context, instance, handoff_url, dest_token,
+                                                   dest_vmname, dest_image_id, dest_flavor_id,
+                                                   progress)
+        except Exception as exc:
+            reason = exc.format_message() if hasattr(exc, 'format_message') else str(exc)
+            instance.metadata = dict(instance.metadata or {},
+                                     **{glance.METADATA_HANDOFF_ERROR: reason[:255]})
+            instance.save()
+            raise
         LOG.info("handed off to server %s at %s; deleting it here", dest_id, handoff_url,
                  instance=instance)
         instance.task_state = None

@@ -56,9 +56,10 @@ class FakeCompute:
     turn (None: 404), the last one for good."""
 
     def __init__(self, states, answer=(202, {"handoff": DEST_URL}), actions=None,
-                 details=None):
+                 details=None, recorded_error=None):
         self.states, self.answer = list(states), answer
         self.actions, self.details = actions or [], details or {}
+        self.recorded_error = recorded_error
         self.posts, self.gets = [], []
 
     def find_server(self, ref, ignore_missing=True):
@@ -78,6 +79,10 @@ class FakeCompute:
         self.gets.append((path, microversion))
         if path.endswith("/os-instance-actions"):
             return Response(200, {"instanceActions": self.actions})
+        if "/metadata/" in path:
+            if self.recorded_error is None:
+                return Response(404, {"itemNotFound": {"message": "no such key"}})
+            return Response(200, {"meta": {path.rsplit("/", 1)[1]: self.recorded_error}})
         return Response(200, {"instanceAction": self.details[path.rsplit("/", 1)[1]]})
 
 
@@ -211,7 +216,7 @@ def test_handoff_wait_failure_has_the_reason_from_the_instance_action():
 
     assert str(exc.value) == "handoff of server vm1 failed: %s" % reason
     # The action of this request, read with the microversion that shows event details.
-    assert conn.compute.gets[-1] == ("/servers/%s/os-instance-actions/%s" % (SRC, REQ),
+    assert conn.compute.gets[-2] == ("/servers/%s/os-instance-actions/%s" % (SRC, REQ),
                                      "2.84")
 
 
@@ -538,3 +543,12 @@ class TestOscHandoff(base.TestCommand):
         self.assertRaises(base.ParserException, self.check_parser, cmd, ["vm1"], [])
         self.assertRaises(base.ParserException, self.check_parser, cmd,
                           ["vm1", "--dest-cloud", "c", "--residue", "r"], [])
+
+
+def test_handoff_failure_reason_from_metadata_when_details_are_hidden():
+    # Nova shows event details to admins only; the source leaves the reason in metadata.
+    failed = failed_action(None)
+    conn = source([server()], recorded_error="the destination has no base VM x", **failed)
+    assert ops.handoff_failure(conn, SRC, REQ) == "the destination has no base VM x"
+    conn = source([server()], **failed)
+    assert ops.handoff_failure(conn, SRC, REQ) == "Error"
