@@ -10,7 +10,6 @@ the server releases its port; a failed synthesis leaves no port behind.
 import datetime
 import os
 import subprocess
-import sys
 import time
 import uuid
 
@@ -21,35 +20,6 @@ from tests.conftest import scratch_root
 from tests.support import cloud
 from tests.e2e.test_nova_errors import cloud_domains, served  # noqa: F401 (served is a fixture)
 from tests.support.httpserve import FileServer
-
-# Runs in the provider network's namespace: one HTTP GET, prints the body (exit 1 on failure).
-HTTP_GET = """
-import socket, sys
-try:
-    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=float(sys.argv[3]))
-    s.settimeout(float(sys.argv[3]))
-    s.sendall(b"GET / HTTP/1.0\\r\\n\\r\\n")
-    data = b""
-    while True:
-        chunk = s.recv(4096)
-        if not chunk:
-            break
-        data += chunk
-    print(data.decode(errors="replace"))
-except OSError as exc:
-    print("%s: %s" % (type(exc).__name__, exc))
-    sys.exit(1)
-"""
-
-
-def http_get(ip, port, timeout=2.0, cloud_name="a"):
-    """The body of ``GET /`` from ``ip:port``, asked from cloud ``cloud_name``'s provider
-    network; None if the TCP connection or the request failed."""
-    r = subprocess.run(cloud.stack.netns_argv([sys.executable, "-c", HTTP_GET, ip, str(port),
-                                               str(timeout)], name=cloud_name),
-                       capture_output=True, text=True, timeout=timeout * 3 + 10)
-    return r.stdout if r.returncode == 0 else None
-
 
 def pings(ip):
     return subprocess.run(cloud.stack.netns_argv(["ping", "-c", "1", "-W", "1", ip]),
@@ -99,8 +69,8 @@ def check_on_its_port(clouds, server, net, t_post, http_port, cloud_name="a"):
         chan.run("mkdir -p /tmp/www%d && echo %s >/tmp/www%d/index.html && "
                  "httpd -p %d -h /tmp/www%d" % (http_port, token, http_port, http_port,
                                                  http_port))
-    cloud.wait_for(lambda: token in (http_get(fixed_ip, http_port, cloud_name=cloud_name) or ""),
-                   60,
+    cloud.wait_for(lambda: token in (cloud.http_get(fixed_ip, http_port, cloud_name=cloud_name)
+                                     or ""), 60,
                    "HTTP answer from %s:%d" % (fixed_ip, http_port), interval=0.3)
     t_tcp = time.monotonic() - t_post
     return port, fixed_ip, {"port ACTIVE": t_port, "server ACTIVE": t_active, "DHCP address": t_dhcp, "TCP answer": t_tcp}
@@ -140,7 +110,7 @@ def test_resumed_and_synthesized_vms_on_their_ports(clouds, base_images, provide
         port2, ip2, timings = check_on_its_port(clouds, synthesized, provider_net, t1, 8081)
         report("synthesized", timings)
         assert ip2 != ip
-        assert http_get(ip, 8080) is not None  # the resumed VM is still served on its own
+        assert cloud.http_get(ip, 8080) is not None  # the resumed VM is still served on its own
 
         # Deleting the VM releases its port.
         cloud.delete_server(demo, synthesized.id)
@@ -163,15 +133,15 @@ def check_security_group_blocks_tcp(demo, tag, port, ip, http_port):
         default = port.security_group_ids
         demo.network.update_port(port.id, security_group_ids=[group.id])
         t = time.monotonic()
-        cloud.wait_for(lambda: http_get(ip, http_port, timeout=1.0) is None, 30,
+        cloud.wait_for(lambda: cloud.http_get(ip, http_port, timeout=1.0) is None, 30,
                        "the ICMP-only group to block TCP", interval=0.5)
         blocked_after = time.monotonic() - t
         for _ in range(3):  # stays blocked, while ICMP (allowed) still passes
-            assert http_get(ip, http_port, timeout=2.0) is None
+            assert cloud.http_get(ip, http_port, timeout=2.0) is None
             assert pings(ip)
         demo.network.update_port(port.id, security_group_ids=default)
         t = time.monotonic()
-        cloud.wait_for(lambda: http_get(ip, http_port) is not None, 30,
+        cloud.wait_for(lambda: cloud.http_get(ip, http_port) is not None, 30,
                        "TCP allowed again by the default group", interval=0.5)
         print("\nsecurity group: TCP blocked %.1fs after the port update, allowed again after "
               "%.1fs" % (blocked_after, time.monotonic() - t))

@@ -20,23 +20,9 @@ sys.path.insert(0, os.path.join(ROOT, "stack"))
 import stack  # noqa: E402
 
 from tests.guest import guest  # noqa: E402
+from tests.support import cloud  # noqa: E402
 
 B = stack.cloud("b")
-
-# One HTTP GET, run in b's provider namespace; prints the body (exit 1 on failure).
-HTTP_GET = """
-import socket, sys
-s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2)
-s.settimeout(2)
-s.sendall(b"GET / HTTP/1.0\\r\\n\\r\\n")
-data = b""
-while True:
-    chunk = s.recv(4096)
-    if not chunk:
-        break
-    data += chunk
-print(data.decode(errors="replace"))
-"""
 
 
 def _wait(cond, timeout, what, interval=0.5):
@@ -90,19 +76,7 @@ def test_server_on_cloud_b(clouds_ab):
     images, server = [], None
     try:
         t0 = time.monotonic()
-        kernel = demo.image.create_image(
-            name=tag + "-kernel", filename=str(gdir / "vmlinuz"), disk_format="aki",
-            container_format="aki", visibility="private")
-        images.append(kernel)
-        ramdisk = demo.image.create_image(
-            name=tag + "-ramdisk", filename=str(gdir / "initrd.img"), disk_format="ari",
-            container_format="ari", visibility="private")
-        images.append(ramdisk)
-        disk = demo.image.create_image(
-            name=tag + "-disk", filename=str(gdir / "disk.raw"), disk_format="raw",
-            container_format="bare", visibility="private", kernel_id=kernel.id,
-            ramdisk_id=ramdisk.id, os_command_line=guest.KERNEL_CMDLINE)
-        images.append(disk)
+        disk = cloud.upload_guest(demo, tag, gdir, images)
         flavor = demo.compute.find_flavor("cl.tiny", ignore_missing=False)
         net = demo.network.find_network(B.provider_network, ignore_missing=False)
 
@@ -139,10 +113,7 @@ def test_server_on_cloud_b(clouds_ab):
                    "httpd -p 8080 -h /tmp/www" % token)
 
         def http():
-            r = subprocess.run(stack.netns_argv([sys.executable, "-c", HTTP_GET, fixed_ip,
-                                                 "8080"], name="b"),
-                               capture_output=True, text=True, timeout=30)
-            return r.returncode == 0 and token in r.stdout
+            return token in (cloud.http_get(fixed_ip, 8080, cloud_name="b") or "")
         _wait(http, 60, "HTTP from %s:8080 in netns %s" % (fixed_ip, B.provider_netns))
         t_tcp = time.monotonic() - t1
         # Not from cloud a's provider namespace: the networks are separate.

@@ -21,6 +21,7 @@ sys.path.insert(0, os.path.join(ROOT, "stack"))
 import stack  # noqa: E402
 
 from tests.guest import guest  # noqa: E402
+from tests.support import cloud  # noqa: E402
 
 
 def _wait(cond, timeout, what, interval=0.5):
@@ -56,19 +57,7 @@ def test_server_on_provider_network(running_stack, guest_dir):
     created_images, server = [], None
     try:
         t0 = time.monotonic()
-        kernel = demo.image.create_image(
-            name=tag + "-kernel", filename=str(guest_dir / "vmlinuz"), disk_format="aki",
-            container_format="aki", visibility="private")
-        created_images.append(kernel)
-        ramdisk = demo.image.create_image(
-            name=tag + "-ramdisk", filename=str(guest_dir / "initrd.img"), disk_format="ari",
-            container_format="ari", visibility="private")
-        created_images.append(ramdisk)
-        disk = demo.image.create_image(
-            name=tag + "-disk", filename=str(guest_dir / "disk.raw"), disk_format="raw",
-            container_format="bare", visibility="private", kernel_id=kernel.id,
-            ramdisk_id=ramdisk.id, os_command_line=guest.KERNEL_CMDLINE)
-        created_images.append(disk)
+        disk = cloud.upload_guest(demo, tag, guest_dir, created_images)
         for img in created_images:
             assert demo.image.get_image(img.id).status == "active"
         t_upload = time.monotonic() - t0

@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import subprocess
 import sys
 import time
 import uuid
@@ -55,6 +56,54 @@ def delete_server(conn, server_id):
         conn.compute.wait_for_delete(conn.compute.get_server(server_id), wait=120)
     except Exception:  # noqa: BLE001 - cleanup
         pass
+
+
+# Runs in the provider network's namespace: one HTTP GET, prints the body (exit 1 on failure).
+HTTP_GET = """
+import socket, sys
+try:
+    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=float(sys.argv[3]))
+    s.settimeout(float(sys.argv[3]))
+    s.sendall(b"GET / HTTP/1.0\\r\\n\\r\\n")
+    data = b""
+    while True:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    print(data.decode(errors="replace"))
+except OSError as exc:
+    print("%s: %s" % (type(exc).__name__, exc))
+    sys.exit(1)
+"""
+
+
+def http_get(ip, port, timeout=2.0, cloud_name="a"):
+    """The body of ``GET /`` from ``ip:port``, asked from cloud ``cloud_name``'s provider
+    network; None if the TCP connection or the request failed."""
+    r = subprocess.run(stack.netns_argv([sys.executable, "-c", HTTP_GET, ip, str(port),
+                                               str(timeout)], name=cloud_name),
+                       capture_output=True, text=True, timeout=timeout * 3 + 10)
+    return r.stdout if r.returncode == 0 else None
+
+
+def upload_guest(conn, tag, guest_dir, created):
+    """Upload the tiny guest as kernel, ramdisk and disk images named ``tag-*`` (appended to
+    ``created`` as they are made, for the caller's cleanup); return the disk image."""
+    kernel = conn.image.create_image(
+        name=tag + "-kernel", filename=str(guest_dir / "vmlinuz"), disk_format="aki",
+        container_format="aki", visibility="private")
+    created.append(kernel)
+    ramdisk = conn.image.create_image(
+        name=tag + "-ramdisk", filename=str(guest_dir / "initrd.img"), disk_format="ari",
+        container_format="ari", visibility="private")
+    created.append(ramdisk)
+    disk = conn.image.create_image(
+        name=tag + "-disk", filename=str(guest_dir / "disk.raw"), disk_format="raw",
+        container_format="bare", visibility="private", kernel_id=kernel.id,
+        ramdisk_id=ramdisk.id, os_command_line=guest.KERNEL_CMDLINE)
+    created.append(disk)
+    return disk
 
 
 def env():
