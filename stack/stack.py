@@ -1228,6 +1228,20 @@ def _domains(prefix=DOMAIN_PREFIX):
     return [d for d in r.stdout.split() if d.startswith(prefix)]
 
 
+def _strays(p, names):
+    """PIDs of this state dir's processes that run one of the service binaries ``names``."""
+    strays = []
+    for pid in _state_processes(p, epmd=False):
+        try:
+            with open("/proc/%d/cmdline" % pid, "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if any(os.path.basename(a).decode(errors="replace") in names for a in argv[:2]):
+            strays.append(pid)
+    return strays
+
+
 def _state_processes(p, epmd=True):
     """PIDs of processes that name this state dir on their command line (privsep helpers,
     dnsmasq, ...), excluding ourselves; with EPMD also RabbitMQ's epmd started from it."""
@@ -1427,6 +1441,8 @@ def restart(services, state_dir=None, name="a", timeout=120):
     t0 = time.time()
     svc = _services(p, settings)
     _stop_all(p, names)
+    for pid in _strays(p, names):   # a copy the pidfile no longer names (concurrent restarts)
+        _stop_pid(pid)
     for n in names:
         argv, env, _files, _port = svc[n]
         _start(p, n, argv, env, _service_hash(svc, n))
