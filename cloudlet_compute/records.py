@@ -89,9 +89,9 @@ def iter_records(plain):
     """Yield ``(target, index, source, value)`` for each record of a blob's plaintext.
 
     ``value`` is a memoryview of the 4096 chunk bytes for RAW and SELF, the base offset
-    for BASE_MEM and BASE_DISK, None for ZERO and ``(target, index)`` for PRIOR. Structure is checked here (lengths,
-    kinds, SELF pointing at an earlier literal); ranges of targets and base offsets are
-    checked by the stage that knows the images.
+    for BASE_MEM and BASE_DISK, None for ZERO and ``(target, index)`` for PRIOR.
+    Structure is checked here (lengths, kinds, SELF pointing at an earlier literal);
+    ranges of targets and base offsets are checked by the stage that knows the images.
     """
     view = memoryview(plain)
     literals = set()

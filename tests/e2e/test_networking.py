@@ -73,7 +73,8 @@ def check_on_its_port(clouds, server, net, t_post, http_port, cloud_name="a"):
                                      or ""), 60,
                    "HTTP answer from %s:%d" % (fixed_ip, http_port), interval=0.3)
     t_tcp = time.monotonic() - t_post
-    return port, fixed_ip, {"port ACTIVE": t_port, "server ACTIVE": t_active, "DHCP address": t_dhcp, "TCP answer": t_tcp}
+    return port, fixed_ip, {"port ACTIVE": t_port, "server ACTIVE": t_active,
+                            "DHCP address": t_dhcp, "TCP answer": t_tcp}
 
 
 def parse_time(stamp):

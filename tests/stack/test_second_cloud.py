@@ -25,16 +25,6 @@ from tests.support import cloud  # noqa: E402
 B = stack.cloud("b")
 
 
-def _wait(cond, timeout, what, interval=0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(interval)
-    raise AssertionError("timeout after %ss: %s" % (timeout, what))
-
-
 @pytest.fixture(scope="module")
 def clouds_ab():
     stack.up(cloudlet=True)
@@ -92,7 +82,7 @@ def test_server_on_cloud_b(clouds_ab):
 
         ports = list(demo.network.ports(device_id=server.id))
         assert len(ports) == 1, ports
-        port = _wait(lambda: (lambda pt: pt if pt.status == "ACTIVE" else None)(
+        port = cloud.wait_for(lambda: (lambda pt: pt if pt.status == "ACTIVE" else None)(
             demo.network.get_port(ports[0].id)), 60, "port ACTIVE")
         bound = admin.network.get_port(port.id)
         assert bound.binding_host_id == "cloudlet-b"
@@ -107,14 +97,15 @@ def test_server_on_cloud_b(clouds_ab):
         token = uuid.uuid4().hex
         with guest.GuestChannel(tcp=("127.0.0.1", serial[1])) as ch:
             ch.wait_ready(timeout=120)
-            _wait(lambda: ch.run("cat /run/net/*/ip 2>/dev/null; true").split() == [fixed_ip],
-                  120, "the guest to take %s by DHCP" % fixed_ip)
+            cloud.wait_for(
+                lambda: ch.run("cat /run/net/*/ip 2>/dev/null; true").split() == [fixed_ip],
+                120, "the guest to take %s by DHCP" % fixed_ip)
             ch.run("mkdir -p /tmp/www && echo %s >/tmp/www/index.html && "
                    "httpd -p 8080 -h /tmp/www" % token)
 
         def http():
             return token in (cloud.http_get(fixed_ip, 8080, cloud_name="b") or "")
-        _wait(http, 60, "HTTP from %s:8080 in netns %s" % (fixed_ip, B.provider_netns))
+        cloud.wait_for(http, 60, "HTTP from %s:8080 in netns %s" % (fixed_ip, B.provider_netns))
         t_tcp = time.monotonic() - t1
         # Not from cloud a's provider namespace: the networks are separate.
         r = subprocess.run(stack.netns_argv(["ping", "-c", "1", "-W", "1", fixed_ip]),
@@ -124,7 +115,7 @@ def test_server_on_cloud_b(clouds_ab):
         demo.compute.delete_server(server)
         demo.compute.wait_for_delete(server, interval=1, wait=120)
         server = None
-        _wait(lambda: demo.network.find_port(port.id) is None, 60, "port released")
+        cloud.wait_for(lambda: demo.network.find_port(port.id) is None, 60, "port released")
         print("\ncloud b: upload %.1fs, boot to ACTIVE %.1fs, to TCP answer %.1fs" % (
             t1 - t0, t_active, t_tcp))
     finally:

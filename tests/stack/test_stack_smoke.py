@@ -24,16 +24,6 @@ from tests.guest import guest  # noqa: E402
 from tests.support import cloud  # noqa: E402
 
 
-def _wait(cond, timeout, what, interval=0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(interval)
-    raise AssertionError("timeout after %ss: %s" % (timeout, what))
-
-
 @pytest.fixture(scope="module")
 def running_stack():
     summary = stack.up(cloudlet=True)
@@ -78,7 +68,7 @@ def test_server_on_provider_network(running_stack, guest_dir):
         port = ports[0]
         assert port.network_id == net.id
         fixed_ip = port.fixed_ips[0]["ip_address"]
-        port = _wait(lambda: (lambda pt: pt if pt.status == "ACTIVE" else None)(
+        port = cloud.wait_for(lambda: (lambda pt: pt if pt.status == "ACTIVE" else None)(
             demo.network.get_port(port.id)), 60, "port %s ACTIVE" % port.id)
         bound = admin.network.get_port(port.id)  # binding details are admin-only
         assert bound.binding_vif_type == "ovs", bound.binding_vif_type
@@ -89,7 +79,7 @@ def test_server_on_provider_network(running_stack, guest_dir):
             r = subprocess.run(stack.netns_argv(["ping", "-c", "1", "-W", "1", fixed_ip]),
                                capture_output=True)
             return r.returncode == 0
-        _wait(pings, 90, "ping %s from the provider network" % fixed_ip, interval=0.2)
+        cloud.wait_for(pings, 90, "ping %s from the provider network" % fixed_ip, interval=0.2)
         t_ping = time.monotonic() - t1
 
         # The guest itself reports the address it got over DHCP (its shell on ttyS1, here
@@ -106,7 +96,7 @@ def test_server_on_provider_network(running_stack, guest_dir):
         demo.compute.delete_server(server)
         demo.compute.wait_for_delete(server, interval=1, wait=120)
         server = None
-        _wait(lambda: demo.network.find_port(port.id) is None, 60,
+        cloud.wait_for(lambda: demo.network.find_port(port.id) is None, 60,
               "port %s released" % port.id)
         t_delete = time.monotonic() - t2
         print("\nsmoke timings: upload %.1fs, boot to ACTIVE %.1fs, to ping %.1fs, "
