@@ -44,6 +44,15 @@ def save_json(name, doc):
     return path
 
 
+def publish(name, doc, table):
+    """Save ``doc`` as ``.state/bench/NAME``, print it as JSON on stdout and ``table`` (its
+    human form) between two rules on stderr."""
+    path = save_json(name, doc)
+    print(json.dumps(doc, indent=1), flush=True)
+    print("\n" + "=" * 100 + "\n" + table + "\n" + "=" * 100, file=sys.stderr)
+    log("saved %s (%.0f s)", path, doc["bench_wall_s"])
+
+
 def human(n):
     """Bytes as a short human string."""
     for unit in ("B", "KiB", "MiB", "GiB"):

@@ -99,7 +99,7 @@ import uuid  # noqa: E402
 
 import libvirt  # noqa: E402
 
-from bench import human, log, save_json, state_dir  # noqa: E402
+from bench import human, log, publish, state_dir  # noqa: E402
 from bench.run import BenchError, check_state, host_info  # noqa: E402
 from cloudlet_compute import bases, domxml  # noqa: E402
 from tests.guest import guest  # noqa: E402
@@ -639,10 +639,7 @@ def main(argv=None):
             subprocess.CalledProcessError) as exc:
         log("FAILED: %s", exc)
         return 1
-    path = save_json("handoff.json", doc)
-    print(json.dumps(doc, indent=1), flush=True)
-    print("\n" + "=" * 100 + "\n" + table(doc) + "\n" + "=" * 100, file=sys.stderr)
-    log("saved %s (%.0f s)", path, doc["bench_wall_s"])
+    publish("handoff.json", doc, table(doc))
     return 0
 
 

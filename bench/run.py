@@ -19,7 +19,6 @@ if __name__ == "__main__":  # run as a script: make the repo importable, not ben
 
 import argparse  # noqa: E402
 import datetime  # noqa: E402
-import json  # noqa: E402
 import platform  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
@@ -30,7 +29,7 @@ import uuid  # noqa: E402
 import libvirt  # noqa: E402
 
 from bench import codecs as codec_bench  # noqa: E402
-from bench import human, log, median, save_json, state_dir  # noqa: E402
+from bench import human, log, median, publish, state_dir  # noqa: E402
 from cloudlet_compute import bases, capture, codecs, domains  # noqa: E402
 from tests.guest import guest  # noqa: E402
 from tests.support.httpserve import FileServer  # noqa: E402
@@ -300,10 +299,7 @@ def main(argv=None):
     except (BenchError, guest.GuestError) as exc:
         log("FAILED: %s", exc)
         return 1
-    path = save_json("overlay.json", doc)
-    print(json.dumps(doc, indent=1), flush=True)
-    print("\n" + "=" * 100 + "\n" + table(doc) + "\n" + "=" * 100, file=sys.stderr)
-    log("saved %s (%.0f s)", path, doc["bench_wall_s"])
+    publish("overlay.json", doc, table(doc))
     return 0
 
 

@@ -94,8 +94,11 @@ def cmd_handoff_send(args):
 
 def cmd_handoff_receive(args):
     store, conn = _store(args), domains.connect(args.connect)
-    url, dest_uuid, secret = handoffwire.parse_ticket(
-        open(args.ticket[1:]).read() if args.ticket.startswith("@") else args.ticket)
+    ticket = args.ticket
+    if ticket.startswith("@"):
+        with open(ticket[1:]) as f:
+            ticket = f.read()
+    url, dest_uuid, secret = handoffwire.parse_ticket(ticket)
     channel = handoffwire.connect(url, dest_uuid, secret)
     placement = instances.Placement(args.name, os.path.join(store.home, "instances", args.name),
                                     uuid=dest_uuid)
