@@ -12,9 +12,8 @@ import mmap
 from cloudlet_compute import records
 from cloudlet_compute.delta import content_sha256
 from cloudlet_compute.errors import FormatError, IntegrityError
+from cloudlet_compute.records import CHUNK_SIZE, ZERO_CHUNK
 
-CHUNK_SIZE = 4096
-ZERO_CHUNK = bytes(CHUNK_SIZE)
 MAX_WRITE = 4 << 20
 STREAM_PIECE = 8 << 20
 

@@ -16,10 +16,8 @@ from array import array
 
 from cloudlet_compute import migstream, qemuimg, saveimage
 from cloudlet_compute.errors import FormatError
+from cloudlet_compute.records import CHUNK_SIZE, ZERO_CHUNK
 from cloudlet_compute.skeleton import Skeleton
-
-CHUNK_SIZE = 4096
-ZERO_CHUNK = bytes(CHUNK_SIZE)
 
 
 class MemoryDelta:

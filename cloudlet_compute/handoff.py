@@ -34,13 +34,11 @@ from cloudlet_compute import instances, migstream, records, saveimage
 from cloudlet_compute.errors import (CloudletError, ConflictError, FetchError, FormatError,
                                      IntegrityError, NotFoundError)
 from cloudlet_compute.nbd import NBDServer
-from cloudlet_compute.records import TARGET_DISK, TARGET_MEMORY
+from cloudlet_compute.records import CHUNK_SIZE, TARGET_DISK, TARGET_MEMORY, ZERO_CHUNK
 
 LOG = logging.getLogger(__name__)
 
 PROTOCOL_VERSION = 1
-CHUNK_SIZE = 4096
-ZERO_CHUNK = bytes(CHUNK_SIZE)
 ZERO_DIGEST = hashlib.sha256(ZERO_CHUNK).digest()
 FLUSH_BYTES = 512 << 10       # records plaintext per frame
 FLUSH_SECONDS = 0.25          # ... or this old, so a slow trickle still moves

@@ -9,6 +9,7 @@ import re
 import msgpack
 
 from cloudlet_compute.errors import FormatError, IntegrityError
+from cloudlet_compute.records import CHUNK_SIZE
 
 FORMAT = "openstackpp-overlay"
 FORMAT_VERSION = 1
@@ -17,7 +18,6 @@ MEMBER_META = "overlay-meta"
 MEMBER_SKELETON = "memory-skeleton"
 BLOB_MEMBER = re.compile(r"blob-\d{5}\Z")
 
-CHUNK_SIZE = 4096
 MAX_META_SIZE = 16 << 20          # bytes of encoded meta a reader accepts
 MAX_BLOB_RAW = 64 << 20           # plaintext bytes per blob (writers aim at 4 MiB)
 MAX_DEVICE_STATE = 64 << 20       # non-RAM bytes of a memory image (header, XML, devices)

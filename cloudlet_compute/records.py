@@ -19,7 +19,10 @@ import struct
 
 from cloudlet_compute.errors import FormatError
 
+# The one definition of the chunk (memory page / disk block) size and of an all-zero chunk;
+# every other engine module imports them from here.
 CHUNK_SIZE = 4096
+ZERO_CHUNK = bytes(CHUNK_SIZE)
 
 TARGET_MEMORY = 0x10
 TARGET_DISK = 0x20
