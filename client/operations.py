@@ -46,12 +46,6 @@ class ApiError(CloudletError):
     """An OpenStack service answered with an error not covered by a more specific class."""
 
 
-class NotSupportedError(CloudletError):
-    """The cloud does not offer the operation (its API answered 501)."""
-
-    exit_code = 9
-
-
 class UsageError(CloudletError):
     """The options do not make a valid request (the exit code of argparse's errors)."""
 
@@ -127,8 +121,7 @@ def _check_response(resp):
     except (ValueError, TypeError, KeyError, StopIteration):
         message = resp.text or resp.reason
     message = " ".join(str(message).split())
-    cls = {401: AuthError, 404: NotFoundError, 409: ConflictError,
-           501: NotSupportedError}.get(resp.status_code, ApiError)
+    cls = {401: AuthError, 404: NotFoundError, 409: ConflictError}.get(resp.status_code, ApiError)
     raise cls("%s (HTTP %d)" % (message, resp.status_code))
 
 

@@ -23,11 +23,6 @@ from cloudlet_compute.imagemodel import (  # noqa: E402,F401
     RESPONSE_KEYS, SUFFIXES, SYSMETA_PREFIX)
 
 
-def image_type_of(image_props):
-    """Return the ``cloudlet_type`` of an image property dict (or None)."""
-    return (image_props or {}).get(PROPERTY_TYPE)
-
-
 def instance_base_id(instance):
     """Return the base id of the image ``instance`` was created from, if it was a base."""
     sysmeta = instance.system_metadata or {}

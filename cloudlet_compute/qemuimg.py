@@ -1,4 +1,4 @@
-"""Thin wrappers around ``qemu-img``: create, inspect, map and convert disk images."""
+"""Thin wrappers around ``qemu-img``: create, map and convert disk images."""
 
 import json
 import subprocess
@@ -20,11 +20,6 @@ def _run(args):
 def create_overlay(path, backing, backing_format="raw"):
     """Create a qcow2 image at ``path`` whose backing file is ``backing``."""
     _run(["create", "-q", "-f", "qcow2", "-F", backing_format, "-b", backing, path])
-
-
-def info(path):
-    """Return ``qemu-img info`` of ``path`` as a dict (shared lock: works on a running VM)."""
-    return json.loads(_run(["info", "-U", "--output=json", path]))
 
 
 def allocated_extents(path):
