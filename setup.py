@@ -11,8 +11,25 @@ setup(
                                     "dashboard_panel*", "client*"]),
     include_package_data=True,
     package_data={"dashboard_panel": ["content/*/templates/*/*.html"]},
+    # Every third-party import of the product (cloudlet_compute, cloudlet_api, dashboard_panel,
+    # client, fabfile.py). Always needed: the engine and the `cloudlet` CLI (msgpack,
+    # zstandard, libvirt-python, requests; cryptography for the handoff channel) and
+    # `cloudlet-client` / the Horizon panel's OpenStack calls (openstacksdk, keystoneauth1).
+    # `fab install` pip-installs this wheel into the target's OpenStack python with these
+    # (not the extras). Tested versions: constraints.txt.
     install_requires=["msgpack>=1.0", "zstandard>=0.22", "libvirt-python>=9.0",
-                      "requests>=2.28"],
+                      "requests>=2.28", "cryptography>=2.0", "openstacksdk", "keystoneauth1"],
+    extras_require={
+        # nova-api side (cloudlet_api) and nova-compute side (cloudlet_compute.nova).
+        "nova": ["nova>=34.0.0", "oslo.config", "oslo.log", "oslo.messaging", "oslo.utils",
+                 "oslo.concurrency", "oslo.policy", "WebOb"],
+        # The Horizon panel (dashboard_panel).
+        "horizon": ["horizon>=27.0.0", "Django"],
+        # `openstack cloudlet ...` (client/osc).
+        "osc": ["osc-lib", "python-openstackclient"],
+        # fabfile.py (its tasks; the agent half is stdlib only).
+        "fab": ["fabric>=3", "invoke"],
+    },
     entry_points={
         "console_scripts": [
             "cloudlet = cloudlet_compute.cli:main",
