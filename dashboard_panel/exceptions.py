@@ -1,4 +1,4 @@
-"""The plugin's one exception type (no imports: the ``enabled`` file names it in settings)."""
+"""The plugin's two exception types (no imports: the ``enabled`` file names them in settings)."""
 
 
 class CloudletAPIError(Exception):

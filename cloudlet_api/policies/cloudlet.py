@@ -33,8 +33,9 @@ cloudlet_policies = [
     policy.DocumentedRuleDefault(
         name=POLICY_ROOT % 'handoff',
         check_str=base.PROJECT_MEMBER_OR_ADMIN,
-        description="Hand a synthesized server off to another cloudlet (not implemented "
-                    "yet: the action answers 501)",
+        description="Hand a server created from a cloudlet base VM off to another cloudlet "
+                    "(handoff_url: the destination's compute endpoint), or save its VM "
+                    "overlay as a Glance image (handoff_url file://NAME)",
         operations=[{'method': 'POST',
                      'path': '/servers/{server_id}/action (cloudlet-handoff)'}],
         scope_types=['project']),
