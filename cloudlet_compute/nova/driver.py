@@ -34,6 +34,7 @@ from cloudlet_compute.nova import conf as cloudlet_conf
 from cloudlet_compute.nova import engine_adapter
 from cloudlet_compute.nova.exception import CloudletTaskFailed
 from cloudlet_compute.nova import rpc
+from cloudlet_compute.nova import snapshots
 
 LOG = logging.getLogger(__name__)
 CONF = nova.conf.CONF
@@ -46,29 +47,43 @@ WHAT = {RESUME: "resume of base VM", SYNTHESIS: "VM synthesis", HANDOFF: "VM han
 
 # What spawn decided for one instance; _create_guest reads it while spawn runs.
 SpawnPlan = collections.namedtuple(
-    'SpawnPlan', 'mode base_id disk_image_id memory_image_id overlay_url handoff_source '
-    'handoff_secret')
+    'SpawnPlan', 'mode base_id disk_image_id memory_image_id overlay_url overlay_image_id '
+    'handoff_source handoff_secret')
 
 
-def spawn_plan(instance):
-    """Return the SpawnPlan for ``instance``, or None for a stock libvirt boot.
+def spawn_plan(instance, image):
+    """Return the SpawnPlan for ``instance`` booting ``image`` (Glance's record of the image
+    nova boots, or None), or None for a stock libvirt boot.
 
-    Nova copied the image's properties into system_metadata (``image_<key>``) when the
-    server was created; the API's overlay_url is ordinary instance metadata.
+    The image decides, not the instance's system metadata: a snapshot or unshelve boots
+    another image than the one the server was created from. A base disk resumes the base
+    (or synthesizes ``overlay_url`` metadata, or receives a handoff); an overlay image (a
+    shelved cloudlet server) is synthesized; anything else boots as nova does.
     """
-    sysmeta = instance.system_metadata or {}
-    if sysmeta.get(glance.SYSMETA_PREFIX + glance.PROPERTY_TYPE) != glance.BASE_DISK:
-        return None
+    props = (image or {}).get('properties') or {}
+    image_type = props.get(glance.PROPERTY_TYPE)
     metadata = instance.metadata or {}
+    if image_type == glance.OVERLAY:
+        return SpawnPlan(mode=SYNTHESIS, base_id=props.get(glance.PROPERTY_BASE_ID),
+                         disk_image_id=props.get(glance.BASE_DISK),
+                         memory_image_id=props.get(glance.BASE_MEMORY), overlay_url=None,
+                         overlay_image_id=image['id'], handoff_source=None,
+                         handoff_secret=None)
+    if image_type != glance.BASE_DISK:
+        return None
     overlay_url = metadata.get(glance.METADATA_OVERLAY_URL)
     handoff_source = metadata.get(glance.METADATA_HANDOFF_SOURCE)
     mode = HANDOFF if handoff_source else SYNTHESIS if overlay_url else RESUME
-    return SpawnPlan(mode=mode,
-                     base_id=sysmeta.get(glance.SYSMETA_PREFIX + glance.PROPERTY_BASE_ID),
-                     disk_image_id=instance.image_ref,
-                     memory_image_id=sysmeta.get(glance.SYSMETA_PREFIX + glance.BASE_MEMORY),
-                     overlay_url=overlay_url, handoff_source=handoff_source,
+    return SpawnPlan(mode=mode, base_id=props.get(glance.PROPERTY_BASE_ID),
+                     disk_image_id=image['id'], memory_image_id=props.get(glance.BASE_MEMORY),
+                     overlay_url=overlay_url, overlay_image_id=None,
+                     handoff_source=handoff_source,
                      handoff_secret=metadata.get(glance.METADATA_HANDOFF_SECRET))
+
+
+def _overlay_name(plan):
+    """How a fault names the overlay of a synthesis (never a path on this host)."""
+    return plan.overlay_url or "image %s" % plan.overlay_image_id
 
 
 class CloudletDriver(libvirt_driver.LibvirtDriver):
@@ -85,34 +100,42 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
         self.bases = basecache.BaseCache(CONF.cloudlet.cache_dir)
         self._spawn_plans = {}
         self._receptions = {}   # instance uuid -> handed-off VM waiting for nova's spawn
+        self._shelved = {}      # instance uuid -> (workdir, overlay, base id) being shelved
         self.rpc_endpoint = rpc.register(virtapi, self)
 
     # --- spawn: resume base / synthesis ----------------------------------------------
     def spawn(self, context, instance, image_meta, injected_files,
               admin_password, allocations, network_info=None,
               block_device_info=None, power_on=True, accel_info=None):
-        plan = spawn_plan(instance)
+        plan = spawn_plan(instance, self._booted_image(context, image_meta))
         if plan is None:
             return super().spawn(context, instance, image_meta, injected_files,
                                  admin_password, allocations, network_info,
                                  block_device_info, power_on, accel_info)
         LOG.info("cloudlet spawn: %s from base %s", plan.mode, plan.base_id,
                  instance=instance)
-        with self._build_errors(instance, plan):
-            self._check_overlay_url(plan)
-            if not plan.base_id:
-                raise CloudletError("image %s has no %s property"
-                                    % (plan.disk_image_id, glance.PROPERTY_BASE_ID))
-            self.bases.ensure(context, plan.base_id, plan.disk_image_id,
-                              plan.memory_image_id)
-            if plan.mode == SYNTHESIS:
-                needed = engine_adapter.overlay_base_id(self.bases.store, plan.overlay_url)
-                if needed != plan.base_id:
-                    raise CloudletError("the overlay at %s needs base VM %s, but the image "
-                                        "is base VM %s" % (plan.overlay_url, needed,
-                                                           plan.base_id))
-        self._spawn_plans[instance.uuid] = plan
+        work = None
         try:
+            with self._build_errors(instance, plan):
+                self._check_overlay_url(plan)
+                if not plan.base_id:
+                    raise CloudletError("image %s has no %s property"
+                                        % (image_meta.id, glance.PROPERTY_BASE_ID))
+                self.bases.ensure(context, plan.base_id, plan.disk_image_id,
+                                  plan.memory_image_id)
+                location = plan.overlay_url
+                if plan.overlay_image_id:
+                    work = self.bases.store.scratch('overlay-image-')
+                    location = os.path.join(work, 'overlay.zip')
+                    self._image_api.download(context, plan.overlay_image_id,
+                                             dest_path=location)
+                if plan.mode == SYNTHESIS:
+                    needed = engine_adapter.overlay_base_id(self.bases.store, location)
+                    if needed != plan.base_id:
+                        raise CloudletError("the overlay %s needs base VM %s, but the image "
+                                            "is base VM %s" % (_overlay_name(plan), needed,
+                                                               plan.base_id))
+            self._spawn_plans[instance.uuid] = (plan, location)
             # No injection into a guest whose memory is restored rather than booted.
             super().spawn(context, instance, image_meta, [], None, allocations,
                           network_info, block_device_info, power_on, accel_info)
@@ -123,15 +146,26 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
             raise
         finally:
             self._spawn_plans.pop(instance.uuid, None)
+            if work:
+                shutil.rmtree(work, ignore_errors=True)
         reception = self._receptions.pop(instance.uuid, None)
         if reception is not None:
             # If the source does not hear this, it runs its copy again: fail ours then.
             with self._build_errors(instance, plan):
                 reception.running()
 
+    def _booted_image(self, context, image_meta):
+        """Glance's record of the image nova boots (None for a volume-backed server)."""
+        if not image_meta.obj_attr_is_set('id') or not image_meta.id:
+            return None
+        try:
+            return self._image_api.get(context, image_meta.id)
+        except exception.ImageNotFound:
+            return None
+
     def _create_guest(self, context, xml, instance, power_on=True, pause=False,
                       post_xml_callback=None):
-        plan = self._spawn_plans.get(instance.uuid)
+        plan, location = self._spawn_plans.get(instance.uuid, (None, None))
         if plan is None:
             # Every other path (hard reboot, resize, rescue...) boots from disk as usual.
             return super()._create_guest(context, xml, instance, power_on=power_on,
@@ -147,7 +181,7 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
                     conn, self.bases.store, plan.handoff_source, plan.handoff_secret,
                     plan.base_id, xml, paused=paused)
             else:
-                engine_adapter.synthesize_into(conn, self.bases.store, plan.overlay_url,
+                engine_adapter.synthesize_into(conn, self.bases.store, location,
                                                plan.base_id, xml, paused=paused)
         LOG.info("cloudlet %s done", plan.mode, instance=instance)
         # As in nova's _create_guest: the callback (config drive) needs the domain defined.
@@ -156,7 +190,7 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
         return self._host.get_guest(instance)
 
     def _check_overlay_url(self, plan):
-        if plan.mode != SYNTHESIS:
+        if not plan.overlay_url:
             return
         scheme = parse.urlsplit(plan.overlay_url).scheme
         if scheme not in CONF.cloudlet.overlay_url_schemes:
@@ -174,7 +208,7 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
         except Exception as exc:
             what = WHAT[plan.mode]
             if isinstance(exc, FetchError) and plan.mode == SYNTHESIS:
-                what += " (fetching %s)" % plan.overlay_url
+                what += " (fetching %s)" % _overlay_name(plan)
             if isinstance(exc, exception.NovaException):
                 reason = exc.format_message()
             elif isinstance(exc, CloudletError):
@@ -185,6 +219,63 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
             raise exception.BuildAbortException(
                 instance_uuid=instance.uuid, reason="%s failed: %s" % (what, reason)
             ) from exc
+
+    # --- nova's snapshots and shelve ------------------------------------------------
+    def power_off(self, instance, timeout=0, retry_interval=0):
+        """Shelving a running guest restored from a base VM first captures its VM overlay
+        (memory and disk) for :meth:`snapshot`; the guest then stops at once, since its
+        state is in the overlay. Any other power off is nova's."""
+        self._discard_shelved(instance.uuid)
+        if instance.task_state == task_states.SHELVING:
+            captured = self._capture_for_shelve(instance)
+            if captured is not None:
+                self._shelved[instance.uuid] = captured
+                timeout = 0
+        super().power_off(instance, timeout, retry_interval)
+
+    def _capture_for_shelve(self, instance):
+        """``(workdir, overlay path, base id)`` of the running guest, or None if it is not
+        running or was not restored from a base VM (nova's shelve then applies)."""
+        try:
+            guest = self._host.get_guest(instance)
+        except exception.InstanceNotFound:
+            return None
+        if not guest.is_active() or not engine_adapter.restored_base_id(
+                guest.get_xml_desc()):
+            return None
+        work = tempfile.mkdtemp(prefix='shelve-', dir=self.bases.store.tmp_dir)
+        try:
+            path = os.path.join(work, 'overlay.zip')
+            with self._task_errors('shelve'):
+                meta = engine_adapter.create_overlay(self._host.get_connection(),
+                                                     self.bases.store, guest.name, path)
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+        return work, path, meta['base_vm_sha256']
+
+    def _discard_shelved(self, instance_uuid):
+        shelved = self._shelved.pop(instance_uuid, None)
+        if shelved is not None:
+            shutil.rmtree(shelved[0], ignore_errors=True)
+
+    def snapshot(self, context, instance, image_id, update_task_state):
+        """nova's snapshot (createImage, backup, shelve) without the base VM labels the
+        record inherited; a shelve that captured an overlay uploads that instead."""
+        shelved = self._shelved.get(instance.uuid)
+        if shelved is None:
+            snapshots.drop_labels(context, self._image_api, image_id)
+            return super().snapshot(context, instance, image_id, update_task_state)
+        _work, path, base_id = shelved
+        try:
+            update_task_state(task_state=task_states.IMAGE_PENDING_UPLOAD)
+            update_task_state(task_state=task_states.IMAGE_UPLOADING,
+                              expected_state=task_states.IMAGE_PENDING_UPLOAD)
+            snapshots.upload_shelved_overlay(context, self._image_api, image_id, path,
+                                             instance, base_id)
+        finally:
+            self._discard_shelved(instance.uuid)
+        LOG.info("shelved as VM overlay image %s", image_id, instance=instance)
 
     # --- RPC work (called by CloudletEndpoint) ---------------------------------------
     def cloudlet_base(self, context, instance, image_ids, update_task_state):

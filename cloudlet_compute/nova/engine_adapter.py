@@ -68,6 +68,12 @@ def overlay_base_id(store, location):
     return meta["base_vm_sha256"]
 
 
+def restored_base_id(domain_xml):
+    """The base VM a domain was restored from (its cloudlet metadata), or None."""
+    from cloudlet_compute import domxml
+    return domxml.base_id_of(domain_xml)
+
+
 def create_base(conn, store, domain_name, name):
     """Snapshot running domain ``domain_name`` into a new base VM (it keeps running)."""
     return store.create_from_domain(conn, domain_name, name)

@@ -11,6 +11,8 @@ import uuid
 
 import fixtures
 
+from nova import context as nova_context
+from nova import objects
 from nova.tests.fixtures import libvirt as fakelibvirt
 from nova.tests.functional.libvirt import base
 
@@ -66,7 +68,7 @@ class CloudletTestBase(base.ServersTestBase):
 
         def recording_update(context, image_id, metadata, data=None, purge_props=False):
             if data is not None:
-                uploads[image_id] = data.read()
+                uploads[image_id] = self.glance._imagedata[image_id] = data.read()
             return update(context, image_id, metadata, data=None, purge_props=purge_props)
 
         self.glance.update = recording_update
@@ -112,6 +114,13 @@ class CloudletTestBase(base.ServersTestBase):
                 "container_format": "bare", "size": 1 << 20, "min_disk": 0,
                 "min_ram": 0, "properties": props})
         return ids
+
+    def _instance(self, server_id):
+        return objects.Instance.get_by_uuid(nova_context.get_admin_context(), server_id)
+
+    def _faults(self, server_id):
+        return [f.message for f in objects.InstanceFaultList.get_by_instance_uuids(
+            nova_context.get_admin_context(), [server_id])]
 
     def _boot(self, image_id=None, metadata=None, expected_state="ACTIVE", api=None):
         api = api or self.api

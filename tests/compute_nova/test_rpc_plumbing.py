@@ -22,13 +22,6 @@ from tests.compute_nova import base
 
 class RPCPlumbingTest(base.CloudletTestBase):
 
-    def _instance(self, server_id):
-        return objects.Instance.get_by_uuid(nova_context.get_admin_context(), server_id)
-
-    def _faults(self, server_id):
-        return [f.message for f in objects.InstanceFaultList.get_by_instance_uuids(
-            nova_context.get_admin_context(), [server_id])]
-
     def test_endpoint_is_served_by_the_compute_service(self):
         manager = self.compute.manager
         endpoints = [e for e in manager.additional_endpoints

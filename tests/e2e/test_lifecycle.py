@@ -1,0 +1,97 @@
+"""nova's own actions on a cloudlet server, on the embedded stack: nothing loses the VM.
+
+- createImage of a server resumed from a base VM gives a plain image of its disk: no base VM
+  labels, not listed as a base VM, and a server booted from it boots that disk (a fresh boot
+  with the customized files), never the base VM.
+- ``openstack server shelve`` of such a server stores its VM overlay in Glance; ``openstack
+  server unshelve`` synthesizes it: the guest's memory and disk are as they were, its
+  counter goes on (no reboot).
+"""
+
+import time
+
+from client.glance_import import wait_active
+from cloudlet_compute import imagemodel as model
+from cloudlet_compute.nova.snapshots import LABELS
+from tests.client.conftest import cloudlet_client, openstack
+from tests.compute.test_story import assert_same_guest
+from tests.guest import guest
+from tests.support import cloud
+
+
+def test_snapshot_is_the_servers_disk_and_boots_as_a_plain_server(clouds, base_images):
+    demo, _ = clouds
+    story = cloud.NovaStory(*clouds)
+    try:
+        resumed = story.boot("resumed", base_images[model.BASE_DISK])
+        expected = story.customize(resumed.id)
+        snapshot = demo.compute.create_server_image(resumed.id, story.tag + "-snap")
+        image_id = snapshot.id if hasattr(snapshot, "id") else snapshot
+        story.images.append(image_id)
+        image = wait_active(demo, image_id)
+        assert not LABELS & set(image.properties), image.properties
+        assert image_id not in cloudlet_client("list-base").stdout
+
+        # The tiny guest's disk has no boot loader: give the snapshot the guest's kernel,
+        # as one does for any image of such a disk.
+        kernel = demo.image.create_image(
+            name=story.tag + "-kernel", filename=str(guest.GUEST_DIR / "vmlinuz"),
+            disk_format="aki", container_format="aki", visibility="private")
+        story.images.append(kernel.id)
+        ramdisk = demo.image.create_image(
+            name=story.tag + "-ramdisk", filename=str(guest.GUEST_DIR / "initrd.img"),
+            disk_format="ari", container_format="ari", visibility="private")
+        story.images.append(ramdisk.id)
+        demo.image.update_image(image_id, kernel_id=kernel.id, ramdisk_id=ramdisk.id,
+                                os_command_line=guest.KERNEL_CMDLINE)
+
+        booted = story.boot("fromsnap", image_id)
+        observed = story.observe(booted.id)
+        assert observed["file"] == expected["file"]         # the customized disk
+        assert observed["var"] == ""                          # a fresh boot, not a restore
+        assert float(observed["uptime"]) < float(expected["uptime"])
+        assert demo.compute.get_server(resumed.id).status == "ACTIVE"
+    finally:
+        story.cleanup()
+
+
+def settled(conn, server_id):
+    """The server once no task runs on it any more, else None."""
+    server = conn.compute.get_server(server_id)
+    return server if server.task_state is None else None
+
+
+def test_shelve_and_unshelve_keep_memory_and_disk(clouds, base_images):
+    demo, _ = clouds
+    story = cloud.NovaStory(*clouds)
+    try:
+        resumed = story.boot("shelve", base_images[model.BASE_DISK])
+        expected = story.customize(resumed.id)
+        t0 = time.monotonic()
+        openstack("server", "shelve", resumed.id)   # returns once task_state is shelving
+        server = cloud.wait_for(lambda: settled(demo, resumed.id), 300, "shelve to end",
+                                interval=0.3)
+        t_shelve = time.monotonic() - t0
+        assert server.status == "SHELVED_OFFLOADED", (server.status, server.fault)
+        shelved = [i for i in demo.image.images() if i.name == resumed.name + "-shelved"]
+        assert len(shelved) == 1, shelved
+        story.images.append(shelved[0].id)
+        props = shelved[0].properties
+        assert props[model.PROPERTY_TYPE] == model.OVERLAY
+        assert props[model.BASE_DISK] == base_images[model.BASE_DISK]
+        assert props[model.BASE_MEMORY] == base_images[model.BASE_MEMORY]
+        assert shelved[0].size < 30 << 20   # the overlay, not the disk plus memory
+        assert shelved[0].id not in cloudlet_client("list-base").stdout
+
+        t0 = time.monotonic()
+        openstack("server", "unshelve", resumed.id)
+        server = demo.compute.wait_for_server(server, status="ACTIVE", failures=["ERROR"],
+                                              wait=300, interval=0.3)
+        print("\nshelve %.1fs (overlay image %.1f MiB), unshelve %.1fs (CLI to ACTIVE)"
+              % (t_shelve, shelved[0].size / 2**20, time.monotonic() - t0))
+        assert_same_guest(expected, story.observe(server.id))
+        # nova removes the shelved image once the server runs again.
+        cloud.wait_for(lambda: demo.image.find_image(shelved[0].id) is None, 60,
+                       "the shelved image to be deleted")
+    finally:
+        story.cleanup()
