@@ -26,11 +26,11 @@ from nova import exception
 from nova.image import glance as nova_glance
 from nova import objects
 
-from cloudlet_api import destination
-from cloudlet_api import glance
 from cloudlet_api.policies import cloudlet as policies
-from cloudlet_api import rpcapi
 from cloudlet_api.schemas import cloudlet as schema
+from cloudlet_compute.nova import destination
+from cloudlet_compute.nova import glance
+from cloudlet_compute.nova import rpcapi
 
 LOG = logging.getLogger(__name__)
 

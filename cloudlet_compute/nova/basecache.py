@@ -11,7 +11,7 @@ from oslo_log import log as logging
 from nova import exception
 from nova.image import glance as nova_glance
 
-from cloudlet_api import glance
+from cloudlet_compute.nova import glance
 from cloudlet_compute.nova import engine_adapter
 from cloudlet_compute.nova.exception import CloudletBaseUnavailable
 

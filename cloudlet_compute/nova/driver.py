@@ -26,13 +26,13 @@ from nova.compute import task_states
 from nova import exception
 from nova.virt.libvirt import driver as libvirt_driver
 
-from cloudlet_api import destination
-from cloudlet_api import glance
 from cloudlet_compute.errors import CloudletError, FetchError
 from cloudlet_compute.nova import basecache
 from cloudlet_compute.nova import conf as cloudlet_conf
+from cloudlet_compute.nova import destination
 from cloudlet_compute.nova import engine_adapter
 from cloudlet_compute.nova.exception import CloudletTaskFailed
+from cloudlet_compute.nova import glance
 from cloudlet_compute.nova import rpc
 from cloudlet_compute.nova import snapshots
 

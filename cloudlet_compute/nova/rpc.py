@@ -2,7 +2,7 @@
 
 CloudletDriver appends :class:`CloudletEndpoint` to the compute manager's
 ``additional_endpoints`` while nova builds the manager; ``Service.start()`` then serves it
-on the host's ``compute`` queue. The client is ``cloudlet_api.rpcapi``.
+on the host's ``compute`` queue. The client is ``cloudlet_compute.nova.rpcapi``.
 
 Task states, as nova's snapshot uses them: the API sets ``image_snapshot_pending``; here
 ``image_pending_upload`` while the engine works, ``image_uploading`` while Glance receives
@@ -26,8 +26,8 @@ from nova.compute import task_states
 from nova.compute import utils as compute_utils
 from nova.image import glance as nova_glance
 
-from cloudlet_api import glance
-from cloudlet_api import rpcapi
+from cloudlet_compute.nova import glance
+from cloudlet_compute.nova import rpcapi
 
 LOG = logging.getLogger(__name__)
 

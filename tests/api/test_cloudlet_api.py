@@ -11,14 +11,14 @@ from nova import objects
 import nova.policy
 from nova.tests.functional.api import client
 
-from cloudlet_api import glance as cloudlet_glance
+from cloudlet_compute.nova import glance as cloudlet_glance
 from tests.compute_nova import base
 
 UNKNOWN = "9a8b7c6d-0000-4000-8000-000000000000"
-BASE_CAST = "cloudlet_api.rpcapi.CloudletComputeAPI.cloudlet_base"
-OVERLAY_CAST = "cloudlet_api.rpcapi.CloudletComputeAPI.cloudlet_overlay_finish"
-HANDOFF_CAST = "cloudlet_api.rpcapi.CloudletComputeAPI.cloudlet_handoff"
-DEST = "cloudlet_api.destination.Destination."
+BASE_CAST = "cloudlet_compute.nova.rpcapi.CloudletComputeAPI.cloudlet_base"
+OVERLAY_CAST = "cloudlet_compute.nova.rpcapi.CloudletComputeAPI.cloudlet_overlay_finish"
+HANDOFF_CAST = "cloudlet_compute.nova.rpcapi.CloudletComputeAPI.cloudlet_handoff"
+DEST = "cloudlet_compute.nova.destination.Destination."
 
 
 class CloudletAPITest(base.CloudletTestBase):
@@ -182,7 +182,7 @@ class CloudletAPITest(base.CloudletTestBase):
         self.assertEqual(["ov"], [i["name"] for i in self._new_images(cloudlet_glance.OVERLAY)])
 
     def test_handoff_checks_the_destination_first(self):
-        from cloudlet_api.destination import DestinationError
+        from cloudlet_compute.nova.destination import DestinationError
         resumed = self._boot(image_id=self.base_images[cloudlet_glance.BASE_DISK])
         body = {"cloudlet-handoff": {"handoff_url": "http://dest:8774/v2.1/",
                                      "dest_token": "tok", "dest_vmname": "moved"}}

@@ -16,7 +16,7 @@ from nova import objects
 from nova.tests.fixtures import libvirt as fakelibvirt
 from nova.tests.functional.libvirt import base
 
-from cloudlet_api import glance as cloudlet_glance
+from cloudlet_compute.nova import glance as cloudlet_glance
 from cloudlet_compute.nova import engine_adapter
 from cloudlet_compute.nova import shim
 

@@ -13,7 +13,7 @@ from nova.compute import task_states
 from nova import context as nova_context
 from nova import objects
 
-from cloudlet_api import glance as cloudlet_glance
+from cloudlet_compute.nova import glance as cloudlet_glance
 from cloudlet_compute import imagemodel
 from cloudlet_compute.errors import ConflictError
 from cloudlet_compute.nova import rpc as cloudlet_rpc

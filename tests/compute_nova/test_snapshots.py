@@ -13,7 +13,7 @@ import fixtures
 from nova.compute import task_states
 from nova.virt.libvirt import driver as libvirt_driver
 
-from cloudlet_api import glance as cloudlet_glance
+from cloudlet_compute.nova import glance as cloudlet_glance
 from cloudlet_compute.errors import ConflictError
 from cloudlet_compute.nova import engine_adapter, snapshots
 from tests.compute_nova import base

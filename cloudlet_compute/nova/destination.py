@@ -12,7 +12,7 @@ from urllib import parse
 import requests
 from oslo_log import log as logging
 
-from cloudlet_api import glance
+from cloudlet_compute.nova import glance
 
 LOG = logging.getLogger(__name__)
 TIMEOUT = 30
