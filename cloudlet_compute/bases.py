@@ -33,10 +33,9 @@ from cloudlet_compute import domxml, imagemodel, migstream, qemuimg, saveimage
 from cloudlet_compute.errors import (CloudletError, ConflictError, FormatError,
                                      IntegrityError, NotFoundError)
 from cloudlet_compute.progress import NullProgress
-from cloudlet_compute.records import CHUNK_SIZE, ZERO_CHUNK
+from cloudlet_compute.records import CHUNK_SIZE, ZERO_DIGEST
 
 LOG = logging.getLogger(__name__)
-ZERO_DIGEST = hashlib.sha256(ZERO_CHUNK).digest()
 READ_PIECE = 1 << 20
 BASE_FORMAT = "openstackpp-base"
 PACKAGE_FORMAT = "openstackpp-base-package"

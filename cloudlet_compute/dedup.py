@@ -9,7 +9,7 @@ import hashlib
 
 from cloudlet_compute.records import (CHUNK_SIZE, SOURCE_BASE_DISK, SOURCE_BASE_MEM, SOURCE_RAW,
                                       SOURCE_SELF, SOURCE_ZERO, TARGET_DISK, TARGET_MEMORY,
-                                      ZERO_CHUNK)
+                                      ZERO_CHUNK, ZERO_DIGEST)
 
 
 class Chunk:
@@ -32,32 +32,47 @@ def base_indexes(base):
     memory = {}
     for i, offset in enumerate(offsets):
         memory.setdefault(digests[32 * i:32 * i + 32], offset)
-    zero = hashlib.sha256(ZERO_CHUNK).digest()
     disk_digests = base.disk_digests()
     disk = {}
     for i in range(len(disk_digests) // 32):
         digest = disk_digests[32 * i:32 * i + 32]
-        if digest != zero:
+        if digest != ZERO_DIGEST:
             disk.setdefault(digest, i * CHUNK_SIZE)
     return memory, disk
 
 
+class BaseMatcher:
+    """Where a chunk's bytes already are without this overlay: zeros, the base memory, the
+    base disk. Serves the overlay's dedup and the handoff encoder alike."""
+
+    def __init__(self, base):
+        self.memory_index, self.disk_index = base_indexes(base)
+
+    def classify(self, data):
+        """``(digest, source, ref)`` of chunk ``data`` (None: zeros): source is SOURCE_ZERO,
+        SOURCE_BASE_MEM or SOURCE_BASE_DISK with its base offset, or None for new bytes."""
+        if data is None or data == ZERO_CHUNK:
+            return ZERO_DIGEST, SOURCE_ZERO, None
+        digest = hashlib.sha256(data).digest()
+        offset = self.memory_index.get(digest)
+        if offset is not None:
+            return digest, SOURCE_BASE_MEM, offset
+        offset = self.disk_index.get(digest)
+        if offset is not None:
+            return digest, SOURCE_BASE_DISK, offset
+        return digest, None, None
+
+
 def dedup(memory_changed, disk_changed, base):
     """Return the changed chunks (memory first) as ``Chunk`` objects with their sources."""
-    memory_index, disk_index = base_indexes(base)
+    matcher = BaseMatcher(base)
     pivots = {}
     chunks = [Chunk(TARGET_MEMORY, i, d) for i, d in memory_changed]
     chunks += [Chunk(TARGET_DISK, i, d) for i, d in disk_changed]
-    sha = hashlib.sha256
     for chunk in chunks:
-        if chunk.data == ZERO_CHUNK:
-            chunk.source = SOURCE_ZERO
-            continue
-        digest = sha(chunk.data).digest()
-        if digest in memory_index:
-            chunk.source, chunk.ref = SOURCE_BASE_MEM, memory_index[digest]
-        elif digest in disk_index:
-            chunk.source, chunk.ref = SOURCE_BASE_DISK, disk_index[digest]
+        digest, source, ref = matcher.classify(chunk.data)
+        if source is not None:
+            chunk.source, chunk.ref = source, ref
         elif digest in pivots:
             chunk.source, chunk.ref = SOURCE_SELF, pivots[digest]
         else:

@@ -34,12 +34,12 @@ from cloudlet_compute import instances, migstream, records, saveimage
 from cloudlet_compute.errors import (CloudletError, ConflictError, FetchError, FormatError,
                                      IntegrityError, NotFoundError)
 from cloudlet_compute.nbd import NBDServer
-from cloudlet_compute.records import CHUNK_SIZE, TARGET_DISK, TARGET_MEMORY, ZERO_CHUNK
+from cloudlet_compute.records import (CHUNK_SIZE, TARGET_DISK, TARGET_MEMORY, ZERO_CHUNK,
+                                      ZERO_DIGEST)
 
 LOG = logging.getLogger(__name__)
 
 PROTOCOL_VERSION = 1
-ZERO_DIGEST = hashlib.sha256(ZERO_CHUNK).digest()
 FLUSH_BYTES = 512 << 10       # records plaintext per frame
 FLUSH_SECONDS = 0.25          # ... or this old, so a slow trickle still moves
 MAX_PLAIN = 64 << 20          # bound on any frame's decompressed size
@@ -65,7 +65,7 @@ class _Encoder:
 
     def __init__(self, channel, base, codec, level):
         self.channel, self.codec, self.level = channel, codec, level
-        self.memory_index, self.disk_index = dedup.base_indexes(base)
+        self.matcher = dedup.BaseMatcher(base)
         self.sent = {TARGET_MEMORY: {}, TARGET_DISK: {}}   # index -> digest of the latest
         self.held = {}      # digest -> (target, index) of a chunk the receiver holds now
         self.sources = dict.fromkeys(records.SOURCE_NAMES.values(), 0)
@@ -78,10 +78,7 @@ class _Encoder:
     def add(self, target, index, data):
         """Queue chunk ``index`` of ``target`` (``data`` None: zeros); skip it if the
         destination already has these bytes there."""
-        if data is None or data == ZERO_CHUNK:
-            digest = ZERO_DIGEST
-        else:
-            digest = hashlib.sha256(data).digest()
+        digest, source, ref = self.matcher.classify(data)
         sent = self.sent[target]
         old = sent.get(index)
         if old == digest:
@@ -91,15 +88,10 @@ class _Encoder:
             del self.held[old]   # the receiver's copy of those bytes is being overwritten
         sent[index] = digest
         b = self.builder
-        if digest == ZERO_DIGEST:
+        if source == records.SOURCE_ZERO:
             b.add_zero(target, index)
-            source = records.SOURCE_ZERO
-        elif digest in self.memory_index:
-            b.add_base(target, index, records.SOURCE_BASE_MEM, self.memory_index[digest])
-            source = records.SOURCE_BASE_MEM
-        elif digest in self.disk_index:
-            b.add_base(target, index, records.SOURCE_BASE_DISK, self.disk_index[digest])
-            source = records.SOURCE_BASE_DISK
+        elif source is not None:
+            b.add_base(target, index, source, ref)
         elif digest in self.literals:
             b.add_self(target, index, self.literals[digest])
             source = records.SOURCE_SELF

@@ -15,6 +15,7 @@ All integers are little-endian. A SELF record always points inside its own blob,
 blob can be decoded on its own, in any order.
 """
 
+import hashlib
 import struct
 
 from cloudlet_compute.errors import FormatError
@@ -23,6 +24,7 @@ from cloudlet_compute.errors import FormatError
 # every other engine module imports them from here.
 CHUNK_SIZE = 4096
 ZERO_CHUNK = bytes(CHUNK_SIZE)
+ZERO_DIGEST = hashlib.sha256(ZERO_CHUNK).digest()
 
 TARGET_MEMORY = 0x10
 TARGET_DISK = 0x20

@@ -10,8 +10,6 @@ import os
 from types import SimpleNamespace
 
 from nova.compute import task_states
-from nova import context as nova_context
-from nova import objects
 
 from cloudlet_compute.nova import glance as cloudlet_glance
 from cloudlet_compute import imagemodel
