@@ -29,7 +29,11 @@ class NBDClient:
 
     def __init__(self, path):
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._sock.connect(path)
+        try:
+            self._sock.connect(path)
+        except OSError as exc:
+            self._sock.close()
+            raise HypervisorError("cannot connect to qemu-nbd: %s" % exc.strerror) from None
         self._handle = 0
         self.size = self._handshake()
 
@@ -100,13 +104,23 @@ class NBDServer:
             args += ["--read-only", "--force-share"]
         self._proc = subprocess.Popen(args + [image], stdout=subprocess.DEVNULL,
                                       stderr=subprocess.PIPE)
+        # Ready once it accepts: qemu-nbd binds the socket (the file appears) before it
+        # listens, and a connect in between is refused (seen under load).
         deadline = time.monotonic() + 10
-        while not os.path.exists(socket_path):
+        while not self._accepts():
             if self._proc.poll() is not None or time.monotonic() > deadline:
                 err = self._proc.stderr.read().decode(errors="replace").strip()
                 self.stop()
                 raise HypervisorError("qemu-nbd could not serve %s: %s" % (image, err or "timeout"))
             time.sleep(0.005)
+
+    def _accepts(self):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(self.socket_path)
+            except (FileNotFoundError, ConnectionRefusedError):
+                return False
+        return True
 
     def connect(self):
         """Return a new ``NBDClient`` to this server."""
