@@ -72,8 +72,12 @@ DOMAIN_PREFIX = _A.domain_prefix
 DEFAULT_COMPUTE_DRIVER = "libvirt.LibvirtDriver"
 DEFAULT_API_ROUTER = "nova.api.openstack.compute:APIRouterV21.factory"
 
+# dnsmasq-utils: the DHCP agent releases a deleted port's lease with its dhcp_release. Without
+# it the lease (one day) outlives the port, and when Neutron hands the freed address to a new
+# port dnsmasq refuses it to the new MAC ("not using configured address ... because it is
+# leased to ..."): that VM never gets an address.
 PACKAGES = ["rabbitmq-server", "mariadb-server", "openvswitch-switch", "dnsmasq-base",
-            "iproute2", "iputils-ping"]
+            "dnsmasq-utils", "iproute2", "iputils-ping"]
 
 OVS_RUN = "/var/run/openvswitch"
 OVS_SOCK = topology.OVS_SOCK

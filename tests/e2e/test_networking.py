@@ -7,6 +7,7 @@ the provider network. A security group without a TCP rule blocks that TCP reques
 the server releases its port; a failed synthesis leaves no port behind.
 """
 
+import contextlib
 import datetime
 import os
 import subprocess
@@ -63,8 +64,8 @@ def check_on_its_port(clouds, server, net, t_post, http_port, cloud_name="a"):
                            == [fixed_ip], 180, "the guest to take %s by DHCP" % fixed_ip,
                            interval=0.5)
         except AssertionError:
-            raise AssertionError("guest never took %s; its view: %s" % (fixed_ip, chan.run(
-                "ls /sys/class/net; ls -R /run/net; cat /run/net/*/ip; true"))) from None
+            raise AssertionError("guest never took %s\n%s" % (
+                fixed_ip, dhcp_evidence(chan, admin, port))) from None
         t_dhcp = time.monotonic() - t_post
         chan.run("mkdir -p /tmp/www%d && echo %s >/tmp/www%d/index.html && "
                  "httpd -p %d -h /tmp/www%d" % (http_port, token, http_port, http_port,
@@ -75,6 +76,39 @@ def check_on_its_port(clouds, server, net, t_post, http_port, cloud_name="a"):
     t_tcp = time.monotonic() - t_post
     return port, fixed_ip, {"port ACTIVE": t_port, "server ACTIVE": t_active,
                             "DHCP address": t_dhcp, "TCP answer": t_tcp}
+
+
+# What the guest saw: its NICs, udhcpc's own log per NIC, the kernel's last lines.
+GUEST_NET_VIEW = ("ls /sys/class/net; ip -o link; ip -o -4 addr; cat /proc/net/dev; "
+                  "for d in /run/net/*; do echo \"== $d\"; ls $d; cat $d/udhcpc.log; done; "
+                  "dmesg | tail -25; true")
+
+
+def dhcp_evidence(chan, admin, port):
+    """The guest's and the host's view of a DHCP exchange that did not complete: udhcpc's
+    log, dnsmasq's lines and host entry for the port's MAC or address, the tap's OVS
+    counters."""
+    mac = port.mac_address.lower()
+    ip = port.fixed_ips[0]["ip_address"]
+    logs = os.path.join(cloud.stack.cloud().state, "logs", "dnsmasq")
+    lines = []
+    for root, _dirs, files in os.walk(logs):
+        for name in files:
+            with open(os.path.join(root, name), errors="replace") as f:
+                lines += [line.rstrip() for line in f
+                          if mac in line.lower() or " %s " % ip in line + " "]
+    dhcp_dir = os.path.join(cloud.stack.cloud().state, "neutron", "dhcp", port.network_id)
+    hosts = []
+    with contextlib.suppress(OSError), open(os.path.join(dhcp_dir, "host")) as f:
+        hosts = [line.rstrip() for line in f if mac in line.lower()]
+    tap = "tap" + port.id[:11]
+    ovs = subprocess.run(["ovs-vsctl", "--columns=name,ofport,statistics,link_state,"
+                          "external_ids", "list", "interface", tap],
+                         capture_output=True, text=True)
+    return ("guest view:\n%s\ndnsmasq lines for %s or %s:\n%s\ndnsmasq host entry: %s\n"
+            "OVS interface %s:\n%s%s" % (chan.run(GUEST_NET_VIEW), mac, ip,
+                                          "\n".join(lines[-40:]) or "(none)", hosts or "(none)",
+                                          tap, ovs.stdout, ovs.stderr))
 
 
 def parse_time(stamp):
@@ -120,6 +154,36 @@ def test_resumed_and_synthesized_vms_on_their_ports(clouds, base_images, provide
         cloud.delete_server(demo, resumed.id)
         cloud.wait_for(lambda: demo.network.find_port(port.id) is None, 60,
                        "port %s released" % port.id)
+    finally:
+        story.cleanup()
+
+
+def test_an_address_freed_by_a_deleted_port_serves_the_next_server(clouds, base_images,
+                                                                   provider_net):
+    """Neutron hands a freed address out again: the guest on the new port (new MAC) must
+    get it by DHCP, so the DHCP server must have let the deleted port's lease go."""
+    demo, admin = clouds
+    story = cloud.NovaStory(*clouds)
+    address = None
+    try:
+        for n in range(2):
+            fixed = {"fixed_ips": [{"ip_address": address}]} if address else {}
+            port = admin.network.create_port(network_id=provider_net.id,
+                                             project_id=demo.current_project_id, **fixed)
+            try:
+                if address:
+                    # The provider side still maps the address to the old MAC in its ARP cache.
+                    subprocess.run(cloud.stack.netns_argv(["ip", "neigh", "flush", "to",
+                                                           address]), check=True)
+                t0 = time.monotonic()
+                server = story.boot("reuse%d" % n, base_images[model.BASE_DISK],
+                                    networks=[{"port": port.id}])
+                _port, address, timings = check_on_its_port(clouds, server, provider_net, t0,
+                                                            8082 + n)
+                report("port %d with %s" % (n, address), timings)
+                cloud.delete_server(demo, server.id)
+            finally:
+                admin.network.delete_port(port.id, ignore_missing=True)
     finally:
         story.cleanup()
 
