@@ -10,6 +10,7 @@ import hashlib
 import mmap
 
 from cloudlet_compute import records
+from cloudlet_compute.bases import BaseDiskChunks
 from cloudlet_compute.delta import content_sha256
 from cloudlet_compute.errors import FormatError, IntegrityError
 from cloudlet_compute.records import CHUNK_SIZE, ZERO_CHUNK
@@ -29,13 +30,13 @@ class Rebuild:
         self.disk_chunks = base.disk_size // CHUNK_SIZE
         self._base_file = open(base.memory_path, "rb")
         self._base_mem = mmap.mmap(self._base_file.fileno(), 0, prot=mmap.PROT_READ)
-        self._disk_file = open(base.disk_path, "rb")
+        self._base_disk = BaseDiskChunks(base)
 
     def close(self):
         """Release the base images."""
         self._base_mem.close()
         self._base_file.close()
-        self._disk_file.close()
+        self._base_disk.close()
 
     def _source_bytes(self, source, value, where):
         if source in (records.SOURCE_RAW, records.SOURCE_SELF):
@@ -49,11 +50,7 @@ class Rebuild:
                 raise FormatError("%s refers to base memory offset %d, beyond the %d-byte image"
                                   % (where, value, self.base.memory_size))
             return self._base_mem[value:value + CHUNK_SIZE]
-        if value % 512 or value + CHUNK_SIZE > self.base.disk_size:
-            raise FormatError("%s refers to base disk offset %d, unaligned or beyond the "
-                              "%d-byte disk" % (where, value, self.base.disk_size))
-        self._disk_file.seek(value)
-        return self._disk_file.read(CHUNK_SIZE)
+        return self._base_disk.read(value, where)
 
     def apply_blob(self, name, plain):
         """Take in every record of one blob's plaintext; return how many there were."""

@@ -87,6 +87,31 @@ def index_memory(path):
         return hashlib.sha256(buf).hexdigest(), header, layout, digests
 
 
+class BaseDiskChunks:
+    """Chunks of a base disk read by byte offset, as records refer to them: each reference
+    is checked (512-byte aligned, inside the disk) before it is read."""
+
+    def __init__(self, base):
+        self.size = base.disk_size
+        self._file = open(base.disk_path, "rb")
+
+    def read(self, offset, where):
+        """The ``CHUNK_SIZE`` bytes at ``offset``; ``where`` names the record for errors."""
+        if offset % 512 or offset + CHUNK_SIZE > self.size:
+            raise FormatError("%s refers to base disk offset %d, unaligned or beyond the "
+                              "%d-byte disk" % (where, offset, self.size))
+        return os.pread(self._file.fileno(), CHUNK_SIZE, offset)
+
+    def close(self):
+        self._file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 class BaseVM:
     """One registered base VM (read-only view of its directory)."""
 

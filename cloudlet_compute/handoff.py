@@ -28,7 +28,7 @@ import time
 import libvirt
 import msgpack
 
-from cloudlet_compute import apply, capture, codecs, dedup, delta, domains, domxml
+from cloudlet_compute import apply, bases, capture, codecs, dedup, delta, domains, domxml
 from cloudlet_compute import handoffwire as wire
 from cloudlet_compute import instances, migstream, records, saveimage
 from cloudlet_compute.errors import (CloudletError, ConflictError, FetchError, FormatError,
@@ -241,8 +241,8 @@ def send(conn, store, domain_name, channel, progress=None, codec=codecs.DEFAULT_
 class _Reassembly:
     """The VM state as frames bring it: latest copy of every page and disk chunk."""
 
-    def __init__(self, base, base_mem):
-        self.base, self.base_mem = base, base_mem
+    def __init__(self, base, base_mem, base_disk):
+        self.base, self.base_mem, self.base_disk = base, base_mem, base_disk
         _blocks, _keys, offsets, digests = base.memory_pages()
         self.digest_at = {offset: digests[32 * i:32 * i + 32] for i, offset in enumerate(offsets)}
         self.pages, self.digests, self.disk = {}, {}, {}
@@ -264,11 +264,7 @@ class _Reassembly:
                 raise FormatError("%s refers to base memory offset %d, which is not a page of "
                                   "the base" % (where, value))
             return value
-        if value % 512 or value + CHUNK_SIZE > self.base.disk_size:
-            raise FormatError("%s refers to base disk offset %d, unaligned or beyond the disk"
-                              % (where, value))
-        with open(self.base.disk_path, "rb") as f:
-            return os.pread(f.fileno(), CHUNK_SIZE, value)
+        return self.base_disk.read(value, where)
 
     def _held(self, ref, where):
         target, index = ref
@@ -399,9 +395,10 @@ def receive(conn, store, channel, placement, paused=False, require_base=None):
         created = True
         with open(base.memory_path, "rb") as f, \
                 mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as base_mem, \
+                bases.BaseDiskChunks(base) as base_disk, \
                 NBDServer(placement.disk_path, "qcow2",
                           os.path.join(placement.path, "nbd.sock")) as disk:
-            state = _Reassembly(base, base_mem)
+            state = _Reassembly(base, base_mem, base_disk)
             pieces = _image_pieces(channel, state, disk, stats)
             instances.start(conn, placement, base, saveimage.SaveHeader(header["xml"], ""),
                             pieces, paused)
