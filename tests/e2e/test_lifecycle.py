@@ -3,6 +3,8 @@
 - createImage of a server resumed from a base VM gives a plain image of its disk: no base VM
   labels, not listed as a base VM, and a server booted from it boots that disk (a fresh boot
   with the customized files), never the base VM.
+- pause/unpause and suspend/resume keep the guest's memory; after a restart of nova-compute
+  the server is still ACTIVE and running, in sync, and nova's actions still work on it.
 - ``openstack server shelve`` of such a server stores its VM overlay in Glance; ``openstack
   server unshelve`` synthesizes it: the guest's memory and disk are as they were, its
   counter goes on (no reboot).
@@ -95,3 +97,43 @@ def test_shelve_and_unshelve_keep_memory_and_disk(clouds, base_images):
                        "the shelved image to be deleted")
     finally:
         story.cleanup()
+
+
+def wait_settled(conn, server_id, status, what):
+    server = cloud.wait_for(lambda: settled(conn, server_id), 300, what, interval=0.3)
+    assert server.status == status, (what, server.status, server.fault)
+    return server
+
+
+def test_pause_suspend_and_a_compute_restart_keep_the_guest(clouds, base_images):
+    demo, admin = clouds
+    story = cloud.NovaStory(*clouds)
+    try:
+        server = story.boot("life", base_images[model.BASE_DISK])
+        expected = story.customize(server.id)
+        for stop, start, stopped in (("pause", "unpause", "PAUSED"),
+                                     ("suspend", "resume", "SUSPENDED")):
+            openstack("server", stop, server.id)
+            wait_settled(demo, server.id, stopped, stop)
+            openstack("server", start, server.id)
+            wait_settled(demo, server.id, "ACTIVE", start)
+            assert_same_guest(expected, story.observe(server.id))
+
+        cloud.stack.restart(["nova-compute"])
+        cloud.wait_for(lambda: compute_up(admin), 120, "nova-compute to report up again")
+        after = admin.compute.get_server(server.id)
+        assert (after.status, after.power_state) == ("ACTIVE", 1), after
+        assert_same_guest(expected, story.observe(server.id))
+        # nova's actions still reach the server afterwards.
+        openstack("server", "pause", server.id)
+        wait_settled(demo, server.id, "PAUSED", "pause after the restart")
+        openstack("server", "unpause", server.id)
+        wait_settled(demo, server.id, "ACTIVE", "unpause after the restart")
+        assert_same_guest(expected, story.observe(server.id))
+    finally:
+        story.cleanup()
+
+
+def compute_up(admin):
+    return all(s.state == "up" and s.status == "enabled"
+               for s in admin.compute.services(binary="nova-compute"))
