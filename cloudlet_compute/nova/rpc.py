@@ -33,7 +33,7 @@ LOG = logging.getLogger(__name__)
 
 
 class CloudletEndpoint:
-    """RPC methods of the ``cloudlet`` namespace, version 1.0."""
+    """RPC methods of the ``cloudlet`` namespace (version ``rpcapi.VERSION``)."""
 
     target = messaging.Target(namespace=rpcapi.NAMESPACE, version=rpcapi.VERSION)
 

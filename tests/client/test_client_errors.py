@@ -1,7 +1,7 @@
 """Every error of the clients: a one-line message, its exit code, and nothing left behind.
 
 Exit codes of ``cloudlet-client``: 2 bad options, 3 bad package, 4 not found, 5 conflict,
-6 unreachable URL, 8 authentication, 9 not supported by the API (501), 130 interrupted.
+6 unreachable URL, 8 authentication, 130 interrupted.
 ``openstack cloudlet`` exits 1 with the same message, like every ``openstack`` command.
 """
 

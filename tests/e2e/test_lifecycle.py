@@ -36,16 +36,10 @@ def test_snapshot_is_the_servers_disk_and_boots_as_a_plain_server(clouds, base_i
 
         # The tiny guest's disk has no boot loader: give the snapshot the guest's kernel,
         # as one does for any image of such a disk.
-        kernel = demo.image.create_image(
-            name=story.tag + "-kernel", filename=str(guest.GUEST_DIR / "vmlinuz"),
-            disk_format="aki", container_format="aki", visibility="private")
-        story.images.append(kernel.id)
-        ramdisk = demo.image.create_image(
-            name=story.tag + "-ramdisk", filename=str(guest.GUEST_DIR / "initrd.img"),
-            disk_format="ari", container_format="ari", visibility="private")
-        story.images.append(ramdisk.id)
-        demo.image.update_image(image_id, kernel_id=kernel.id, ramdisk_id=ramdisk.id,
-                                os_command_line=guest.KERNEL_CMDLINE)
+        uploaded = []
+        kernel, ramdisk = cloud.upload_kernel(demo, story.tag, guest.GUEST_DIR, uploaded)
+        story.images += [i.id for i in uploaded]
+        demo.image.update_image(image_id, **cloud.boot_properties(kernel, ramdisk))
 
         booted = story.boot("fromsnap", image_id)
         observed = story.observe(booted.id)
@@ -63,6 +57,13 @@ def settled(conn, server_id):
     return server if server.task_state is None else None
 
 
+def wait_settled(conn, server_id, status, what):
+    """Wait until ``what`` (an action) ended; the server must then be ``status``."""
+    server = cloud.wait_for(lambda: settled(conn, server_id), 300, what, interval=0.3)
+    assert server.status == status, (what, server.status, server.fault)
+    return server
+
+
 def test_shelve_and_unshelve_keep_memory_and_disk(clouds, base_images):
     demo, _ = clouds
     story = cloud.NovaStory(*clouds)
@@ -71,10 +72,8 @@ def test_shelve_and_unshelve_keep_memory_and_disk(clouds, base_images):
         expected = story.customize(resumed.id)
         t0 = time.monotonic()
         openstack("server", "shelve", resumed.id)   # returns once task_state is shelving
-        server = cloud.wait_for(lambda: settled(demo, resumed.id), 300, "shelve to end",
-                                interval=0.3)
+        server = wait_settled(demo, resumed.id, "SHELVED_OFFLOADED", "shelve")
         t_shelve = time.monotonic() - t0
-        assert server.status == "SHELVED_OFFLOADED", (server.status, server.fault)
         shelved = [i for i in demo.image.images() if i.name == resumed.name + "-shelved"]
         assert len(shelved) == 1, shelved
         story.images.append(shelved[0].id)
@@ -98,11 +97,6 @@ def test_shelve_and_unshelve_keep_memory_and_disk(clouds, base_images):
     finally:
         story.cleanup()
 
-
-def wait_settled(conn, server_id, status, what):
-    server = cloud.wait_for(lambda: settled(conn, server_id), 300, what, interval=0.3)
-    assert server.status == status, (what, server.status, server.fault)
-    return server
 
 
 def test_pause_suspend_and_a_compute_restart_keep_the_guest(clouds, base_images):

@@ -90,6 +90,23 @@ def http_get(ip, port, timeout=2.0, cloud_name="a"):
 def upload_guest(conn, tag, guest_dir, created):
     """Upload the tiny guest as kernel, ramdisk and disk images named ``tag-*`` (appended to
     ``created`` as they are made, for the caller's cleanup); return the disk image."""
+    kernel, ramdisk = upload_kernel(conn, tag, guest_dir, created)
+    disk = conn.image.create_image(
+        name=tag + "-disk", filename=str(guest_dir / "disk.raw"), disk_format="raw",
+        container_format="bare", visibility="private", **boot_properties(kernel, ramdisk))
+    created.append(disk)
+    return disk
+
+
+def boot_properties(kernel, ramdisk):
+    """Image properties that boot the tiny guest's disk with its kernel and ramdisk."""
+    return {"kernel_id": kernel.id, "ramdisk_id": ramdisk.id,
+            "os_command_line": guest.KERNEL_CMDLINE}
+
+
+def upload_kernel(conn, tag, guest_dir, created):
+    """Upload the tiny guest's kernel and ramdisk (``tag-kernel``, ``tag-ramdisk``, appended
+    to ``created``); return both images."""
     kernel = conn.image.create_image(
         name=tag + "-kernel", filename=str(guest_dir / "vmlinuz"), disk_format="aki",
         container_format="aki", visibility="private")
@@ -98,12 +115,7 @@ def upload_guest(conn, tag, guest_dir, created):
         name=tag + "-ramdisk", filename=str(guest_dir / "initrd.img"), disk_format="ari",
         container_format="ari", visibility="private")
     created.append(ramdisk)
-    disk = conn.image.create_image(
-        name=tag + "-disk", filename=str(guest_dir / "disk.raw"), disk_format="raw",
-        container_format="bare", visibility="private", kernel_id=kernel.id,
-        ramdisk_id=ramdisk.id, os_command_line=guest.KERNEL_CMDLINE)
-    created.append(disk)
-    return disk
+    return kernel, ramdisk
 
 
 def env():
