@@ -102,13 +102,16 @@ def dhcp_evidence(chan, admin, port):
     with contextlib.suppress(OSError), open(os.path.join(dhcp_dir, "host")) as f:
         hosts = [line.rstrip() for line in f if mac in line.lower()]
     tap = "tap" + port.id[:11]
-    ovs = subprocess.run(["ovs-vsctl", "--columns=name,ofport,statistics,link_state,"
-                          "external_ids", "list", "interface", tap],
-                         capture_output=True, text=True)
+    host = [subprocess.run(argv, capture_output=True, text=True) for argv in (
+        ["ovs-vsctl", "--columns=name,type,ofport,statistics,admin_state,link_state,"
+         "external_ids", "list", "interface", tap],
+        ["ip", "-d", "link", "show", "dev", tap],
+        ["virsh", "-c", "qemu:///system", "domiflist",
+         admin.compute.get_server(port.device_id).instance_name])]
     return ("guest view:\n%s\ndnsmasq lines for %s or %s:\n%s\ndnsmasq host entry: %s\n"
-            "OVS interface %s:\n%s%s" % (chan.run(GUEST_NET_VIEW), mac, ip,
-                                          "\n".join(lines[-40:]) or "(none)", hosts or "(none)",
-                                          tap, ovs.stdout, ovs.stderr))
+            "host view of %s:\n%s" % (chan.run(GUEST_NET_VIEW), mac, ip,
+                                        "\n".join(lines[-40:]) or "(none)", hosts or "(none)",
+                                        tap, "".join(r.stdout + r.stderr for r in host)))
 
 
 def parse_time(stamp):
