@@ -96,11 +96,19 @@ def test_refused_and_failed_destinations_leave_the_source_running(moving_vm, lib
     assert not os.path.exists(os.path.join(empty_home, "instances", story.name("ho-nobase")))
     _source_intact(story, libvirt_conn, name, expected)
 
-    # The destination dies mid-stream.
+    # The destination dies mid-stream: frozen as soon as it has made the new VM's directory
+    # (frames are arriving; it cannot have reported RUNNING yet), then killed. A fixed sleep
+    # here let an unloaded machine finish the whole handoff first.
     os.unlink(ticket)
     sender = _sender(story, name, ticket)
     killed = _receiver(story.home, ticket, story.name("ho-killed"))
-    time.sleep(1.5)
+    dest_dir = os.path.join(story.home, "instances", story.name("ho-killed"))
+    deadline = time.monotonic() + 120
+    while not os.path.exists(dest_dir):
+        assert killed.poll() is None, killed.communicate()
+        assert time.monotonic() < deadline, "the destination never started receiving"
+        time.sleep(0.002)
+    killed.send_signal(signal.SIGSTOP)
     killed.send_signal(signal.SIGKILL)
     killed.wait()
     _, err = sender.communicate(timeout=180)

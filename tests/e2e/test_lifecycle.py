@@ -10,6 +10,7 @@
   counter goes on (no reboot).
 """
 
+import datetime
 import time
 
 from client.glance_import import wait_active
@@ -113,8 +114,12 @@ def test_pause_suspend_and_a_compute_restart_keep_the_guest(clouds, base_images)
             wait_settled(demo, server.id, "ACTIVE", start)
             assert_same_guest(expected, story.observe(server.id))
 
+        restarted = datetime.datetime.now(datetime.timezone.utc)
         cloud.stack.restart(["nova-compute"])
-        cloud.wait_for(lambda: compute_up(admin), 120, "nova-compute to report up again")
+        # The new process reports only after init_host (which clears a task state left
+        # pending): until then an action sent to it would be reset.
+        cloud.wait_for(lambda: compute_reported_since(admin, restarted), 120,
+                       "the restarted nova-compute to report", interval=0.5)
         after = admin.compute.get_server(server.id)
         assert (after.status, after.power_state) == ("ACTIVE", 1), after
         assert_same_guest(expected, story.observe(server.id))
@@ -128,6 +133,10 @@ def test_pause_suspend_and_a_compute_restart_keep_the_guest(clouds, base_images)
         story.cleanup()
 
 
-def compute_up(admin):
-    return all(s.state == "up" and s.status == "enabled"
-               for s in admin.compute.services(binary="nova-compute"))
+def compute_reported_since(admin, when):
+    """Every nova-compute is up and has reported after ``when`` (UTC)."""
+    services = list(admin.compute.services(binary="nova-compute"))
+    return services and all(
+        s.state == "up" and s.updated_at and datetime.datetime.fromisoformat(
+            s.updated_at.replace("Z", "")).replace(tzinfo=datetime.timezone.utc) > when
+        for s in services)
