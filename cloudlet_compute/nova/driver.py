@@ -35,6 +35,7 @@ from cloudlet_compute.nova.exception import CloudletTaskFailed
 from cloudlet_compute.nova import glance
 from cloudlet_compute.nova import rpc
 from cloudlet_compute.nova import snapshots
+from cloudlet_compute.nova import taps
 
 LOG = logging.getLogger(__name__)
 CONF = nova.conf.CONF
@@ -165,6 +166,16 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
 
     def _create_guest(self, context, xml, instance, power_on=True, pause=False,
                       post_xml_callback=None):
+        guest = self._start_guest(context, xml, instance, power_on, pause, post_xml_callback)
+        taps.settle(taps.ethernet_taps(xml))
+        return guest
+
+    def attach_interface(self, context, instance, image_meta, vif):
+        super().attach_interface(context, instance, image_meta, vif)
+        taps.settle([self.vif_driver.get_vif_devname(vif)])
+
+    def _start_guest(self, context, xml, instance, power_on, pause, post_xml_callback):
+        """Boot the guest as nova does, or resume/synthesize/receive it per the spawn plan."""
         plan, location = self._spawn_plans.get(instance.uuid, (None, None))
         if plan is None:
             # Every other path (hard reboot, resize, rescue...) boots from disk as usual.
