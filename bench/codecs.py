@@ -40,9 +40,10 @@ import time  # noqa: E402
 import uuid  # noqa: E402
 
 from bench import human, log, save_json, state_dir  # noqa: E402
-from cloudlet_compute import codecs, dedup, delta, overlay, pack  # noqa: E402
+from cloudlet_compute.format import blobcodec  # noqa: E402
+from cloudlet_compute.format.records import SOURCE_RAW, TARGET_MEMORY  # noqa: E402
 from cloudlet_compute.progress import NullProgress  # noqa: E402
-from cloudlet_compute.records import SOURCE_RAW, TARGET_MEMORY  # noqa: E402
+from cloudlet_compute.write import dedup, delta, overlay, pack  # noqa: E402
 
 CONFIGS = [("none", 0), ("xz", 1), ("xz", 6), ("xz", 9),
            ("zstd", 1), ("zstd", 3), ("zstd", 9), ("zstd", 19), ("zstd", 22)]
@@ -77,14 +78,15 @@ def overlay_content(base, memory_path, disk_path, workdir):
     # package with codec none; it differs between codecs by a few bytes of meta at most.
     fields = overlay.meta_fields(base, mem, disk)
     path = os.path.join(workdir, "codec-none.zip")
-    pack.write_package(path, chunks, mem.skeleton, fields, codecs.NONE, 0, NullProgress())
-    overhead = os.path.getsize(path) - sum(len(codecs.compress(p, codecs.NONE)) for p in plains)
+    pack.write_package(path, chunks, mem.skeleton, fields, blobcodec.NONE, 0, NullProgress())
+    overhead = os.path.getsize(path) - sum(len(blobcodec.compress(p, blobcodec.NONE))
+                                           for p in plains)
     os.unlink(path)
     sources = pack.source_counts(chunks)
     # How much of the literal payload no codec can shrink (a 4 KiB page zstd -1 cannot
     # bring under 4000 bytes is counted incompressible: the workload's random data).
     literals = [c for c in chunks if c.source == SOURCE_RAW]
-    incompressible = sum(1 for c in literals if len(codecs.compress(c.data, codecs.ZSTD, 1))
+    incompressible = sum(1 for c in literals if len(blobcodec.compress(c.data, blobcodec.ZSTD, 1))
                          > INCOMPRESSIBLE_PAGE)
     stats = {"memory_changed": len(mem.changed), "disk_changed": len(disk.changed),
              "sources": sources, "literal_bytes": sources["raw"] * delta.CHUNK_SIZE,
@@ -99,13 +101,13 @@ def overlay_content(base, memory_path, disk_path, workdir):
 
 def _compress_timed(plain, codec, level):
     t0 = time.thread_time()
-    stored = codecs.compress(plain, codec, level)
+    stored = blobcodec.compress(plain, codec, level)
     return stored, time.thread_time() - t0
 
 
 def measure(content, codec_name, level):
     """Compress and decompress ``content`` with one configuration; return a result row."""
-    codec = codecs.codec_id(codec_name)
+    codec = blobcodec.codec_id(codec_name)
     t0 = time.monotonic()
     with concurrent.futures.ThreadPoolExecutor(_workers()) as pool:
         results = list(pool.map(lambda p: _compress_timed(p, codec, level), content.plains))
@@ -114,7 +116,7 @@ def measure(content, codec_name, level):
     cpu, wall = [], []
     for rep in range(DECOMPRESS_REPEATS):
         w0, c0 = time.monotonic(), time.thread_time()
-        plains = [codecs.decompress(s, len(plain)) for s, plain in zip(stored, content.plains)]
+        plains = [blobcodec.decompress(s, len(plain)) for s, plain in zip(stored, content.plains)]
         cpu.append(time.thread_time() - c0)
         wall.append(time.monotonic() - w0)
         if plains != content.plains:
@@ -156,7 +158,8 @@ def recommend(rows):
     for name, _ in LINKS:
         fastest = min(rows, key=lambda r: r["links"][name]["serial_s"])
         per_link[name] = "%s-%d" % (fastest["codec"], fastest["level"])
-    default = (codecs.NAMES[codecs.DEFAULT_CODEC], codecs.DEFAULT_LEVELS[codecs.DEFAULT_CODEC])
+    default = (blobcodec.NAMES[blobcodec.DEFAULT_CODEC],
+               blobcodec.DEFAULT_LEVELS[blobcodec.DEFAULT_CODEC])
     current = [r for r in rows if (r["codec"], r["level"]) == default]
     versus = None
     if current:
@@ -174,8 +177,8 @@ def recommend(rows):
             "candidates": ["%s-%d" % (r["codec"], r["level"]) for r in candidates],
             "tied": ["%s-%d" % (r["codec"], r["level"]) for r in tied],
             "fastest_synthesis_per_link_any_size": per_link,
-            "engine_default": {"codec": codecs.NAMES[codecs.DEFAULT_CODEC],
-                               "level": codecs.DEFAULT_LEVELS[codecs.DEFAULT_CODEC]}}
+            "engine_default": {"codec": blobcodec.NAMES[blobcodec.DEFAULT_CODEC],
+                               "level": blobcodec.DEFAULT_LEVELS[blobcodec.DEFAULT_CODEC]}}
 
 
 def compare(content, configs=CONFIGS):
@@ -232,7 +235,9 @@ def main(argv=None):
     parser.add_argument("--json", action="store_true", help="print only the JSON")
     args = parser.parse_args(argv)
 
-    from cloudlet_compute import bases, capture, domains
+    from cloudlet_compute import bases
+    from cloudlet_compute.host import domains
+    from cloudlet_compute.write import capture
     from tests.guest import guest
     from tests.support.story import Story
 

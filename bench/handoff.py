@@ -101,7 +101,8 @@ import libvirt  # noqa: E402
 
 from bench import human, log, publish, state_dir  # noqa: E402
 from bench.run import BenchError, check_state, host_info  # noqa: E402
-from cloudlet_compute import bases, domxml  # noqa: E402
+from cloudlet_compute import bases  # noqa: E402
+from cloudlet_compute.host import domxml  # noqa: E402
 from tests.guest import guest  # noqa: E402
 from tests.support.story import CLI, CUSTOMIZE, OBSERVE, Story, make_dir, \
     parse_observation  # noqa: E402

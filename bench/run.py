@@ -30,7 +30,10 @@ import libvirt  # noqa: E402
 
 from bench import codecs as codec_bench  # noqa: E402
 from bench import human, log, median, publish, state_dir  # noqa: E402
-from cloudlet_compute import bases, capture, codecs, domains  # noqa: E402
+from cloudlet_compute import bases  # noqa: E402
+from cloudlet_compute.format import blobcodec  # noqa: E402
+from cloudlet_compute.host import domains  # noqa: E402
+from cloudlet_compute.write import capture  # noqa: E402
 from tests.guest import guest  # noqa: E402
 from tests.support.httpserve import FileServer  # noqa: E402
 from tests.support.story import CUSTOMIZE, Story, parse_observation  # noqa: E402
@@ -199,8 +202,8 @@ def run(runs, with_codecs=True):
                            "base_memory_image_bytes": base.memory_size,
                            "unique_random_bytes_written": RANDOM_PAYLOAD}
         doc["overlay"] = {"bytes": created["size"],
-                          "codec": codecs.NAMES[codecs.DEFAULT_CODEC],
-                          "level": codecs.DEFAULT_LEVELS[codecs.DEFAULT_CODEC],
+                          "codec": blobcodec.NAMES[blobcodec.DEFAULT_CODEC],
+                          "level": blobcodec.DEFAULT_LEVELS[blobcodec.DEFAULT_CODEC],
                           "chunks_by_source": created["sources"]}
         doc["creation"] = {"total_s": round(t["total"], 3), "downtime_s": round(t["downtime"], 3),
                            "phases_s": {k: round(v, 3) for k, v in t.items()

@@ -12,8 +12,9 @@ import shutil
 import tempfile
 import time
 
-from cloudlet_compute import bases, domxml, imagemodel as model
+from cloudlet_compute import bases, imagemodel as model
 from cloudlet_compute.errors import ConflictError, FetchError
+from cloudlet_compute.host import domxml
 
 LOG = logging.getLogger(__name__)
 

@@ -21,10 +21,11 @@ import openstack
 import openstack.exceptions as sdk_exc
 
 from client.glance_import import import_base_package
-from cloudlet_compute import bases, imagemodel as model, overlay
+from cloudlet_compute import bases, imagemodel as model
 from cloudlet_compute.errors import (CloudletError, ConflictError, FetchError, FormatError,
                                      NotFoundError)
 from cloudlet_compute.progress import NullProgress, Progress
+from cloudlet_compute.read import overlayinfo
 
 LOG = logging.getLogger(__name__)
 DOWNLOAD_PIECE = 1 << 20
@@ -475,7 +476,7 @@ def synthesis(conn, url, name, flavor=None, network="auto", wait=False,
     names."""
     scratch = tempfile.mkdtemp(prefix="cloudlet-synthesis-", dir=workdir)
     try:
-        meta, _size = overlay.info(url, scratch)
+        meta, _size = overlayinfo.info(url, scratch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     base_id = meta["base_vm_sha256"]

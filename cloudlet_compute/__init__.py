@@ -9,7 +9,8 @@ chunk
     The unit of comparison: one 4 KiB guest memory page or one 4 KiB disk block.
 memory image
     A libvirt save image: libvirt header + domain XML + QEMU migration stream
-    (see :mod:`cloudlet_compute.saveimage` and :mod:`cloudlet_compute.migstream`).
+    (see :mod:`cloudlet_compute.format.saveimage` and
+    :mod:`cloudlet_compute.format.migstream`).
 skeleton
     A memory image with the payload of every RAM page record cut out, plus the list of
     the places (*slots*) where the payloads go back.
@@ -24,10 +25,14 @@ VM overlay
 VM synthesis
     Base VM + VM overlay -> the customized VM, running, memory intact.
 
-Layout: format layers (``saveimage``, ``migstream``, ``records``, ``codecs``, ``meta``,
-``package``), the stages in data-flow order (``capture`` -> ``delta`` -> ``dedup`` ->
-``pack``; ``fetch`` -> ``unpack`` -> ``apply`` -> ``restore``), and the base VM store
-(``bases``). Nothing outside ``cloudlet_compute.nova`` imports nova.
+Layout, in the order the bytes flow: ``format`` (one module per layer: ``saveimage``,
+``migstream``, ``skeleton``, ``records``, ``blobcodec``, ``meta``, ``package``), ``write``
+(``capture`` -> ``delta`` -> ``dedup`` -> ``pack``; ``overlay.create``), ``read``
+(``fetch`` -> unpack -> ``apply`` -> restore: ``synthesis``; ``overlayinfo`` reads the meta
+alone, without libvirt), ``handoff`` (``transfer`` over the ``wire``), ``host`` (libvirt and
+QEMU: ``domains``, ``domxml``, ``instances``, ``nbd``, ``qemuimg``); at the top the base VM
+store (``bases``), the Glance model (``imagemodel``), ``errors``, ``progress`` and the
+``cloudlet`` CLI (``cli``). Nothing outside ``cloudlet_compute.nova`` imports nova.
 """
 
 __version__ = "0.1.0"

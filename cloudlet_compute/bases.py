@@ -29,11 +29,13 @@ from array import array
 
 import msgpack
 
-from cloudlet_compute import domxml, imagemodel, migstream, qemuimg, saveimage
+from cloudlet_compute import imagemodel
 from cloudlet_compute.errors import (CloudletError, ConflictError, FormatError,
                                      IntegrityError, NotFoundError)
+from cloudlet_compute.format import migstream, saveimage
+from cloudlet_compute.format.records import CHUNK_SIZE, ZERO_DIGEST
+from cloudlet_compute.host import domxml, qemuimg
 from cloudlet_compute.progress import NullProgress
-from cloudlet_compute.records import CHUNK_SIZE, ZERO_DIGEST
 
 LOG = logging.getLogger(__name__)
 READ_PIECE = 1 << 20
@@ -256,7 +258,7 @@ class BaseStore:
         The domain keeps running: it stops only while its last memory pages are taken
         and its disk file is copied (``capture``); the copy is then converted to raw.
         """
-        from cloudlet_compute import capture  # capture needs libvirt; the store does not
+        from cloudlet_compute.write import capture  # capture needs libvirt; the store does not
         work = self.scratch("create-")
         raw_path = os.path.join(work, "disk.raw")
         try:

@@ -8,10 +8,14 @@ import sys
 
 import uuid
 
-from cloudlet_compute import __version__, bases, codecs, domains, handoff, instances, overlay
-from cloudlet_compute import handoffwire, synthesis
+from cloudlet_compute import __version__, bases
 from cloudlet_compute.errors import CloudletError
+from cloudlet_compute.format import blobcodec
+from cloudlet_compute.handoff import transfer, wire
+from cloudlet_compute.host import domains, instances
 from cloudlet_compute.progress import Progress
+from cloudlet_compute.read import overlayinfo, synthesis
+from cloudlet_compute.write import overlay
 
 LOG = logging.getLogger("cloudlet")
 
@@ -73,8 +77,8 @@ def cmd_handoff_send(args):
     store, conn = _store(args), domains.connect(args.connect)
     domains.lookup(conn, args.domain)
     dest_uuid = str(uuid.uuid4())
-    listener = handoffwire.Listener(args.listen)
-    ticket = handoffwire.ticket(listener.url, dest_uuid, listener.secret_text)
+    listener = wire.Listener(args.listen)
+    ticket = wire.ticket(listener.url, dest_uuid, listener.secret_text)
     if args.ticket_file:
         with open(os.open(args.ticket_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600),
                   "w") as f:
@@ -83,8 +87,8 @@ def cmd_handoff_send(args):
         print(ticket, flush=True)
     channel = listener.accept(dest_uuid, args.wait)
     progress = _progress("handing off", 100, unit="%")
-    stats = handoff.send(conn, store, args.domain, channel,
-                         lambda done: progress.update(int(done * 100) - progress.done))
+    stats = transfer.send(conn, store, args.domain, channel,
+                          lambda done: progress.update(int(done * 100) - progress.done))
     progress.finish()
     domains.destroy(conn, args.domain)
     instances.Placement.in_home(store.home, args.domain).discard()
@@ -98,11 +102,11 @@ def cmd_handoff_receive(args):
     if ticket.startswith("@"):
         with open(ticket[1:]) as f:
             ticket = f.read()
-    url, dest_uuid, secret = handoffwire.parse_ticket(ticket)
-    channel = handoffwire.connect(url, dest_uuid, secret)
+    url, dest_uuid, secret = wire.parse_ticket(ticket)
+    channel = wire.connect(url, dest_uuid, secret)
     placement = instances.Placement(args.name, os.path.join(store.home, "instances", args.name),
                                     uuid=dest_uuid)
-    reception = handoff.receive(conn, store, channel, placement)
+    reception = transfer.receive(conn, store, channel, placement)
     reception.running()
     if args.json:
         print(json.dumps(dict(reception.stats, domain=args.name, uuid=dest_uuid), indent=1))
@@ -119,7 +123,7 @@ def cmd_resume(args):
 
 def cmd_overlay_create(args):
     meta, timings = overlay.create(domains.connect(args.connect), _store(args), args.domain,
-                                   os.path.abspath(args.output), codecs.codec_id(args.codec),
+                                   os.path.abspath(args.output), blobcodec.codec_id(args.codec),
                                    args.level, _progress)
     if args.json:
         print(json.dumps({"overlay": args.output, "size": os.path.getsize(args.output),
@@ -131,7 +135,7 @@ def cmd_overlay_create(args):
 
 
 def cmd_overlay_info(args):
-    meta, size = overlay.info(args.overlay, _store(args).tmp_dir)
+    meta, size = overlayinfo.info(args.overlay, _store(args).tmp_dir)
     summary = {
         "overlay": args.overlay, "size": size, "format_version": meta["version"],
         "base_vm_sha256": meta["base_vm_sha256"], "codec": meta.get("codec"),
@@ -208,8 +212,8 @@ def build_parser():
                       "running.")
     p.add_argument("domain")
     p.add_argument("-o", "--output", required=True, help="overlay zip to write")
-    p.add_argument("--codec", default=codecs.NAMES[codecs.DEFAULT_CODEC],
-                   choices=sorted(codecs.IDS), help="blob compression (default %(default)s)")
+    p.add_argument("--codec", default=blobcodec.NAMES[blobcodec.DEFAULT_CODEC],
+                   choices=sorted(blobcodec.IDS), help="blob compression (default %(default)s)")
     p.add_argument("--level", type=int, help="compression level (codec default if omitted)")
     p.add_argument("--json", action="store_true", help="print sizes and timings as JSON")
     p.set_defaults(func=cmd_overlay_create)

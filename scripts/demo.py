@@ -14,7 +14,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from cloudlet_compute import domains  # noqa: E402
+from cloudlet_compute.host import domains  # noqa: E402
 from tests.support import cloud, story as storymod  # noqa: E402
 from tests.support.httpserve import FileServer  # noqa: E402
 from cloudlet_compute import imagemodel as model  # noqa: E402

@@ -18,7 +18,7 @@ def libvirt_conn():
     """A connection to the system libvirtd, started (with the guest built) if needed."""
     subprocess.run([str(guest.REPO_DIR / "scripts" / "setup-host.sh")], check=True)
     guest.ensure_built(guest.GUEST_DIR)
-    from cloudlet_compute import domains
+    from cloudlet_compute.host import domains
     conn = domains.connect()
     yield conn
     conn.close()

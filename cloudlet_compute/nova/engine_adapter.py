@@ -59,10 +59,10 @@ def cache_base(store, base_id, name, fetch):
 
 def overlay_base_id(store, location):
     """Read only the meta of the overlay at ``location``; return the base id it needs."""
-    from cloudlet_compute import overlay
+    from cloudlet_compute.read import overlayinfo
     work = store.scratch("meta-")
     try:
-        meta, _size = overlay.info(location, work)
+        meta, _size = overlayinfo.info(location, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return meta["base_vm_sha256"]
@@ -70,7 +70,7 @@ def overlay_base_id(store, location):
 
 def restored_base_id(domain_xml):
     """The base VM a domain was restored from (its cloudlet metadata), or None."""
-    from cloudlet_compute import domxml
+    from cloudlet_compute.host import domxml
     return domxml.base_id_of(domain_xml)
 
 
@@ -81,7 +81,7 @@ def create_base(conn, store, domain_name, name):
 
 def create_overlay(conn, store, domain_name, out_path):
     """Write the VM overlay of ``domain_name`` (made from a cached base) to ``out_path``."""
-    from cloudlet_compute import overlay
+    from cloudlet_compute.write import overlay
     meta, timings = overlay.create(conn, store, domain_name, out_path)
     LOG.info("overlay of %s: %s", domain_name, timings)
     return meta
@@ -178,7 +178,7 @@ def plug_nova_nics(dom, nova_xml):
     paused until Neutron reports the ports plugged); the guest sees the change when it runs.
     """
     import libvirt
-    from cloudlet_compute import domains
+    from cloudlet_compute.host import domains
     try:
         live = dom.XMLDesc(0)
     except libvirt.libvirtError as exc:
@@ -197,7 +197,7 @@ def placement_for_nova(nova_xml):
     the base disk image; the engine makes its own over the verified cached base, so nova's
     fresh, never-used one is removed first. nova owns (and deletes) the directory.
     """
-    from cloudlet_compute import instances
+    from cloudlet_compute.host import instances
     name, uuid, disk, workdir = _nova_identity(nova_xml)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(disk)
@@ -209,7 +209,7 @@ def _finish_restore(conn, placement, nova_xml):
     """nova expects a persistent domain, with its NICs: define it, then plug nova's NICs.
     On failure the domain is removed (nova cleans up its ports and directory)."""
     import libvirt
-    from cloudlet_compute import domains
+    from cloudlet_compute.host import domains
     try:
         dom = conn.lookupByUUIDString(placement.uuid)
         conn.defineXML(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_SECURE))
@@ -225,7 +225,7 @@ def _finish_restore(conn, placement, nova_xml):
 
 def resume_into(conn, store, base_id, nova_xml, paused=False):
     """Start nova's domain (``nova_xml``) from base ``base_id``'s memory image."""
-    from cloudlet_compute import instances
+    from cloudlet_compute.host import instances
     base = store.get(base_id)
     placement = placement_for_nova(nova_xml)
     instances.resume(conn, base, placement, paused=paused)
@@ -238,7 +238,7 @@ def synthesize_into(conn, store, location, base_id, nova_xml, paused=False):
     The overlay must be for base ``base_id`` (the server's image). On failure the engine
     leaves no domain and none of its files; nova removes its instance directory.
     """
-    from cloudlet_compute import synthesis
+    from cloudlet_compute.read import synthesis
     placement = placement_for_nova(nova_xml)
     timings = synthesis.synthesize(conn, store, location, placement, require_base=base_id,
                                    paused=paused)
@@ -249,16 +249,16 @@ def synthesize_into(conn, store, location, base_id, nova_xml, paused=False):
 
 def handoff_listener(host):
     """A one-handoff listener on ``host`` with a fresh secret (``url``, ``secret_text``)."""
-    from cloudlet_compute import handoffwire
-    return handoffwire.Listener(host)
+    from cloudlet_compute.handoff import wire
+    return wire.Listener(host)
 
 
 def handoff_send(conn, store, domain_name, listener, dest_uuid, wait, check, progress):
     """Wait for destination server ``dest_uuid`` at ``listener``; hand ``domain_name`` off to
     it. On success the domain is left stopped (nova deletes it); on failure it runs."""
-    from cloudlet_compute import handoff
+    from cloudlet_compute.handoff import transfer
     channel = listener.accept(dest_uuid, wait, check)
-    stats = handoff.send(conn, store, domain_name, channel, progress, result_wait=wait)
+    stats = transfer.send(conn, store, domain_name, channel, progress, result_wait=wait)
     LOG.info("handoff of %s: %s", domain_name, stats)
     return stats
 
@@ -270,12 +270,11 @@ def handoff_receive_into(conn, store, source_url, secret_text, base_id, nova_xml
     Returns the engine's ``Reception``: call ``running()`` once nova has the guest running,
     or ``failed(reason)``. On failure here the source has been told and nothing is left.
     """
-    from cloudlet_compute import handoff, handoffwire
+    from cloudlet_compute.handoff import transfer, wire
     placement = placement_for_nova(nova_xml)
-    channel = handoffwire.connect(source_url, placement.uuid,
-                                  handoffwire.parse_secret(secret_text))
-    reception = handoff.receive(conn, store, channel, placement, paused=paused,
-                                require_base=base_id)
+    channel = wire.connect(source_url, placement.uuid, wire.parse_secret(secret_text))
+    reception = transfer.receive(conn, store, channel, placement, paused=paused,
+                                 require_base=base_id)
     try:
         _finish_restore(conn, placement, nova_xml)
     except BaseException as exc:

@@ -22,8 +22,8 @@ from openstack import exceptions as sdk_exceptions
 
 from client import glance_import
 from cloudlet_compute import imagemodel as model
-from cloudlet_compute import overlay as overlaymod
 from cloudlet_compute.errors import CloudletError
+from cloudlet_compute.read import overlayinfo
 from dashboard_panel.exceptions import CloudletAPIError, CloudletNotFound
 
 LOG = logging.getLogger(__name__)
@@ -255,7 +255,7 @@ def download_overlay(request, image_id):
 @handle_errors
 def overlay_meta(request, url):
     """Check overlay URL ``url`` (HEAD, then a read of its meta by Range) and return the
-    overlay's meta (``cloudlet_compute.overlay.info``)."""
+    overlay's meta (``cloudlet_compute.read.overlayinfo.info``)."""
     parsed = urllib.parse.urlsplit(url)
     if parsed.scheme not in OVERLAY_URL_SCHEMES or not parsed.hostname:
         raise CloudletAPIError("%s is not an http(s) URL" % url)
@@ -265,7 +265,7 @@ def overlay_meta(request, url):
         raise CloudletAPIError("cannot reach %s: %s" % (url, exc)) from exc
     if head.status_code >= 400:
         raise CloudletAPIError("%s: HTTP %d %s" % (url, head.status_code, head.reason))
-    meta, _size = overlaymod.info(url, getattr(settings, "FILE_UPLOAD_TEMP_DIR", None))
+    meta, _size = overlayinfo.info(url, getattr(settings, "FILE_UPLOAD_TEMP_DIR", None))
     return meta
 
 

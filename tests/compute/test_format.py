@@ -5,23 +5,37 @@ record source. ``golden/overlay-v1.zip`` freezes format version 1: today's write
 produce it byte for byte, and today's reader must rebuild the customized VM from it.
 """
 
+import json
 import os
 import random
 import shutil
+import subprocess
+import sys
 import zipfile
 
 import msgpack
 import pytest
 
-from cloudlet_compute import codecs, meta as metamod, records
 from cloudlet_compute.errors import CloudletError, FormatError
-from cloudlet_compute.fetch import FileSource
-from cloudlet_compute.package import Package
+from cloudlet_compute.format import blobcodec, meta as metamod, records
+from cloudlet_compute.format.package import Package
 from cloudlet_compute.progress import NullProgress
-from cloudlet_compute.synthesis import read_overlay
+from cloudlet_compute.read import overlayinfo
+from cloudlet_compute.read.fetch import FileSource
+from cloudlet_compute.read.synthesis import read_overlay
 from tests.support import synthetic
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "golden", "overlay-v1.zip")
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# Reads the golden overlay's meta with libvirt made unimportable: the reader the clients use
+# (and the client itself) must not load libvirt.
+NO_LIBVIRT_INFO = """
+import json, sys
+sys.modules["libvirt"] = sys.modules["libvirt_qemu"] = None
+from cloudlet_compute.read import overlayinfo
+import client.operations
+print(json.dumps(overlayinfo.info(sys.argv[1], sys.argv[2])))
+"""
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +73,16 @@ def test_writer_reproduces_the_golden_file(world):
         assert new.read() == golden.read(), "format v1 changed: bump the version, add a golden"
 
 
+def test_overlay_info_reads_the_golden_meta_without_libvirt(tmp_path):
+    r = subprocess.run([sys.executable, "-c", NO_LIBVIRT_INFO, GOLDEN, str(tmp_path)],
+                       cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    meta, size = json.loads(r.stdout)
+    assert size == os.path.getsize(GOLDEN)
+    assert meta == json.loads(json.dumps(overlayinfo.info(GOLDEN, str(tmp_path))[0]))
+    assert meta["version"] == metamod.FORMAT_VERSION
+
+
 def test_golden_file_rebuilds_the_customized_vm(world):
     base, _out, _meta, image, disk = world
     got_image, got_disk, meta = rebuild(GOLDEN, base)
@@ -67,20 +91,20 @@ def test_golden_file_rebuilds_the_customized_vm(world):
     assert got_disk == disk
 
 
-@pytest.mark.parametrize("codec", sorted(codecs.NAMES))
+@pytest.mark.parametrize("codec", sorted(blobcodec.NAMES))
 @pytest.mark.parametrize("data", [b"", b"x", bytes(10000), os.urandom(70000)])
 def test_codec_round_trip(codec, data):
-    stored = codecs.compress(data, codec)
+    stored = blobcodec.compress(data, codec)
     assert stored[0] == codec
-    assert codecs.decompress(stored, len(data)) == data
+    assert blobcodec.decompress(stored, len(data)) == data
     if data:
         with pytest.raises(FormatError):
-            codecs.decompress(stored, len(data) - 1)
+            blobcodec.decompress(stored, len(data) - 1)
 
 
 def test_unknown_codec_id_is_rejected():
     with pytest.raises(FormatError, match="unknown codec id 9"):
-        codecs.decompress(b"\x09abc", 10)
+        blobcodec.decompress(b"\x09abc", 10)
 
 
 def test_records_round_trip():

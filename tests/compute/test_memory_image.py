@@ -9,10 +9,12 @@ import uuid
 
 import pytest
 
-from cloudlet_compute import bases, delta, migstream, saveimage
-from cloudlet_compute.apply import Rebuild
+from cloudlet_compute import bases
 from cloudlet_compute.errors import FormatError
-from cloudlet_compute.skeleton import Skeleton
+from cloudlet_compute.format import migstream, saveimage
+from cloudlet_compute.format.skeleton import Skeleton
+from cloudlet_compute.read.apply import Rebuild
+from cloudlet_compute.write import delta
 from tests.conftest import scratch_root
 from tests.guest import guest
 

@@ -4,7 +4,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from cloudlet_compute import domxml
+from cloudlet_compute.host import domxml
 from cloudlet_compute.nova import engine_adapter
 
 BASE_XML = """<domain type='qemu'><name>base</name><uuid>00000000-0000-0000-0000-000000000001</uuid>

@@ -19,8 +19,9 @@ import pytest
 
 from client import operations
 from client.glance_import import import_base_package
-from cloudlet_compute import handoffwire, imagemodel as model
+from cloudlet_compute import imagemodel as model
 from cloudlet_compute.errors import CloudletError
+from cloudlet_compute.handoff import wire
 from tests.compute.test_story import assert_same_guest
 from tests.conftest import scratch_root
 from tests.e2e.test_networking import check_on_its_port
@@ -151,9 +152,9 @@ def test_handoff_moves_the_vm_to_cloud_b(clouds, cloud_b, base_images_b, source)
         assert dest.status == "ACTIVE"
         assert dest.metadata[model.METADATA_HANDOFF_FROM] == vm.id
         with pytest.raises(CloudletError):   # the secret was for one connection only
-            handoffwire.connect(dest.metadata[model.METADATA_HANDOFF_SOURCE], dest.id,
-                                handoffwire.parse_secret(
-                                    dest.metadata[model.METADATA_HANDOFF_SECRET]), timeout=5)
+            wire.connect(dest.metadata[model.METADATA_HANDOFF_SOURCE], dest.id,
+                         wire.parse_secret(
+                             dest.metadata[model.METADATA_HANDOFF_SECRET]), timeout=5)
         assert admin_b.compute.get_server(dest.id).instance_name.startswith("stkb-")
         assert demo.compute.find_server(vm.id) is None          # a's server is gone
         seen = _observe(admin_b, dest.id)

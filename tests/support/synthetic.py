@@ -10,10 +10,11 @@ import random
 import struct
 import subprocess
 
-from cloudlet_compute import bases, dedup, delta, overlay, pack
-from cloudlet_compute.codecs import ZSTD
+from cloudlet_compute import bases
+from cloudlet_compute.format.blobcodec import ZSTD
+from cloudlet_compute.format.saveimage import SaveHeader
 from cloudlet_compute.progress import NullProgress
-from cloudlet_compute.saveimage import SaveHeader
+from cloudlet_compute.write import dedup, delta, overlay, pack
 
 PAGE = 4096
 RAM_SIZE = 256 * PAGE

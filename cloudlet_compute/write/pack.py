@@ -12,10 +12,10 @@ import concurrent.futures
 import hashlib
 import os
 
-from cloudlet_compute import codecs, meta as metamod
-from cloudlet_compute.package import PackageWriter
-from cloudlet_compute.records import (OVERLAY_SOURCES, SOURCE_NAMES, SOURCE_RAW, SOURCE_SELF,
-                                      SOURCE_ZERO, TARGET_DISK, BlobBuilder)
+from cloudlet_compute.format import blobcodec, meta as metamod
+from cloudlet_compute.format.package import PackageWriter
+from cloudlet_compute.format.records import (OVERLAY_SOURCES, SOURCE_NAMES, SOURCE_RAW,
+                                             SOURCE_SELF, SOURCE_ZERO, TARGET_DISK, BlobBuilder)
 
 BLOB_TARGET = 4 << 20
 
@@ -68,8 +68,9 @@ def write_package(path, chunks, skeleton, meta_fields, codec, level, progress):
     try:
         skeleton_plain = skeleton.encode()
         with concurrent.futures.ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as pool:
-            skeleton_future = pool.submit(codecs.compress, skeleton_plain, codec, level)
-            futures = [pool.submit(codecs.compress, bytes(b.data), codec, level) for b, _ in blobs]
+            skeleton_future = pool.submit(blobcodec.compress, skeleton_plain, codec, level)
+            futures = [pool.submit(blobcodec.compress, bytes(b.data), codec, level)
+                       for b, _ in blobs]
             stored_skeleton = skeleton_future.result()
             writer.add(metamod.MEMBER_SKELETON, stored_skeleton)
             entries = []
@@ -89,7 +90,7 @@ def write_package(path, chunks, skeleton, meta_fields, codec, level, progress):
                               skeleton_sha256=hashlib.sha256(stored_skeleton).hexdigest())
         meta["blobs"] = entries
         meta["sources"] = source_counts(chunks)
-        meta["codec"] = codecs.NAMES[codec]
+        meta["codec"] = blobcodec.NAMES[codec]
         writer.finish(meta)
         return meta
     except BaseException:

@@ -25,8 +25,9 @@ import time
 import libvirt
 import libvirt_qemu
 
-from cloudlet_compute import domains, domxml, migstream, saveimage
 from cloudlet_compute.errors import ConflictError, HypervisorError
+from cloudlet_compute.format import migstream, saveimage
+from cloudlet_compute.host import domains, domxml
 
 LOG = logging.getLogger(__name__)
 FD_NAME = "cloudlet-capture"

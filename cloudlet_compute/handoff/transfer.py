@@ -14,7 +14,7 @@ digests checked -> disk written over the local base, memory image rebuilt with e
 once (``migstream.write_canonical``) -> restore. The caller then reports ``running`` or
 ``failed`` to the source through the returned ``Reception``.
 
-Wire format and channel: ``handoffwire`` and ``doc/handoff.md``.
+Wire format and channel: ``handoff.wire`` and ``doc/handoff.md``.
 """
 
 import contextlib
@@ -28,14 +28,17 @@ import time
 import libvirt
 import msgpack
 
-from cloudlet_compute import apply, bases, capture, codecs, dedup, delta, domains, domxml
-from cloudlet_compute import handoffwire as wire
-from cloudlet_compute import instances, migstream, records, saveimage
+from cloudlet_compute import bases
 from cloudlet_compute.errors import (CloudletError, ConflictError, FetchError, FormatError,
                                      IntegrityError, NotFoundError)
-from cloudlet_compute.nbd import NBDServer
-from cloudlet_compute.records import (CHUNK_SIZE, TARGET_DISK, TARGET_MEMORY, ZERO_CHUNK,
-                                      ZERO_DIGEST)
+from cloudlet_compute.format import blobcodec, migstream, records, saveimage
+from cloudlet_compute.format.records import (CHUNK_SIZE, TARGET_DISK, TARGET_MEMORY, ZERO_CHUNK,
+                                             ZERO_DIGEST)
+from cloudlet_compute.handoff import wire
+from cloudlet_compute.host import domains, domxml, instances
+from cloudlet_compute.host.nbd import NBDServer
+from cloudlet_compute.read import apply
+from cloudlet_compute.write import capture, dedup, delta
 
 LOG = logging.getLogger(__name__)
 
@@ -115,7 +118,7 @@ class _Encoder:
         if self.builder.records:
             self.channel.check_peer()
             self.channel.send(wire.RECORDS,
-                              codecs.compress(bytes(self.builder.data), self.codec, self.level))
+                              blobcodec.compress(bytes(self.builder.data), self.codec, self.level))
             self._new_builder()
 
 
@@ -145,7 +148,7 @@ def _stream_memory(dom, channel, encoder, progress, ram_pages):
                         progress(min(0.95, pages / ram_pages))
                 elif event[0] == "setup":
                     setup = bytes(feed.buf[:event[3]])
-                    channel.send(wire.SETUP, codecs.compress(setup))
+                    channel.send(wire.SETUP, blobcodec.compress(setup))
                 else:
                     ram_end = event[1]
             feed.finish()
@@ -159,10 +162,10 @@ def _stream_memory(dom, channel, encoder, progress, ram_pages):
     return setup, bytes(feed.buf[ram_end:]), info
 
 
-def send(conn, store, domain_name, channel, progress=None, codec=codecs.DEFAULT_CODEC,
+def send(conn, store, domain_name, channel, progress=None, codec=blobcodec.DEFAULT_CODEC,
          level=None, result_wait=RESULT_WAIT):
     """Hand running domain ``domain_name`` off through ``channel`` (an authenticated
-    ``handoffwire.Channel`` to the destination).
+    ``wire.Channel`` to the destination).
 
     Returns stats once the destination reports the VM running; the source domain is then
     left stopped (paused) for the caller to remove. On any failure the source guest runs
@@ -202,7 +205,7 @@ def send(conn, store, domain_name, channel, progress=None, codec=codecs.DEFAULT_
         for index in sorted(changed):
             encoder.add(TARGET_DISK, index, changed[index])
         encoder.flush()
-        channel.send(wire.TAIL, codecs.compress(tail))
+        channel.send(wire.TAIL, blobcodec.compress(tail))
         channel.send(wire.END, msgpack.packb({
             "memory_digest": memory_digest(setup, encoder.sent[TARGET_MEMORY], tail),
             "disk_content_sha256": final.content_sha256,
@@ -437,7 +440,7 @@ def _image_pieces(channel, state, disk, stats):
                                       % payload.decode("utf-8", "replace"))
             if kind not in (wire.SETUP, wire.RECORDS, wire.TAIL):
                 raise FormatError("unexpected %s frame in a handoff stream" % wire.NAMES[kind])
-            plain = codecs.decompress(payload, MAX_PLAIN)
+            plain = blobcodec.decompress(payload, MAX_PLAIN)
             if kind == wire.SETUP:
                 if state.setup is not None:
                     raise FormatError("handoff stream sends its setup twice")

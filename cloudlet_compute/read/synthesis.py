@@ -13,14 +13,15 @@ import queue
 import threading
 import time
 
-from cloudlet_compute import codecs, domains, instances, meta as metamod, saveimage
-from cloudlet_compute.apply import Rebuild
 from cloudlet_compute.errors import ConflictError, FormatError, IntegrityError, NotFoundError
-from cloudlet_compute.fetch import open_source
-from cloudlet_compute.nbd import NBDServer
-from cloudlet_compute.package import Package
+from cloudlet_compute.format import blobcodec, meta as metamod, saveimage
+from cloudlet_compute.format.package import Package
+from cloudlet_compute.format.skeleton import Skeleton
+from cloudlet_compute.host import domains, instances
+from cloudlet_compute.host.nbd import NBDServer
 from cloudlet_compute.progress import NullProgress
-from cloudlet_compute.skeleton import Skeleton
+from cloudlet_compute.read.apply import Rebuild
+from cloudlet_compute.read.fetch import open_source
 
 LOG = logging.getLogger(__name__)
 _DONE = object()
@@ -45,7 +46,7 @@ def _produce(package, out, progress, stop):
                 return
             size, raw_size, sha256 = expected[name]
             _check_stored(name, stored, size, sha256)
-            plain = codecs.decompress(stored, raw_size)
+            plain = blobcodec.decompress(stored, raw_size)
             if len(plain) != raw_size:
                 raise FormatError("overlay member %s holds %d bytes, its meta says %d"
                                   % (name, len(plain), raw_size))

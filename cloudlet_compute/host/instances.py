@@ -9,8 +9,9 @@ import mmap
 import os
 import shutil
 
-from cloudlet_compute import domains, domxml, qemuimg, saveimage
 from cloudlet_compute.errors import ConflictError, HypervisorError
+from cloudlet_compute.format import saveimage
+from cloudlet_compute.host import domains, domxml, qemuimg
 
 NAME_MAX = 64
 

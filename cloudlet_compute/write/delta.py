@@ -14,10 +14,11 @@ import mmap
 import os
 from array import array
 
-from cloudlet_compute import migstream, qemuimg, saveimage
 from cloudlet_compute.errors import FormatError
-from cloudlet_compute.records import CHUNK_SIZE, ZERO_CHUNK
-from cloudlet_compute.skeleton import Skeleton
+from cloudlet_compute.format import migstream, saveimage
+from cloudlet_compute.format.records import CHUNK_SIZE, ZERO_CHUNK
+from cloudlet_compute.format.skeleton import Skeleton
+from cloudlet_compute.host import qemuimg
 
 
 class MemoryDelta:

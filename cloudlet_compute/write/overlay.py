@@ -1,16 +1,15 @@
-"""VM overlay creation and inspection: capture -> delta -> dedup -> pack."""
+"""VM overlay creation: capture -> delta -> dedup -> pack (reading one: ``read.overlayinfo``)."""
 
 import logging
-import os
 import shutil
 import time
 
-from cloudlet_compute import capture, codecs, dedup, delta, domxml, pack
-from cloudlet_compute import __version__, meta as metamod
+from cloudlet_compute import __version__
 from cloudlet_compute.errors import ConflictError
-from cloudlet_compute.fetch import open_source
-from cloudlet_compute.package import Package
+from cloudlet_compute.format import blobcodec, meta as metamod
+from cloudlet_compute.host import domxml
 from cloudlet_compute.progress import NullProgress
+from cloudlet_compute.write import capture, dedup, delta, pack
 
 LOG = logging.getLogger(__name__)
 
@@ -29,7 +28,7 @@ def meta_fields(base, mem, disk):
     }
 
 
-def create(conn, store, domain_name, out_path, codec=codecs.DEFAULT_CODEC, level=None,
+def create(conn, store, domain_name, out_path, codec=blobcodec.DEFAULT_CODEC, level=None,
            progress_factory=NullProgress):
     """Build the overlay of running domain ``domain_name`` at ``out_path``.
 
@@ -67,14 +66,3 @@ def create(conn, store, domain_name, out_path, codec=codecs.DEFAULT_CODEC, level
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-
-def info(location, workdir):
-    """Return the meta of the overlay at ``location`` (path or URL) and its size."""
-    source, temp = open_source(location, workdir, NullProgress())
-    try:
-        package = Package(source)
-        return package.meta, source.size
-    finally:
-        source.close()
-        if temp:
-            os.unlink(temp)

@@ -7,9 +7,9 @@ otherwise the chunk's own bytes. Matching is by SHA-256 of the plaintext.
 
 import hashlib
 
-from cloudlet_compute.records import (CHUNK_SIZE, SOURCE_BASE_DISK, SOURCE_BASE_MEM, SOURCE_RAW,
-                                      SOURCE_SELF, SOURCE_ZERO, TARGET_DISK, TARGET_MEMORY,
-                                      ZERO_CHUNK, ZERO_DIGEST)
+from cloudlet_compute.format.records import (CHUNK_SIZE, SOURCE_BASE_DISK, SOURCE_BASE_MEM,
+                                             SOURCE_RAW, SOURCE_SELF, SOURCE_ZERO, TARGET_DISK,
+                                             TARGET_MEMORY, ZERO_CHUNK, ZERO_DIGEST)
 
 
 class Chunk:

@@ -9,11 +9,11 @@ then read back for the content hash.
 import hashlib
 import mmap
 
-from cloudlet_compute import records
 from cloudlet_compute.bases import BaseDiskChunks
-from cloudlet_compute.delta import content_sha256
 from cloudlet_compute.errors import FormatError, IntegrityError
-from cloudlet_compute.records import CHUNK_SIZE, ZERO_CHUNK
+from cloudlet_compute.format import records
+from cloudlet_compute.format.records import CHUNK_SIZE, ZERO_CHUNK
+from cloudlet_compute.write.delta import content_sha256
 
 MAX_WRITE = 4 << 20
 STREAM_PIECE = 8 << 20

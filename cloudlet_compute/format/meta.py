@@ -9,7 +9,7 @@ import re
 import msgpack
 
 from cloudlet_compute.errors import FormatError, IntegrityError
-from cloudlet_compute.records import CHUNK_SIZE
+from cloudlet_compute.format.records import CHUNK_SIZE
 
 FORMAT = "openstackpp-overlay"
 FORMAT_VERSION = 1

@@ -12,8 +12,8 @@ import struct
 import zipfile
 import zlib
 
-from cloudlet_compute import meta as metamod
 from cloudlet_compute.errors import FormatError
+from cloudlet_compute.format import meta as metamod
 
 LOCAL = struct.Struct("<IHHHHHIIIHH")
 LOCAL_SIG = 0x04034B50
