@@ -7,7 +7,7 @@ GUEST := $(STATE)/guest
 export CLOUDLET_HOME ?= $(STATE)/cloudlet
 export CLOUDLET_GUEST_DIR := $(GUEST)
 
-.PHONY: all host venv guest demo test bench stack stack-down clean
+.PHONY: all host venv guest demo test bench tempest stack stack-down clean
 
 all: test
 
@@ -38,6 +38,9 @@ test: host venv guest
 bench: host venv guest
 	@$(PY) bench/run.py
 	@$(PY) bench/handoff.py
+
+tempest: stack
+	@$(PY) stack/tempest.py
 
 stack: host venv guest
 	@$(PY) stack/stack.py up --cloudlet
