@@ -7,7 +7,8 @@ Enable it in nova's ``api-paste.ini``::
 
 Nova 34 builds its routes from the static ``ROUTE_LIST``; every (path, method) pair gets
 its own ``wsgi.Resource``. After nova has built them, this router registers the cloudlet
-actions on the resource behind ``POST /servers/{id}/action`` and swaps the resource behind
+actions on the resource behind ``POST /servers/{id}/action``, makes ``POST /servers`` check
+``overlay_url`` metadata against the overlay fetch policy first, and swaps the resource behind
 ``GET /extensions[/{id}]`` for one that also lists ``os-cloudlet``. Nothing else changes.
 The nova internals used here are pinned by ``tests/compute_nova/test_contract.py``.
 """
@@ -20,10 +21,12 @@ from nova.api.openstack import wsgi
 from nova.policies import extensions as ext_policies
 
 from cloudlet_api import cloudlet
+from cloudlet_api import servers
 
 LOG = logging.getLogger(__name__)
 
 SERVER_ACTION_PATH = '/servers/{id}/action'
+SERVERS_PATH = '/servers'
 EXTENSIONS_PATHS = ('/extensions', '/extensions/{id}')
 
 
@@ -62,6 +65,10 @@ class APIRouter(routes.APIRouterV21):
                      for r in _routes_for(self.map, SERVER_ACTION_PATH, 'POST')}
         for resource in resources.values():
             resource.register_subcontroller_actions(actions)
+        creators = {id(r.defaults['controller']): r.defaults['controller']
+                    for r in _routes_for(self.map, SERVERS_PATH, 'POST')}
+        for resource in creators.values():
+            servers.check_overlays_on_create(resource.controller)
         extensions = wsgi.Resource(CloudletExtensionInfoController())
         for path in EXTENSIONS_PATHS:
             for route in _routes_for(self.map, path, 'GET'):

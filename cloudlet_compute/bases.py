@@ -148,6 +148,12 @@ class BaseVM:
         offsets.frombytes(pages["offsets"])
         return pages["blocks"], keys, offsets, pages["digests"]
 
+    def overlay_size_bound(self):
+        """The most bytes an overlay of this base can take: every disk chunk and memory page
+        changed and incompressible, plus record and package overhead."""
+        data = self.disk_size + self.memory_size
+        return data + data // 16 + (16 << 20)
+
     def image_files(self):
         """``{cloudlet_type: path}`` of the files that make this base's Glance images."""
         return {image_type: os.path.join(self.path, name)

@@ -77,7 +77,53 @@ Possible values:
 
 Related options:
 
-* None
+* ``overlay_allowed_hosts``, ``overlay_disallowed_hosts``, ``overlay_allowed_ports``
+"""),
+    cfg.ListOpt('overlay_allowed_hosts',
+                default=[],
+                help="""
+Hosts an ``overlay_url`` may name: host names, IP addresses or CIDRs.
+
+Empty (the default): any host except loopback, link-local, unspecified, multicast and
+reserved addresses and this host's own addresses. Not empty: only these (which may then
+include such addresses). Every address a name resolves to is checked before nova-compute
+connects, and the peer again once connected; redirects are never followed. A refused
+URL's fault says only that the cloud's overlay fetch policy does not allow it.
+
+Possible values:
+
+* A list of names, addresses and CIDRs, e.g. ``overlays.example.org,10.20.0.0/16``
+
+Related options:
+
+* ``overlay_disallowed_hosts``, ``overlay_allowed_ports``
+"""),
+    cfg.ListOpt('overlay_disallowed_hosts',
+                default=[],
+                help="""
+Hosts an ``overlay_url`` may never name (names, addresses, CIDRs); wins over
+``overlay_allowed_hosts``.
+
+Possible values:
+
+* A list of names, addresses and CIDRs, e.g. ``10.0.0.0/8``
+
+Related options:
+
+* ``overlay_allowed_hosts``
+"""),
+    cfg.ListOpt('overlay_allowed_ports',
+                default=['80', '443'],
+                help="""
+TCP ports an ``overlay_url`` may name (explicitly or by its scheme's default).
+
+Possible values:
+
+* A list of port numbers; empty allows every port
+
+Related options:
+
+* ``overlay_allowed_hosts``
 """),
 ]
 

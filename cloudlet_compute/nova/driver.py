@@ -98,6 +98,13 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
         if bad:
             raise exception.InvalidConfiguration(
                 "[cloudlet] overlay_url_schemes: unknown %s" % ", ".join(sorted(bad)))
+        try:
+            self._fetch_policy = engine_adapter.fetch_policy(
+                CONF.cloudlet.overlay_allowed_hosts, CONF.cloudlet.overlay_disallowed_hosts,
+                CONF.cloudlet.overlay_allowed_ports)
+        except ValueError as exc:
+            raise exception.InvalidConfiguration(
+                "[cloudlet] overlay_allowed_ports: %s" % exc) from None
         self.bases = basecache.BaseCache(CONF.cloudlet.cache_dir)
         self._spawn_plans = {}
         self._receptions = {}   # instance uuid -> handed-off VM waiting for nova's spawn
@@ -131,7 +138,8 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
                     self._image_api.download(context, plan.overlay_image_id,
                                              dest_path=location)
                 if plan.mode == SYNTHESIS:
-                    needed = engine_adapter.overlay_base_id(self.bases.store, location)
+                    needed = engine_adapter.overlay_base_id(
+                        self.bases.store, location, plan.base_id, self._fetch_policy)
                     if needed != plan.base_id:
                         raise CloudletError("the overlay %s needs base VM %s, but the image "
                                             "is base VM %s" % (_overlay_name(plan), needed,
@@ -193,7 +201,8 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
                     plan.base_id, xml, paused=paused)
             else:
                 engine_adapter.synthesize_into(conn, self.bases.store, location,
-                                               plan.base_id, xml, paused=paused)
+                                               plan.base_id, xml, paused=paused,
+                                               policy=self._fetch_policy)
         LOG.info("cloudlet %s done", plan.mode, instance=instance)
         # As in nova's _create_guest: the callback (config drive) needs the domain defined.
         if post_xml_callback is not None:

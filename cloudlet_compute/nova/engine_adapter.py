@@ -3,7 +3,8 @@
 Every function takes plain values (a libvirt connection, paths, ids, domain XML) and
 raises ``cloudlet_compute.errors.CloudletError`` subclasses; the driver maps those to nova
 exceptions. The engine is imported lazily: nova's test fixtures forbid importing the
-``libvirt`` module, which the engine's ``domains`` module does.
+``libvirt`` module, which the engine's ``domains`` module does (``fetchpolicy``, which
+nova-api uses too, imports no libvirt).
 
 Restores go through the engine's ``instances.Placement``: nova's name, UUID, directory and
 disk, plus a hook that puts nova's consoles into the restored domain's XML and disconnects the
@@ -19,6 +20,7 @@ import xml.etree.ElementTree as ET
 from oslo_log import log as logging
 
 from cloudlet_compute.errors import HypervisorError, IntegrityError, NotFoundError
+from cloudlet_compute.read import fetchpolicy   # no libvirt below it
 
 LOG = logging.getLogger(__name__)
 
@@ -57,12 +59,22 @@ def cache_base(store, base_id, name, fetch):
     return base
 
 
-def overlay_base_id(store, location):
-    """Read only the meta of the overlay at ``location``; return the base id it needs."""
+RefusedURL = fetchpolicy.RefusedURL
+
+
+def fetch_policy(allowed_hosts, disallowed_hosts, allowed_ports):
+    """The engine's FetchPolicy for the ``[cloudlet] overlay_*`` options."""
+    return fetchpolicy.FetchPolicy(allowed_hosts, disallowed_hosts, allowed_ports)
+
+
+def overlay_base_id(store, location, base_id, policy):
+    """Read only the meta of the overlay at ``location`` (an overlay of cached base
+    ``base_id`` at most, fetched under ``policy``); return the base id it needs."""
     from cloudlet_compute.read import overlayinfo
     work = store.scratch("meta-")
     try:
-        meta, _size = overlayinfo.info(location, work)
+        meta, _size = overlayinfo.info(location, work, policy=policy,
+                                       max_bytes=store.get(base_id).overlay_size_bound())
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return meta["base_vm_sha256"]
@@ -232,16 +244,17 @@ def resume_into(conn, store, base_id, nova_xml, paused=False):
     _finish_restore(conn, placement, nova_xml)
 
 
-def synthesize_into(conn, store, location, base_id, nova_xml, paused=False):
+def synthesize_into(conn, store, location, base_id, nova_xml, paused=False, policy=None):
     """VM synthesis from the overlay at ``location`` into nova's domain (``nova_xml``).
 
-    The overlay must be for base ``base_id`` (the server's image). On failure the engine
-    leaves no domain and none of its files; nova removes its instance directory.
+    The overlay must be for base ``base_id`` (the server's image); an http(s) location is
+    fetched under ``policy``. On failure the engine leaves no domain and none of its files;
+    nova removes its instance directory.
     """
     from cloudlet_compute.read import synthesis
     placement = placement_for_nova(nova_xml)
     timings = synthesis.synthesize(conn, store, location, placement, require_base=base_id,
-                                   paused=paused)
+                                   paused=paused, policy=policy)
     _finish_restore(conn, placement, nova_xml)
     LOG.info("synthesized %s: %s", placement.name, timings)
     return timings

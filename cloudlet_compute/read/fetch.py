@@ -2,7 +2,9 @@
 
 Over HTTP the reader asks for byte ranges (``Range: bytes=...``): the tail of the package
 first (meta and zip directory), then one streamed range over all blobs. A server that
-ignores ranges gets one plain GET, streamed into a private temporary file.
+ignores ranges gets one plain GET, streamed into a private temporary file, at most
+``max_bytes`` of it. With a ``FetchPolicy`` (services fetching on a user's behalf) every
+connection's peer is checked before a byte is sent and redirects are refused.
 """
 
 import logging
@@ -11,6 +13,9 @@ import tempfile
 import urllib.parse
 
 import requests
+import requests.adapters
+import urllib3.connection
+import urllib3.connectionpool
 
 from cloudlet_compute.errors import FetchError, NotFoundError
 
@@ -22,14 +27,14 @@ TIMEOUT = (10, 60)   # connect, read (seconds)
 class FileSource:
     """A local file read by offset."""
 
-    def __init__(self, path):
-        self.location = path
+    def __init__(self, path, label=None):
+        self.location = label or path
         try:
             self._file = open(path, "rb")
         except FileNotFoundError:
-            raise NotFoundError("overlay file %s does not exist" % path) from None
+            raise NotFoundError("overlay file %s does not exist" % self.location) from None
         except OSError as exc:
-            raise FetchError("cannot open %s: %s" % (path, exc.strerror)) from exc
+            raise FetchError("cannot open %s: %s" % (self.location, exc.strerror)) from exc
         self.size = os.fstat(self._file.fileno()).st_size
 
     def read(self, start, length):
@@ -55,18 +60,26 @@ class FileSource:
 class HttpSource:
     """An http(s) URL read with Range requests."""
 
-    def __init__(self, url, tail_hint):
+    def __init__(self, url, tail_hint, policy=None, max_bytes=None):
         self.location = url
         self._session = requests.Session()
+        self._policy = policy
+        if policy is not None:
+            for scheme in ("http://", "https://"):
+                self._session.mount(scheme, _PolicyAdapter(policy))
         self.size = None
-        self.tail = self._get_tail(tail_hint)
+        self.tail = self._get_tail(tail_hint, max_bytes)
 
     def _request(self, headers, stream=False):
         try:
             resp = self._session.get(self.location, headers=headers, stream=stream,
-                                     timeout=TIMEOUT)
+                                     timeout=TIMEOUT, allow_redirects=self._policy is None)
         except requests.RequestException as exc:
             raise FetchError("cannot fetch %s: %s" % (self.location, _reason(exc))) from exc
+        if resp.is_redirect:
+            resp.close()
+            raise FetchError("overlay URL %s answered with a redirect (HTTP %d); redirects are "
+                             "not followed" % (self.location, resp.status_code))
         if resp.status_code == 404:
             raise NotFoundError("overlay URL %s: HTTP 404 Not Found" % self.location)
         if resp.status_code not in (200, 206):
@@ -74,11 +87,14 @@ class HttpSource:
                              % (self.location, resp.status_code, resp.reason))
         return resp
 
-    def _get_tail(self, length):
-        resp = self._request({"Range": "bytes=-%d" % length})
+    def _get_tail(self, length, max_bytes):
+        resp = self._request({"Range": "bytes=-%d" % length}, stream=True)
         if resp.status_code == 200:
             raise _NoRanges(resp)
         total = _content_range_total(resp, self.location)
+        if max_bytes is not None and total > max_bytes:
+            resp.close()
+            raise _too_big(self.location, max_bytes)
         self.size = total
         data = _read_body(resp, self.location, min(length, total))
         return total - len(data), data
@@ -121,6 +137,42 @@ class HttpSource:
         self._session.close()
 
 
+def _checked_connection(base, policy):
+    """``base`` (a urllib3 connection class) checking its peer before sending anything."""
+    class PolicyConnection(base):
+        def _new_conn(self):
+            sock = super()._new_conn()
+            try:
+                policy.check_peer(self.host, sock.getpeername()[0])
+            except BaseException:
+                sock.close()
+                raise
+            return sock
+    return PolicyConnection
+
+
+class _PolicyAdapter(requests.adapters.HTTPAdapter):
+    """A requests adapter whose connections obey a ``FetchPolicy``."""
+
+    def __init__(self, policy):
+        self._policy = policy
+        super().__init__(max_retries=0)
+
+    def init_poolmanager(self, *args, **kwargs):
+        super().init_poolmanager(*args, **kwargs)
+        pools = {}
+        for scheme, pool in (("http", urllib3.connectionpool.HTTPConnectionPool),
+                             ("https", urllib3.connectionpool.HTTPSConnectionPool)):
+            pools[scheme] = type("Policy" + pool.__name__, (pool,), {
+                "ConnectionCls": _checked_connection(pool.ConnectionCls, self._policy)})
+        self.poolmanager.pool_classes_by_scheme = pools
+
+
+def _too_big(url, max_bytes):
+    return FetchError("overlay at %s is larger than the %d bytes an overlay of this base can "
+                      "take" % (url, max_bytes))
+
+
 class _NoRanges(Exception):
     """The server answered a Range request with the whole body."""
 
@@ -144,19 +196,30 @@ def _content_range_total(resp, url):
 
 
 def _read_body(resp, url, expected):
+    """The body of a streamed response, which must be ``expected`` bytes (no more is read)."""
+    data = bytearray()
     try:
-        data = resp.content
+        for piece in resp.iter_content(STREAM_PIECE):
+            data += piece
+            if len(data) > expected:
+                raise FetchError("%s sent more than the %d bytes asked for" % (url, expected))
     except (requests.RequestException, OSError) as exc:
         raise FetchError("connection to %s broke: %s" % (url, _reason(exc))) from exc
+    finally:
+        resp.close()
     if len(data) != expected:
         raise FetchError("connection to %s closed after %d of %d bytes" % (url, len(data), expected))
-    return data
+    return bytes(data)
 
 
-def _download(resp, url, workdir, progress):
-    """Stream a full-body response into a temporary file in ``workdir``; return its path."""
+def _download(resp, url, workdir, progress, max_bytes):
+    """Stream a full-body response (at most ``max_bytes``) into a temporary file in
+    ``workdir``; return its path."""
     expected = resp.headers.get("Content-Length")
     expected = int(expected) if expected and expected.isdigit() else None
+    if max_bytes is not None and expected is not None and expected > max_bytes:
+        resp.close()
+        raise _too_big(url, max_bytes)
     fd, path = tempfile.mkstemp(prefix=".overlay-", dir=workdir)
     got = 0
     try:
@@ -164,6 +227,8 @@ def _download(resp, url, workdir, progress):
             for piece in resp.iter_content(STREAM_PIECE):
                 out.write(piece)
                 got += len(piece)
+                if max_bytes is not None and got > max_bytes:
+                    raise _too_big(url, max_bytes)
                 progress.update(len(piece))
         if expected is not None and got != expected:
             raise FetchError("connection to %s closed after %d of %d bytes" % (url, got, expected))
@@ -179,22 +244,27 @@ def _download(resp, url, workdir, progress):
         resp.close()
 
 
-def open_source(location, workdir, progress, tail_hint=64 << 10):
+def open_source(location, workdir, progress, tail_hint=64 << 10, policy=None,
+                max_bytes=None):
     """Open ``location`` (a path, ``file://`` or ``http(s)://`` URL) for reading.
 
     Returns ``(source, temp_path)``; ``temp_path`` is a file the caller must delete
-    (a full download from a server without Range support) or None.
+    (a full download from a server without Range support) or None. ``policy`` (a
+    ``fetchpolicy.FetchPolicy``) vets http(s) URLs and their connections; ``max_bytes``
+    bounds what is read.
     """
     parsed = urllib.parse.urlsplit(location)
     if parsed.scheme in ("http", "https"):
         if not parsed.hostname:
             raise FetchError("overlay URL %r has no host" % location)
+        if policy is not None:
+            policy.check(parsed)
         try:
-            return HttpSource(location, tail_hint), None
+            return HttpSource(location, tail_hint, policy, max_bytes), None
         except _NoRanges as no_ranges:
             LOG.info("%s ignores Range requests; downloading it whole", location)
-            path = _download(no_ranges.response, location, workdir, progress)
-            return FileSource(path), path
+            path = _download(no_ranges.response, location, workdir, progress, max_bytes)
+            return FileSource(path, label=location), path
     if parsed.scheme == "file":
         return FileSource(urllib.parse.unquote(parsed.path)), None
     if parsed.scheme and len(parsed.scheme) > 1:

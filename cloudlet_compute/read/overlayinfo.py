@@ -11,9 +11,12 @@ from cloudlet_compute.progress import NullProgress
 from cloudlet_compute.read.fetch import open_source
 
 
-def info(location, workdir):
-    """Return the meta of the overlay at ``location`` (path or URL) and its size."""
-    source, temp = open_source(location, workdir, NullProgress())
+def info(location, workdir, policy=None, max_bytes=None):
+    """Return the meta of the overlay at ``location`` (path or URL) and its size.
+
+    ``policy`` and ``max_bytes``: as for ``fetch.open_source``."""
+    source, temp = open_source(location, workdir, NullProgress(), policy=policy,
+                               max_bytes=max_bytes)
     try:
         package = Package(source)
         return package.meta, source.size

@@ -105,11 +105,13 @@ def _consume(package, base, rebuild, progress):
 
 
 def synthesize(conn, store, location, placement, progress_factory=NullProgress,
-               require_base=None, paused=False):
+               require_base=None, paused=False, policy=None):
     """Rebuild the VM of the overlay at ``location`` and start it at ``placement``.
 
-    ``require_base``, if given, is the only base id the overlay may use; ``paused`` leaves
-    the domain paused after the restore. Returns timings.
+    ``require_base``, if given, is the only base id the overlay may use (and bounds what is
+    fetched: ``BaseVM.overlay_size_bound``); ``paused`` leaves the domain paused after the
+    restore; ``policy`` (a ``fetchpolicy.FetchPolicy``) vets an http(s) location. Returns
+    timings.
     """
     t0 = time.monotonic()
     timings = {}
@@ -117,7 +119,9 @@ def synthesize(conn, store, location, placement, progress_factory=NullProgress,
     if placement.exists():
         raise ConflictError("%s is already in use" % placement.path)
     fetch_progress = progress_factory("fetching", None)
-    source, temp = open_source(location, store.tmp_dir, fetch_progress)
+    max_bytes = store.get(require_base).overlay_size_bound() if require_base else None
+    source, temp = open_source(location, store.tmp_dir, fetch_progress, policy=policy,
+                               max_bytes=max_bytes)
     created = False
     try:
         package = Package(source)

@@ -43,11 +43,14 @@ class RPCPlumbingTest(base.CloudletTestBase):
         self.flags(overlay_url_schemes=["http", "https"], group="cloudlet")
         url = "http://overlays.example/ov.zip"
         synthesized = self._boot(image_id=disk_image, metadata={"overlay_url": url})
-        (_conn, _store, location, base_id, xml), _kw = \
+        (_conn, _store, location, base_id, xml), kwargs = \
             self.engine["synthesize_into"].call_args
         self.assertEqual((url, base.BASE_ID), (location, base_id))
         self.assertIn(synthesized["id"], xml)
-        self.engine["overlay_base_id"].assert_called_with(self.engine_store(), url)
+        policy = kwargs["policy"]
+        self.assertEqual(frozenset({80, 443}), policy.ports)   # the product default
+        self.engine["overlay_base_id"].assert_called_with(self.engine_store(), url,
+                                                          base.BASE_ID, policy)
 
         # Wrong base: ERROR with a fault that says why, nothing left on the hypervisor.
         self.engine["overlay_base_id"].return_value = "cd" * 32

@@ -83,7 +83,7 @@ class SnapshotAndShelveTest(base.CloudletTestBase):
                 f.write(OVERLAY_BYTES)
             return {"base_vm_sha256": base.BASE_ID}
 
-        def synthesize_into(conn, store, location, base_id, xml, paused=False):
+        def synthesize_into(conn, store, location, base_id, xml, paused=False, policy=None):
             with open(location, "rb") as f:
                 synthesized["data"] = f.read()
             synthesized["base_id"] = base_id
