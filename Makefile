@@ -26,27 +26,27 @@ $(VENV)/.installed: setup.py requirements.txt requirements-test.txt requirements
 	@touch $@
 
 guest: host $(GUEST)/disk.raw
-$(GUEST)/disk.raw: tests/guest/build.sh tests/guest/init.sh
-	@./tests/guest/build.sh $(GUEST)
+$(GUEST)/disk.raw: stack/guest/build.sh stack/guest/init.sh
+	@./stack/guest/build.sh $(GUEST)
 
 demo: host venv guest
-	@$(PY) scripts/demo.py
+	@$(PY) -m scripts.demo
 
 test: host venv guest
 	@$(PY) -m pytest -q tests
 
 bench: host venv guest
-	@$(PY) bench/run.py
-	@$(PY) bench/handoff.py
+	@$(PY) -m bench.run
+	@$(PY) -m bench.handoff
 
 tempest: stack
-	@$(PY) stack/tempest.py
+	@$(PY) -m stack.tempest
 
 stack: host venv guest
-	@$(PY) stack/stack.py up --cloudlet
+	@$(PY) -m stack up --cloudlet
 
 stack-down:
-	@test -x $(PY) && $(PY) stack/stack.py down || true
+	@test -x $(PY) && $(PY) -m stack down || true
 
 clean: stack-down
 	rm -rf $(STATE)

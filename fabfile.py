@@ -253,9 +253,8 @@ print(json.dumps(out))
 
 _EMBEDDED = r"""
 import json, os, sys
-sys.path.insert(0, sys.argv[1])
-import topology
-state, name = os.path.abspath(sys.argv[2]), sys.argv[3]
+from stack import topology
+state, name = os.path.abspath(sys.argv[1]), sys.argv[2]
 if not name:
     name = next((n for n in topology.NAMES if topology.Cloud(n).state == state), "a")
 print(json.dumps({"name": name, "link_ip": topology.Cloud(name, state).link_ip}))
@@ -271,6 +270,7 @@ class Target:
         self.state_dir = opts.get("state_dir")
         if self.layout == "auto":
             self.layout = self._detect_layout()
+        self.restart_cwd = "/"
         getattr(self, "_init_" + self.layout)()
         self.python = opts.get("python") or self.python
         if not self.python or not os.path.exists(self.python):
@@ -288,6 +288,7 @@ class Target:
         if opts.get("cloud"):
             self.cloud = opts["cloud"]
         if opts.get("restart_hook"):
+            self.restart_cwd = "/"
             self.restart_cmd = lambda services: ["sh", "-c", opts["restart_hook"], "restart-hook"
                                                  ] + list(services)
         self.facts = None
@@ -296,8 +297,8 @@ class Target:
     def _detect_layout(self):
         if self.state_dir:
             if not os.path.exists(os.path.join(self.state_dir, "settings.json")):
-                raise Refused("%s is not a state directory of stack/stack.py (no settings.json)"
-                              % self.state_dir)
+                raise Refused("%s is not a state directory of the embedded stack (no "
+                              "settings.json)" % self.state_dir)
             return "embedded"
         if os.path.exists("/etc/nova/nova.conf"):
             if os.path.isdir("/opt/stack") and (_unit_exists("devstack@n-api")
@@ -310,15 +311,17 @@ class Target:
     def _init_embedded(self):
         s = self.state_dir = os.path.abspath(self.state_dir or "")
         if not os.path.exists(os.path.join(s, "settings.json")):
-            raise Refused("%s is not a state directory of stack/stack.py (no settings.json)" % s)
+            raise Refused("%s is not a state directory of the embedded stack (no settings.json)"
+                          % s)
         etc = os.path.join(s, "etc", "nova")
         self.nova_conf = os.path.join(etc, "nova.conf")
         self.compute_confs = [self.nova_conf, os.path.join(etc, "nova-compute.conf")]
         self.default_paste_ini = os.path.join(etc, "api-paste.ini")
         self.clouds_yaml, self.cloud = os.path.join(s, "clouds.yaml"), "cloudlet-admin"
-        # nova-compute's (or nova-api's gunicorn) interpreter; stack.py next to stack/wsgi.
-        self.python, stack_py = None, os.path.join(os.path.dirname(os.path.dirname(s)),
-                                                   "stack", "stack.py")
+        # nova-compute's (or nova-api's gunicorn) interpreter; the stack package (stack/, run
+        # as `python -m stack` from the repository) holds stack/wsgi.
+        self.python, stack_dir = None, os.path.join(os.path.dirname(os.path.dirname(s)),
+                                                    "stack")
         for name in ("nova-compute", "nova-conductor", "nova-scheduler", "nova-api"):
             pid = _pid_from(os.path.join(s, "run", name + ".pid")) or 0
             argv = _cmdline(pid)
@@ -328,19 +331,19 @@ class Target:
             try:   # nova-api's gunicorn runs in stack/wsgi (--chdir)
                 cwd = os.readlink("/proc/%d/cwd" % pid)
                 if name == "nova-api" and os.path.basename(cwd) == "wsgi":
-                    stack_py = os.path.join(os.path.dirname(cwd), "stack.py")
+                    stack_dir = os.path.dirname(cwd)
             except OSError:
                 pass
-        self.stack_py = self.opts.get("stack_py") or stack_py
-        venv_python = os.path.join(os.path.dirname(os.path.dirname(self.stack_py)), ".venv",
-                                   "bin", "python")   # stack.py's own fallback
+        self.stack_dir = self.opts.get("stack_dir") or stack_dir
+        self.restart_cwd = repo = os.path.dirname(self.stack_dir)
+        venv_python = os.path.join(repo, ".venv", "bin", "python")   # the stack's own fallback
         if not self.python and os.path.exists(venv_python):
             self.python = venv_python
         self.horizon_units = []
 
         def restart(services):
             name = self.embedded().get("name")
-            return [self.opts.get("python") or self.python, self.stack_py, "restart",
+            return [self.opts.get("python") or self.python, "-m", "stack", "restart",
                     "--state-dir", s] + (["--name", name] if name and name != "a" else []) + [
                         x for x in services if x != "horizon"]
         self.restart_cmd = restart
@@ -399,7 +402,7 @@ class Target:
 
     def cloudlet_options(self):
         """[(key, value)] for nova.conf's [cloudlet]: the options given, and for the embedded
-        stack its hand-off address (as `stack.py up --cloudlet` writes it)."""
+        stack its hand-off address (as `python -m stack up --cloudlet` writes it)."""
         out = []
         for key in CLOUDLET_OPTIONS:
             value = self.opts.get(key)
@@ -413,8 +416,8 @@ class Target:
         """The embedded stack's facts from stack/topology.py: its name and link address."""
         if getattr(self, "_embedded", None) is None:
             self._embedded = {"name": self.opts.get("stack_name")}
-            r = _sh([self.python, "-c", _EMBEDDED, os.path.dirname(self.stack_py),
-                     self.state_dir, self.opts.get("stack_name") or ""])
+            r = _sh([self.python, "-c", _EMBEDDED, self.state_dir,
+                     self.opts.get("stack_name") or ""], cwd=os.path.dirname(self.stack_dir))
             if r.returncode == 0 and r.stdout.strip():
                 self._embedded = json.loads(r.stdout.strip().splitlines()[-1])
         return self._embedded
@@ -800,8 +803,9 @@ def restart(t, services, opts):
     if not argv:
         return None
     since = utcnow()
-    log("restarting %s: %s" % (" ".join(services), " ".join(shlex.quote(a) for a in argv)))
-    r = subprocess.run(argv, cwd="/", timeout=opts.get("timeout", 300))
+    log("restarting %s: %s%s" % (" ".join(services), " ".join(shlex.quote(a) for a in argv),
+                                 " (in %s)" % t.restart_cwd if t.restart_cwd != "/" else ""))
+    r = subprocess.run(argv, cwd=t.restart_cwd, timeout=opts.get("timeout", 300))
     if r.returncode != 0:
         raise Failed("restart command exited %d: %s" % (r.returncode, " ".join(argv)))
     return since if "nova-compute" in services else None
@@ -906,7 +910,7 @@ except ImportError:  # on the target, as the agent
 
 OPTION_HELP = {
     "layout": "auto (default), embedded, devstack or packages",
-    "state_dir": "state directory of the embedded stack (stack/stack.py); implies embedded",
+    "state_dir": "state directory of the embedded stack (python -m stack); implies embedded",
     "python": "the target's OpenStack python (default: nova-compute's interpreter)",
     "backup_dir": "where the manifest and backups live on the target (default %s)"
                   % DEFAULT_BACKUP_DIR,

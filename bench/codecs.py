@@ -21,29 +21,25 @@ decompression run in the same producer thread) and ``pipelined`` = max(transfer,
 decompress) (the bound if they overlapped). Apply, disk write and restore are the same
 for every codec and left out.
 
-Run alone: ``.venv/bin/python bench/codecs.py`` boots the guest, customizes it like
+Run alone: ``.venv/bin/python -m bench.codecs`` boots the guest, customizes it like
 ``make bench`` and compares the codecs on one capture (``--json`` for JSON only).
 """
 
+import argparse
+import concurrent.futures
+import json
 import os
+import shutil
 import sys
+import tempfile
+import time
+import uuid
 
-if __name__ == "__main__":  # run as a script: make the repo importable, not bench/
-    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-import argparse  # noqa: E402
-import concurrent.futures  # noqa: E402
-import json  # noqa: E402
-import shutil  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-import uuid  # noqa: E402
-
-from bench import human, log, save_json, state_dir  # noqa: E402
-from cloudlet_compute.format import blobcodec  # noqa: E402
-from cloudlet_compute.format.records import SOURCE_RAW, TARGET_MEMORY  # noqa: E402
-from cloudlet_compute.progress import NullProgress  # noqa: E402
-from cloudlet_compute.write import dedup, delta, overlay, pack  # noqa: E402
+from bench import human, log, save_json, state_dir
+from cloudlet_compute.format import blobcodec
+from cloudlet_compute.format.records import SOURCE_RAW, TARGET_MEMORY
+from cloudlet_compute.progress import NullProgress
+from cloudlet_compute.write import dedup, delta, overlay, pack
 
 CONFIGS = [("none", 0), ("xz", 1), ("xz", 6), ("xz", 9),
            ("zstd", 1), ("zstd", 3), ("zstd", 9), ("zstd", 19), ("zstd", 22)]
@@ -238,8 +234,8 @@ def main(argv=None):
     from cloudlet_compute import bases
     from cloudlet_compute.host import domains
     from cloudlet_compute.write import capture
-    from tests.guest import guest
-    from tests.support.story import Story
+    from stack.guest import guest
+    from stack.story import Story
 
     conn = domains.connect()
     prefix = "bcod-%s" % uuid.uuid4().hex[:6]

@@ -1,6 +1,6 @@
 """``make bench``, handoff part: VM handoff against the naive way, over a 25 Mbit/s link.
 
-Two customized VMs of the same base (the story of ``tests/support/story.py``), then over the
+Two customized VMs of the same base (the story of ``stack/story.py``), then over the
 veth pair ``stkv-a`` (root namespace, 10.251.0.1) <-> ``stkv-b`` (netns ``stk-b``, 10.251.0.2)
 shaped with ``tc ... tbf rate 25mbit`` in both directions:
 
@@ -22,21 +22,18 @@ JSON on stdout (also ``.state/bench/handoff.json``), a table on stderr. ``--naiv
 is the naive receiver itself (run by the bench inside ``stk-b``).
 """
 
+import argparse
+import json
 import os
+import re
+import socket
+import struct
+import subprocess
 import sys
+import threading
+import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if __name__ == "__main__":  # run as a script: make the repo importable, not bench/
-    sys.path[0] = REPO
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import re  # noqa: E402
-import socket  # noqa: E402
-import struct  # noqa: E402
-import subprocess  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
 
 HB_PERIOD_US = 20000
 HB_START = ("(__hb=0; while :; do __hb=$((__hb+1)); echo \"hb $__hb\"; usleep %d; done) "
@@ -103,13 +100,10 @@ from bench import human, log, publish, state_dir  # noqa: E402
 from bench.run import BenchError, check_state, host_info  # noqa: E402
 from cloudlet_compute import bases  # noqa: E402
 from cloudlet_compute.host import domxml  # noqa: E402
-from tests.guest import guest  # noqa: E402
-from tests.support.story import CLI, CUSTOMIZE, OBSERVE, Story, make_dir, \
+from stack import links, topology  # noqa: E402  (links: the veth pair and its shaping)
+from stack.guest import guest  # noqa: E402
+from stack.story import CLI, CUSTOMIZE, OBSERVE, Story, make_dir, \
     parse_observation  # noqa: E402
-
-sys.path.insert(0, os.path.join(REPO, "stack"))
-import links  # noqa: E402  (stack/links.py: the veth pair and its shaping)
-import topology  # noqa: E402
 
 
 # -- measuring ----------------------------------------------------------------------------------
@@ -459,6 +453,7 @@ def run_naive(story, conn, hb, procs, flows, name, base_id, expected, background
     hb.watch("naive-dst", os.path.join(recv_dir, guest.CONSOLE_LOG))
     hb.wait_for("naive-src", 50, 30)
     t_from = time.monotonic()
+    # By path: the receiver needs the standard library only (it exits before the imports).
     receiver = procs.start(_ns([sys.executable, os.path.abspath(__file__), "--naive-receiver",
                                 topology.LINK_NS_IP, "0", recv_dir]))
     ready = receiver.stdout.readline().split()

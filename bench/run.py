@@ -11,32 +11,28 @@ Prints the JSON document on stdout (also saved to ``.state/bench/overlay.json``)
 human table on stderr. Exits non-zero, without figures, if any step or check fails.
 """
 
+import argparse
+import datetime
 import os
+import platform
+import shutil
+import subprocess
 import sys
+import tempfile
+import time
+import uuid
 
-if __name__ == "__main__":  # run as a script: make the repo importable, not bench/
-    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import libvirt
 
-import argparse  # noqa: E402
-import datetime  # noqa: E402
-import platform  # noqa: E402
-import shutil  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-import uuid  # noqa: E402
-
-import libvirt  # noqa: E402
-
-from bench import codecs as codec_bench  # noqa: E402
-from bench import human, log, median, publish, state_dir  # noqa: E402
-from cloudlet_compute import bases  # noqa: E402
-from cloudlet_compute.format import blobcodec  # noqa: E402
-from cloudlet_compute.host import domains  # noqa: E402
-from cloudlet_compute.write import capture  # noqa: E402
-from tests.guest import guest  # noqa: E402
-from tests.support.httpserve import FileServer  # noqa: E402
-from tests.support.story import CUSTOMIZE, Story, parse_observation  # noqa: E402
+from bench import codecs as codec_bench
+from bench import human, log, median, publish, state_dir
+from cloudlet_compute import bases
+from cloudlet_compute.format import blobcodec
+from cloudlet_compute.host import domains
+from cloudlet_compute.write import capture
+from stack.guest import guest
+from stack.httpserve import FileServer
+from stack.story import CUSTOMIZE, Story, parse_observation
 
 TARGET_OVERLAY_OVER_NAIVE = 0.3
 TARGET_SYNTHESIS_OVER_FLOOR = 2.0
@@ -239,7 +235,7 @@ def run(runs, with_codecs=True):
             "runs": rows, "median_s": syn,
             "cli_wall_median_s": median([r["cli_wall_s"] for r in rows]),
             "floor_median_s": floor,
-            "source": "http://127.0.0.1 (tests.support.httpserve.FileServer, Range requests: "
+            "source": "http://127.0.0.1 (stack.httpserve.FileServer, Range requests: "
                       "%d GETs over %d runs)" % (requests, runs),
             "floor_how": "virsh save of the synthesized domain, then libvirt "
                          "restoreFlags(RUNNING) of that image (local file, page cache warm)",

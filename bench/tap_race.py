@@ -8,7 +8,7 @@ back) falls near libvirt's write, as it does on a loaded host. The figures: roun
 the switch left down (the baseline, stock behaviour) and rounds still down after
 ``cloudlet_compute.nova.taps.settle`` (the fix), from the same rounds.
 
-    .venv/bin/python bench/tap_race.py [--rounds N]
+    .venv/bin/python -m bench.tap_race [--rounds N]
 """
 
 import argparse
@@ -24,10 +24,8 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import bench  # noqa: E402
-from cloudlet_compute.nova import taps  # noqa: E402
+import bench
+from cloudlet_compute.nova import taps
 
 TUNSETIFF, IFF_TAP, IFF_NO_PI = 0x400454CA, 0x0002, 0x1000
 SIOCGIFFLAGS, SIOCSIFFLAGS = 0x8913, 0x8914

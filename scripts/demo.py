@@ -1,5 +1,5 @@
-#!/usr/bin/env python3
-"""``make demo``: base VM -> VM overlay -> VM synthesis, told step by step.
+"""``make demo`` (``python -m scripts.demo [--local]``): base VM -> VM overlay -> VM synthesis,
+told step by step.
 
 By default through the Nova API on the embedded OpenStack (started if needed): the base
 VM is made from the tiny test guest with the ``cloudlet`` CLI, imported into Glance, and
@@ -12,12 +12,12 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from cloudlet_compute.host import domains  # noqa: E402
-from tests.support import cloud, story as storymod  # noqa: E402
-from tests.support.httpserve import FileServer  # noqa: E402
-from cloudlet_compute import imagemodel as model  # noqa: E402
+import stack
+from cloudlet_compute import imagemodel as model
+from cloudlet_compute.host import domains
+from stack import story as storymod
+from stack.httpserve import FileServer
+from stack.novastory import NovaStory
 
 
 def say(text):
@@ -38,15 +38,14 @@ def compare(expected, observed):
 def nova_demo(story, start):
     """The story through Nova; ``story`` (a local Story) makes the base package."""
     say("starting the embedded OpenStack with OpenStack++ (make stack)")
-    cloud.up()
+    stack.up(cloudlet=True)
     say("making a base VM from the tiny guest: cloudlet base create + base export")
     base_id = story.create_base(story.boot_source())
     package = os.path.join(story.root, "base.zip")
     storymod.cloudlet(story.home, "base", "export", base_id, package)
     for name in list(story.domains):
         storymod.guest.destroy(story.conn, name)
-    nova = cloud.NovaStory(cloud.stack.connect("cloudlet-demo"),
-                           cloud.stack.connect("cloudlet-admin"))
+    nova = NovaStory(stack.connect("cloudlet-demo"), stack.connect("cloudlet-admin"))
     try:
         say("importing it into Glance as four linked images (demo user)")
         ids = nova.import_base(package)

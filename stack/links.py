@@ -11,8 +11,8 @@ import os
 import subprocess
 import time
 
-from topology import (HOST_NETNS, LINK_NETNS, LINK_NS_DEV, LINK_NS_IP, LINK_PREFIX,
-                      LINK_ROOT_DEV, LINK_ROOT_IP)
+from .topology import (HOST_NETNS, LINK_NETNS, LINK_NS_DEV, LINK_NS_IP, LINK_PREFIX,
+                       LINK_ROOT_DEV, LINK_ROOT_IP)
 
 
 class LinkError(Exception):

@@ -1,7 +1,6 @@
-#!/usr/bin/env python3
 """Tempest, OpenStack's own integration suite, against the running embedded stack.
 
-    tempest.py [--subset]     # --subset: the short curated list that `make test` runs
+    python -m stack.tempest [--subset]   # --subset: the short curated list that `make test` runs
 
 Installs Tempest into its own virtualenv (``.state/tempest/venv``: its pins are not nova's),
 writes ``tempest.conf`` from the running cloud a (a plain bootable image of the tiny guest:
@@ -17,20 +16,16 @@ import os
 import subprocess
 import sys
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-sys.path.insert(0, HERE)
-
-import stack  # noqa: E402
-import topology  # noqa: E402
+from . import topology
+from .bootstrap import connect
+from .guest.guest import GUEST_DIR, KERNEL_CMDLINE
+from .paths import HERE, ROOT
 
 TEMPEST_VERSION = "47.0.0"
 WORK = os.path.join(ROOT, ".state", "tempest")
 VENV = os.path.join(WORK, "venv")
 EXCLUDE = os.path.join(HERE, "tempest-exclude.txt")
 IMAGE_NAME = "tempest-tiny"
-GUEST_DIR = os.environ.get("CLOUDLET_GUEST_DIR") or os.path.join(ROOT, ".state", "guest")
-KERNEL_CMDLINE = "console=ttyS0 panic=-1"  # the tiny guest's (tests/guest/guest.py)
 
 # A few minutes of the compute API on plain servers: create/list/show/delete, actions that
 # keep the server on this host, snapshots to images, flavors, keypairs, limits.
@@ -110,13 +105,14 @@ def render_conf(cloud, image_id, flavor_ids, network):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m stack.tempest",
+                                 description=__doc__.splitlines()[0])
     ap.add_argument("--subset", action="store_true",
                     help="run the short curated list instead of tempest.api.compute")
     args = ap.parse_args(argv)
     tempest = ensure_tempest()
     cloud = topology.Cloud("a")
-    admin = stack.connect("cloudlet-admin")
+    admin = connect("cloudlet-admin")
     image = ensure_image(admin)
     flavors = [admin.compute.find_flavor(name[0]).id for name in topology.FLAVORS[:2]]
     workspace = os.path.join(WORK, "workspace")

@@ -12,7 +12,7 @@ vSwitch and one libvirtd:
   ``b``; bridges ``br-int-b`` / ``br-ex-b``; provider network 10.252.0.0/24 reached from netns
   ``stk-ext-b``; libvirt domains ``stkb-*``; serial ports 10400-10499.
 
-Nothing here touches the system: stack.py and links.py act on these facts.
+Nothing here touches the system: the rest of the package acts on these facts.
 """
 import os
 import socket

@@ -7,8 +7,9 @@ import uuid
 import pytest
 
 from client.glance_import import import_base_package
-from tests.guest import guest
-from tests.support import cloud, story as storymod
+from stack import story as storymod
+from stack.guest import guest
+from tests.support import cloud
 
 TMP_ROOT = guest.REPO_DIR / ".state" / "tmp"
 

@@ -12,9 +12,9 @@ import subprocess
 import pytest
 import yaml
 
+from stack.httpserve import FileServer
 from tests.client.conftest import Created, as_json, client_argv, cloudlet_client, openstack
 from tests.support import cloud
-from tests.support.httpserve import FileServer
 
 
 def error_line(proc, code):

@@ -12,10 +12,11 @@ import uuid
 import zipfile
 
 from cloudlet_compute import imagemodel as model
+from stack import story as storymod
+from stack.httpserve import FileServer
 from tests.client.conftest import as_json, cloudlet_client, openstack
 from tests.compute.test_story import assert_same_guest
-from tests.support import cloud, story as storymod
-from tests.support.httpserve import FileServer
+from tests.support import cloud
 
 
 def customize(admin, server_id):

@@ -10,8 +10,8 @@ import zipfile
 import msgpack
 import pytest
 
-from tests.support import story as storymod
-from tests.support.httpserve import FileServer
+from stack import story as storymod
+from stack.httpserve import FileServer
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ import time
 
 import pytest
 
+from stack import story as storymod
 from tests.compute.test_story import assert_same_guest
-from tests.support import story as storymod
 
 MOVE = "STORY_VAR=moved; head -c 2097152 /dev/urandom > /mnt/after; sync"
 OBSERVE_AFTER = "echo after=$(md5sum < /mnt/after)"

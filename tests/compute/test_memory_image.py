@@ -15,8 +15,8 @@ from cloudlet_compute.format import migstream, saveimage
 from cloudlet_compute.format.skeleton import Skeleton
 from cloudlet_compute.read.apply import Rebuild
 from cloudlet_compute.write import delta
+from stack.guest import guest
 from tests.conftest import scratch_root
-from tests.guest import guest
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,9 @@
 import os
 import shutil
 
-from tests.guest import guest
-from tests.support import story as storymod
-from tests.support.httpserve import FileServer
+from stack import story as storymod
+from stack.guest import guest
+from stack.httpserve import FileServer
 from tests.conftest import scratch_root
 
 

@@ -27,11 +27,13 @@ from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from cloudlet_compute import imagemodel as model
+from stack import story as storymod
+from stack import topology
+from stack.guest import guest
+from stack.httpserve import FileServer
 from tests.compute.test_story import assert_same_guest
 from tests.conftest import scratch_root
-from tests.guest import guest
-from tests.support import cloud, story as storymod
-from tests.support.httpserve import FileServer
+from tests.support import cloud
 
 REPO = guest.REPO_DIR
 STATE = REPO / ".state" / "horizon"
@@ -95,7 +97,7 @@ def horizon(stack_up):
         os.makedirs(d, exist_ok=True)
     (STATE / "local" / "__init__.py").write_text("")
     (STATE / "local" / "local_settings.py").write_text(LOCAL_SETTINGS.format(
-        keystone=cloud.stack.KEYSTONE_URL, secret=uuid.uuid4().hex,
+        keystone=cloud.stack.cloud("a").keystone_url, secret=uuid.uuid4().hex,
         upload=STATE / "upload", static=STATE / "static",
         sessions=STATE / "sessions"))
     port = _free_port()
@@ -271,7 +273,7 @@ def test_cloudlet_story_in_the_browser(horizon, browser, base_package, stack_up)
         # does not run.)
         browser.get(horizon + "/auth/login/?next=/project/cloudlet/")
         panel.fill("id_username", "demo")
-        panel.fill("id_password", cloud.stack.DEMO_PASSWORD)
+        panel.fill("id_password", topology.DEMO_PASSWORD)
         browser.find_element(By.ID, "loginBtn").click()
         panel.wait(EC.presence_of_element_located((By.ID, "instances")))
         assert browser.find_element(By.CSS_SELECTOR, "a[href='/project/cloudlet/']")

@@ -22,12 +22,12 @@ from client.glance_import import import_base_package
 from cloudlet_compute import imagemodel as model
 from cloudlet_compute.errors import CloudletError
 from cloudlet_compute.handoff import wire
+from stack import story as storymod
+from stack.httpserve import FileServer
 from tests.compute.test_story import assert_same_guest
 from tests.conftest import scratch_root
 from tests.e2e.test_networking import check_on_its_port
 from tests.support import cloud
-from tests.support import story as storymod
-from tests.support.httpserve import FileServer
 
 CHANGE = "STORY_VAR=handed-{token}; head -c 2097152 /dev/urandom > /mnt/after; sync"
 AFTER = "echo after=$(md5sum < /mnt/after)"
@@ -64,7 +64,8 @@ def source(clouds, base_images, base_story):
     story = cloud.NovaStory(demo, admin)
     story.scratch = scratch_root("e2e-handoff")
     try:
-        net = demo.network.find_network(cloud.stack.PROVIDER_NETWORK, ignore_missing=False)
+        net = demo.network.find_network(cloud.stack.cloud("a").provider_network,
+                                        ignore_missing=False)
         with FileServer(os.path.dirname(base_story.overlay)) as server:
             vm = story.boot("ho", base_images[model.BASE_DISK], networks=[{"uuid": net.id}],
                             overlay_url=server.url(os.path.basename(base_story.overlay)))
@@ -161,7 +162,7 @@ def test_handoff_moves_the_vm_to_cloud_b(clouds, cloud_b, base_images_b, source)
         assert_same_guest(expected, seen)
         assert seen["after"] == expected["after"]
         # On its new port, on b's provider network (issue 8).
-        net_b = demo_b.network.find_network(cloud.stack.Cloud("b").provider_network,
+        net_b = demo_b.network.find_network(cloud.stack.cloud("b").provider_network,
                                             ignore_missing=False)
         _port, ip, timings = check_on_its_port(cloud_b, dest, net_b, time.monotonic(), 8082,
                                                cloud_name="b")

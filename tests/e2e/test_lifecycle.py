@@ -16,9 +16,9 @@ import time
 from client.glance_import import wait_active
 from cloudlet_compute import imagemodel as model
 from cloudlet_compute.nova.snapshots import LABELS
+from stack.guest import guest
 from tests.client.conftest import cloudlet_client, openstack
 from tests.compute.test_story import assert_same_guest
-from tests.guest import guest
 from tests.support import cloud
 
 

@@ -17,10 +17,10 @@ import uuid
 import pytest
 
 from cloudlet_compute import imagemodel as model
+from stack.httpserve import FileServer
 from tests.conftest import scratch_root
-from tests.support import cloud
 from tests.e2e.test_nova_errors import cloud_domains, served  # noqa: F401 (served is a fixture)
-from tests.support.httpserve import FileServer
+from tests.support import cloud
 
 def pings(ip):
     return subprocess.run(cloud.stack.netns_argv(["ping", "-c", "1", "-W", "1", ip]),
@@ -30,7 +30,8 @@ def pings(ip):
 @pytest.fixture(scope="module")
 def provider_net(clouds):
     demo, _ = clouds
-    return demo.network.find_network(cloud.stack.PROVIDER_NETWORK, ignore_missing=False)
+    return demo.network.find_network(cloud.stack.cloud("a").provider_network,
+                                     ignore_missing=False)
 
 
 def the_port(admin, server_id):

@@ -8,10 +8,10 @@ import uuid
 import pytest
 
 from cloudlet_compute import imagemodel as model
+from stack.httpserve import FileServer
 from tests.compute.test_bad_input import flipped_copy, rewrite
 from tests.conftest import scratch_root
 from tests.support import cloud
-from tests.support.httpserve import FileServer
 
 
 @pytest.fixture(scope="module")

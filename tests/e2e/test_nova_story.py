@@ -9,10 +9,10 @@ ACTIVE, and the guest's memory and disk state equal the customized VM's.
 import os
 
 from cloudlet_compute import imagemodel as model
+from stack.httpserve import FileServer
 from tests.compute.test_story import assert_same_guest
 from tests.conftest import scratch_root
 from tests.support import cloud
-from tests.support.httpserve import FileServer
 
 
 def test_import_base_makes_linked_images(clouds, base_images, base_story):

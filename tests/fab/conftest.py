@@ -5,20 +5,16 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 
 import pytest
 
-from tests.guest import guest
+from stack.guest import guest
 
 ROOT = str(guest.REPO_DIR)
 FAB = os.path.join(ROOT, ".venv", "bin", "fab")
 SSHD = "/usr/sbin/sshd"
 SSH_PORT = 2222
-
-sys.path.insert(0, os.path.join(ROOT, "stack"))
-import stack  # noqa: E402,F401 (used by the tests)
 
 
 def _port_open(port):

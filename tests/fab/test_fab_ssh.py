@@ -11,13 +11,13 @@ import signal
 import subprocess
 import time
 
+import stack
 from cloudlet_compute import imagemodel as model
+from stack.httpserve import FileServer
 from tests.compute.test_story import assert_same_guest
 from tests.conftest import scratch_root
-from tests.fab.conftest import (extension_aliases, fab, file_state, sha_state, stack,
-                                touched_files)
+from tests.fab.conftest import extension_aliases, fab, file_state, sha_state, touched_files
 from tests.support import cloud
-from tests.support.httpserve import FileServer
 
 
 def state_dir():

@@ -1,7 +1,8 @@
 """Fast tests of fabfile.py's agent: INI edits, plan, apply, idempotence, uninstall, refusals.
 
-The target is a temporary copy of the embedded stack's configuration as plain ``stack.py up``
-renders it; the ground truth for install is what ``stack.py up --cloudlet`` renders."""
+The target is a temporary copy of the embedded stack's configuration as plain ``python -m stack
+up`` renders it; the ground truth for install is what ``python -m stack up --cloudlet``
+renders."""
 
 import io
 import json
@@ -13,20 +14,17 @@ from contextlib import redirect_stderr
 import pytest
 
 import fabfile
-from tests.guest import guest
-
-sys.path.insert(0, str(guest.REPO_DIR / "stack"))
-import stack  # noqa: E402
+import stack
+from stack import configs, paths
+from stack.guest import guest
 
 ROOT = str(guest.REPO_DIR)
 
 
 def render(state_dir, cloudlet):
-    """The nova configuration that ``stack.py up [--cloudlet]`` writes, into ``state_dir``."""
-    try:
-        p = stack._Paths(stack.cloud("a", state_dir))
-    except AttributeError:   # stack.py before its two-cloud refactor
-        p = stack._Paths(state_dir)
+    """The nova configuration that ``python -m stack up [--cloudlet]`` writes, into
+    ``state_dir``."""
+    p = paths.Paths(stack.cloud("a", state_dir))
     for d in ("nova", "glance", "neutron", "keystone", "placement"):
         os.makedirs(os.path.join(p.etc, d), exist_ok=True)
     kw = {}
@@ -35,7 +33,7 @@ def render(state_dir, cloudlet):
         from cloudlet_compute.nova import shim
         kw = dict(compute_driver=shim.DRIVER, api_router=cloudlet_api.PASTE_APP_FACTORY,
                   cloudlet=True)
-    stack._write_configs(p, stack._settings(**kw))
+    configs.write_configs(p, configs.settings(**kw))
     return p
 
 
@@ -58,7 +56,7 @@ def target(tmp_path):
     (tmp_path / "site" / "nova" / "virt").mkdir(parents=True)
     (tmp_path / "site" / "openstack_dashboard" / "local" / "enabled").mkdir(parents=True)
     opts = {"state_dir": state, "python": sys.executable,
-            "stack_py": os.path.join(ROOT, "stack", "stack.py"),
+            "stack_dir": os.path.join(ROOT, "stack"),
             "backup_dir": str(tmp_path / "backup"), "no_restart": True}
     opts.update({k[:-4]: __import__("base64").b64decode(v).decode()
                  for k, v in fabfile._local_payload().items()})

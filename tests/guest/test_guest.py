@@ -10,9 +10,9 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from tests.guest import (GUEST_DIR, GuestChannel, GuestCommandError, boot, console_tail, destroy,
+from stack.guest import (GUEST_DIR, GuestChannel, GuestCommandError, boot, console_tail, destroy,
                          ensure_built)
-from tests.guest.guest import REPO_DIR
+from stack.guest.guest import REPO_DIR
 
 TMP_ROOT = REPO_DIR / ".state" / "tmp"
 

@@ -1,4 +1,4 @@
-"""A second, independent cloud ("b") beside the main one (stack/stack.py --name b).
+"""A second, independent cloud ("b") beside the main one (`python -m stack --name b`).
 
 Starts cloud b (and a, idempotent) with OpenStack++ enabled; b's services run in netns stk-b on
 10.251.0.2 and are reached from the root namespace over the veth link. Checks that the two
@@ -9,18 +9,14 @@ TCP from netns stk-ext-b. Deletes everything it created; leaves both clouds runn
 """
 import os
 import subprocess
-import sys
 import time
 import uuid
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(ROOT, "stack"))
-import stack  # noqa: E402
-
-from tests.guest import guest  # noqa: E402
-from tests.support import cloud  # noqa: E402
+import stack
+from stack.guest import guest
+from tests.support import cloud
 
 B = stack.cloud("b")
 
@@ -49,7 +45,7 @@ def test_endpoints_are_separate(clouds_ab):
     a_hosts = {s.host for s in a_admin.compute.services(binary="nova-compute")}
     assert b_hosts == {"cloudlet-b"}, b_hosts
     assert "cloudlet-b" not in a_hosts
-    a_net = a_demo.network.find_network(stack.PROVIDER_NETWORK, ignore_missing=False)
+    a_net = a_demo.network.find_network(stack.cloud("a").provider_network, ignore_missing=False)
     b_net = b_demo.network.find_network(B.provider_network, ignore_missing=False)
     assert a_net.id != b_net.id
     assert [s.cidr for s in b_demo.network.subnets(network_id=b_net.id)] == [B.provider_cidr]

@@ -1,4 +1,4 @@
-"""Smoke test of the embedded OpenStack (stack/stack.py): a real server on real Neutron.
+"""Smoke test of the embedded OpenStack (the `stack` package): a real server on real Neutron.
 
 Starts the stack if it is not running (and leaves it running for later tests). Through
 openstacksdk only (HTTP), as the non-admin user `demo`: uploads the tiny test guest as
@@ -8,20 +8,15 @@ over DHCP (ping from the provider network's host side, and the guest's own answe
 second serial port, a nova TCP serial console), deletes the server and checks that the port
 is released. Removes everything it created.
 """
-import os
 import subprocess
-import sys
 import time
 import uuid
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(ROOT, "stack"))
-import stack  # noqa: E402
-
-from tests.guest import guest  # noqa: E402
-from tests.support import cloud  # noqa: E402
+import stack
+from stack.guest import guest
+from tests.support import cloud
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +49,7 @@ def test_server_on_provider_network(running_stack, guest_dir):
 
         flavor = demo.compute.find_flavor("cl.tiny", ignore_missing=False)
         assert flavor.extra_specs.get("hw:serial_port_count") == "2", flavor.extra_specs
-        net = demo.network.find_network(stack.PROVIDER_NETWORK, ignore_missing=False)
+        net = demo.network.find_network(stack.cloud("a").provider_network, ignore_missing=False)
 
         t1 = time.monotonic()
         server = demo.compute.create_server(name=tag, image_id=disk.id, flavor_id=flavor.id,

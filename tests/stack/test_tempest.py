@@ -1,18 +1,17 @@
-"""Tempest's curated compute subset (stack/tempest.py --subset) passes on the embedded stack
-with CloudletDriver and our API router: installing OpenStack++ leaves plain servers working."""
+"""Tempest's curated compute subset (``python -m stack.tempest --subset``) passes on the
+embedded stack with CloudletDriver and our API router: installing OpenStack++ leaves plain
+servers working."""
 
 import os
 import re
 import subprocess
 import sys
 
-from tests.guest import guest
-
-TEMPEST = guest.REPO_DIR / "stack" / "tempest.py"
+from stack.guest import guest
 
 
 def test_tempest_compute_subset_passes(stack_up):
-    run = subprocess.run([sys.executable, str(TEMPEST), "--subset"], capture_output=True,
+    run = subprocess.run([sys.executable, "-m", "stack.tempest", "--subset"], capture_output=True,
                          text=True, timeout=2400, cwd=str(guest.REPO_DIR),
                          env=dict(os.environ, PYTHONUNBUFFERED="1"))
     out = run.stdout + run.stderr

@@ -2,7 +2,7 @@
 # Build the tiny real test guest into OUTDIR, offline from Debian packages (no install):
 #   OUTDIR/vmlinuz         Debian cloud kernel (the package linux-image-cloud-amd64 depends on)
 #   OUTDIR/initrd.img      busybox-static + virtio modules (virtio_blk/pci/console/net + deps,
-#                          resolved with depmod/modprobe --show-depends) + tests/guest/init.sh
+#                          resolved with depmod/modprobe --show-depends) + stack/guest/init.sh
 #   OUTDIR/disk.raw        64 MiB ext4 with 4 KiB blocks (mkfs.ext4 -d), holding /hello.txt
 #   OUTDIR/kernel-version  e.g. 6.1.0-56-cloud-amd64
 # Debian packages are fetched with `apt-get download` into OUTDIR/.cache (reused on reruns) and

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import uuid
 
-from tests.guest import guest
+from .guest import guest
 
 CLI = [sys.executable, "-m", "cloudlet_compute.cli"]
 

@@ -1,7 +1,7 @@
-"""A tiny real test guest for OpenStack++ tests: libvirt XML, a command channel, boot/destroy.
+"""A tiny real test guest: libvirt XML, a command channel, boot/destroy (tests, demo, bench).
 
-The guest (built by ``tests/guest/build.sh`` into :data:`GUEST_DIR`) is a Debian cloud kernel
-plus a busybox initramfs whose ``/init`` is ``tests/guest/init.sh``. It mounts its virtio disk
+The guest (built by ``stack/guest/build.sh`` into :data:`GUEST_DIR`) is a Debian cloud kernel
+plus a busybox initramfs whose ``/init`` is ``stack/guest/init.sh``. It mounts its virtio disk
 ``/dev/vda`` on ``/mnt``, prints ``tick N`` each second on ttyS0 (and writes N to ``/run/tick``),
 runs ``udhcpc`` on every NIC that appears, and runs one long-lived shell on ttyS1.
 

@@ -1,5 +1,5 @@
 #!/bin/sh
-# /init of the OpenStack++ test guest (busybox sh; see tests/guest/build.sh).
+# /init of the OpenStack++ test guest (busybox sh; see stack/guest/build.sh).
 #
 # As PID 1 it mounts proc/sys/devtmpfs, a 64 MiB tmpfs on /run, loads the virtio modules listed
 # in /etc/modules, mounts /dev/vda (ext4, rw) on /mnt, then runs:

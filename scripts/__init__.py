@@ -1,0 +1,1 @@
+"""Scripts of the repository, run from its root as ``python -m scripts.NAME``."""
