@@ -2,7 +2,9 @@
 
 from osc_lib.command import command
 
-from client import operations as ops
+from client.core import bases, options
+from client.core.options import OSC
+from client.core.waiting import progress_bar
 from client.osc import common
 from cloudlet_compute import imagemodel as model
 
@@ -15,15 +17,15 @@ class ImportBase(common.CloudletMixin, command.ShowOne):
     def get_parser(self, prog_name):
         parser = super().get_parser(prog_name)
         parser.add_argument("package", metavar="<package.zip>", help="Base package file")
-        parser.add_argument("name", metavar="<name>", help="Image name prefix")
+        options.add_name(parser, OSC, "image name prefix")
         parser.add_argument("--public", action="store_true",
                             help="Make the images public (admin only)")
         return parser
 
     def run_action(self, parsed_args):
-        ids = ops.import_base(self.conn, parsed_args.package, parsed_args.name,
-                              "public" if parsed_args.public else "private",
-                              ops.progress_bar("uploading", None))
+        ids = bases.import_base(self.conn, parsed_args.package, parsed_args.name,
+                                "public" if parsed_args.public else "private",
+                                progress_bar("uploading", None))
         return common.as_show({model.RESPONSE_KEYS[t]: i for t, i in ids.items()})
 
 
@@ -32,21 +34,20 @@ class ExportBase(common.CloudletMixin, command.ShowOne):
 
     def get_parser(self, prog_name):
         parser = super().get_parser(prog_name)
-        parser.add_argument("base", metavar="<base>",
-                            help="Base disk image (name or ID) or base ID")
+        options.add_base_ref(parser, OSC, "base")
         parser.add_argument("package", metavar="<package.zip>", help="File to write")
         return parser
 
     def run_action(self, parsed_args):
-        return common.as_show(ops.export_base(self.conn, parsed_args.base, parsed_args.package,
-                                              ops.progress_bar))
+        return common.as_show(bases.export_base(self.conn, parsed_args.base,
+                                                parsed_args.package, progress_bar))
 
 
 class ListBase(common.CloudletMixin, command.Lister):
     """List base VMs (their disk images)"""
 
     def run_action(self, parsed_args):
-        return common.as_list(ops.list_bases(self.conn), BASE_COLUMNS)
+        return common.as_list(bases.list_bases(self.conn), BASE_COLUMNS)
 
 
 class CreateBase(common.CloudletMixin, command.ShowOne):
@@ -54,14 +55,15 @@ class CreateBase(common.CloudletMixin, command.ShowOne):
 
     def get_parser(self, prog_name):
         parser = super().get_parser(prog_name)
-        parser.add_argument("server", metavar="<server>", help="Server (name or ID)")
-        parser.add_argument("name", metavar="<name>", help="Image name prefix")
-        common.add_wait(parser)
+        options.add_server(parser, OSC)
+        options.add_name(parser, OSC, "image name prefix")
+        options.add_wait(parser, OSC)
         return parser
 
     def run_action(self, parsed_args):
-        return common.as_show(ops.create_base(self.conn, parsed_args.server, parsed_args.name,
-                                              parsed_args.wait, parsed_args.timeout))
+        a = parsed_args
+        return common.as_show(bases.create_base(self.conn, a.server, a.name, a.wait,
+                                                a.timeout))
 
 
 class ResumeBase(common.CloudletMixin, command.ShowOne):
@@ -69,13 +71,12 @@ class ResumeBase(common.CloudletMixin, command.ShowOne):
 
     def get_parser(self, prog_name):
         parser = super().get_parser(prog_name)
-        parser.add_argument("base", metavar="<base>",
-                            help="Base disk image (name or ID) or base ID")
-        parser.add_argument("name", metavar="<name>", help="New server name")
-        common.add_boot(parser)
+        options.add_base_ref(parser, OSC, "base")
+        options.add_name(parser, OSC, "new server name")
+        options.add_boot(parser, OSC)
         return parser
 
     def run_action(self, parsed_args):
         a = parsed_args
-        return common.as_show(ops.resume_base(self.conn, a.base, a.name, a.flavor, a.network,
-                                              a.wait, a.timeout))
+        return common.as_show(bases.resume_base(self.conn, a.base, a.name, a.flavor,
+                                                a.network, a.wait, a.timeout))

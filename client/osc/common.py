@@ -1,8 +1,8 @@
-"""What every ``openstack cloudlet`` command shares: the connection, errors, options."""
+"""What every ``openstack cloudlet`` command shares: the connection, errors, output. The
+options are ``client.core.options`` (in the ``OSC`` style)."""
 
 from osc_lib import exceptions
 
-from client import operations as ops
 from cloudlet_compute.errors import CloudletError
 
 
@@ -33,19 +33,3 @@ def as_list(rows, columns):
     """``(headers, rows)`` for ``Lister``."""
     return (tuple(c.replace("_", " ").title() if c != "id" else "ID" for c in columns),
             [tuple(row.get(c) for c in columns) for row in rows])
-
-
-def add_wait(parser, help_text="Wait until done, showing progress (Ctrl-C undoes it)"):
-    parser.add_argument("--wait", action="store_true", help=help_text)
-    parser.add_argument("--timeout", type=int, default=ops.DEFAULT_TIMEOUT,
-                        metavar="<seconds>",
-                        help="Give up waiting after this long (default: %(default)s)")
-
-
-def add_boot(parser):
-    parser.add_argument("--flavor", metavar="<flavor>",
-                        help="Flavor (name or ID; default: the smallest flavor that fits "
-                             "the base VM's min_ram and min_disk)")
-    parser.add_argument("--network", metavar="<network>", default="auto",
-                        help="Network (name or ID), or 'auto' or 'none' (default: auto)")
-    add_wait(parser)

@@ -2,7 +2,9 @@
 
 from osc_lib.command import command
 
-from client import operations as ops
+from client.core import options, overlays
+from client.core.options import OSC
+from client.core.waiting import progress_bar
 from client.osc import common
 
 OVERLAY_COLUMNS = ("id", "name", "status", "size", "base_id")
@@ -13,22 +15,22 @@ class CreateOverlay(common.CloudletMixin, command.ShowOne):
 
     def get_parser(self, prog_name):
         parser = super().get_parser(prog_name)
-        parser.add_argument("server", metavar="<server>", help="Server (name or ID)")
-        parser.add_argument("name", metavar="<name>", help="Overlay image name")
-        common.add_wait(parser)
+        options.add_server(parser, OSC)
+        options.add_name(parser, OSC, "overlay image name")
+        options.add_wait(parser, OSC)
         return parser
 
     def run_action(self, parsed_args):
-        return common.as_show(ops.create_overlay(self.conn, parsed_args.server,
-                                                 parsed_args.name, parsed_args.wait,
-                                                 parsed_args.timeout))
+        a = parsed_args
+        return common.as_show(overlays.create_overlay(self.conn, a.server, a.name, a.wait,
+                                                      a.timeout))
 
 
 class ListOverlay(common.CloudletMixin, command.Lister):
     """List VM overlay images"""
 
     def run_action(self, parsed_args):
-        return common.as_list(ops.list_overlays(self.conn), OVERLAY_COLUMNS)
+        return common.as_list(overlays.list_overlays(self.conn), OVERLAY_COLUMNS)
 
 
 class DownloadOverlay(common.CloudletMixin, command.ShowOne):
@@ -41,5 +43,5 @@ class DownloadOverlay(common.CloudletMixin, command.ShowOne):
         return parser
 
     def run_action(self, parsed_args):
-        return common.as_show(ops.download(self.conn, parsed_args.overlay, parsed_args.file,
-                                           ops.progress_bar))
+        return common.as_show(overlays.download(self.conn, parsed_args.overlay,
+                                                parsed_args.file, progress_bar))

@@ -14,12 +14,12 @@ LOG = logging.getLogger(__name__)
 DEFAULT_API_VERSION = "1"
 API_VERSION_OPTION = "os_cloudlet_api_version"
 API_NAME = "cloudlet"
-API_VERSIONS = {"1": "client.operations"}
+API_VERSIONS = {"1": "client.core"}
 
 
 def make_client(instance):
     """The client the commands get as ``client_manager.cloudlet``: OSC's SDK connection,
-    which ``client.operations`` takes as its first argument."""
+    which every ``client.core`` function takes as its first argument."""
     LOG.debug("cloudlet client: openstacksdk connection %s", instance.sdk_connection)
     return instance.sdk_connection
 

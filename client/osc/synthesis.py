@@ -2,7 +2,8 @@
 
 from osc_lib.command import command
 
-from client import operations as ops
+from client.core import options, synthesis
+from client.core.options import OSC
 from client.osc import common
 
 
@@ -13,11 +14,11 @@ class SynthesizeServer(common.CloudletMixin, command.ShowOne):
         parser = super().get_parser(prog_name)
         parser.add_argument("overlay_url", metavar="<overlay-url>",
                             help="http(s) URL of the VM overlay")
-        parser.add_argument("name", metavar="<name>", help="New server name")
-        common.add_boot(parser)
+        options.add_name(parser, OSC, "new server name")
+        options.add_boot(parser, OSC)
         return parser
 
     def run_action(self, parsed_args):
         a = parsed_args
-        return common.as_show(ops.synthesis(self.conn, a.overlay_url, a.name, a.flavor,
-                                            a.network, a.wait, a.timeout))
+        return common.as_show(synthesis.synthesis(self.conn, a.overlay_url, a.name, a.flavor,
+                                                  a.network, a.wait, a.timeout))

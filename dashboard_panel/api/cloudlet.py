@@ -1,11 +1,14 @@
 """The one module of the panel that talks to OpenStack (and to overlay URLs).
 
-One thin function per call. Each builds on an openstacksdk connection made from the
-logged-in user's token and project (keystoneauth ``v3.Token``), so every request is the
-user's own. Results are small plain objects (``BaseImage``, ``Overlay``, ``Instance``,
-``Flavor``), so tables and tests never see SDK resources. Every failure leaves as
-``CloudletAPIError`` whose text is the reason (registered as recoverable: Horizon's
-``exceptions.handle`` shows it as a message).
+One thin function per call, over the client core (``client.core``: the server actions, nova's
+error messages, the base VM image lookups, base import and delete are the ones
+``cloudlet-client`` uses). The connection is the logged-in user's, as Horizon's own API
+modules build theirs (``openstack_dashboard.api``): the request's token, the endpoints
+``openstack_dashboard.api.base.url_for`` picks from the catalog (``OPENSTACK_ENDPOINT_TYPE``,
+the user's region) and Horizon's SSL settings; no request to Keystone. Results are small
+plain objects (``BaseImage``, ``Overlay``, ``Instance``, ``Flavor``), so tables and tests
+never see SDK resources. Every failure leaves as ``CloudletAPIError`` whose text is the
+reason (registered as recoverable: Horizon's ``exceptions.handle`` shows it as a message).
 """
 
 import functools
@@ -14,16 +17,18 @@ import urllib.parse
 
 import requests
 from django.conf import settings
+from horizon import exceptions as horizon_exceptions
 from keystoneauth1 import exceptions as ks_exceptions
 from keystoneauth1 import session as ks_session
 from keystoneauth1.identity import v3
-import openstack
 from openstack import exceptions as sdk_exceptions
+from openstack_auth import utils as auth_utils
+from openstack_dashboard.api import base as horizon_api
 
-from client import glance_import
+from client.core import bases, handoff as core_handoff, lookups, overlays, sessions, synthesis
+from client.core.transfer import DOWNLOAD_PIECE
 from cloudlet_compute import imagemodel as model
 from cloudlet_compute.errors import CloudletError
-from cloudlet_compute.read import overlayinfo
 from dashboard_panel.exceptions import CloudletAPIError, CloudletNotFound
 
 LOG = logging.getLogger(__name__)
@@ -35,11 +40,12 @@ OVERLAY_URL_SCHEMES = ("http", "https")
 URL_TIMEOUT = 20
 POWER_STATES = {0: "NO STATE", 1: "RUNNING", 3: "PAUSED", 4: "SHUTDOWN", 6: "CRASHED",
                 7: "SUSPENDED"}
-HANDOFF_ACTION = "cloudlet-handoff"
 KEYSTONE_URL_SCHEMES = ("http", "https")
 # How long the handoff form waits for the destination Keystone.
 KEYSTONE_TIMEOUT = 30
 DEFAULT_DOMAIN = "Default"
+# The services the panel calls (``connection``).
+SERVICES = ("compute", "image", "network")
 
 
 def handle_errors(fn):
@@ -50,14 +56,23 @@ def handle_errors(fn):
             return fn(*args, **kwargs)
         except CloudletAPIError:
             raise
-        except sdk_exceptions.NotFoundException as exc:
-            raise CloudletNotFound(_http_reason(exc)) from exc
-        except sdk_exceptions.HttpException as exc:
-            raise CloudletAPIError(_http_reason(exc)) from exc
         except (sdk_exceptions.SDKException, ks_exceptions.ClientException,
                 CloudletError, requests.RequestException, OSError) as exc:
-            raise CloudletAPIError(str(exc) or exc.__class__.__name__) from exc
+            raise _api_error(exc) from exc
     return wrapper
+
+
+def _api_error(exc):
+    """The ``CloudletAPIError`` for ``exc``. An SDK or keystoneauth exception the client core
+    translated is reported as the service said it (its ``__cause__``)."""
+    if isinstance(exc, CloudletError) and isinstance(
+            exc.__cause__, (sdk_exceptions.SDKException, ks_exceptions.ClientException)):
+        exc = exc.__cause__
+    if isinstance(exc, sdk_exceptions.NotFoundException):
+        return CloudletNotFound(_http_reason(exc))
+    if isinstance(exc, sdk_exceptions.HttpException):
+        return CloudletAPIError(_http_reason(exc))
+    return CloudletAPIError(str(exc) or exc.__class__.__name__)
 
 
 def _http_reason(exc):
@@ -82,7 +97,7 @@ class BaseImage:
         self.image_type = props.get("image_type")
         self.min_ram, self.min_disk = image.min_ram or 0, image.min_disk or 0
         self.size = image.size
-        self.linked = {t: props.get(t) for t in model.LINKED_TYPES if props.get(t)}
+        self.linked = bases.linked_ids(image)
 
 
 class Overlay:
@@ -128,30 +143,32 @@ class Flavor:
 # --- the connection -----------------------------------------------------------------------
 
 def _verify():
-    return getattr(settings, "OPENSTACK_SSL_CACERT", None) or \
-        not getattr(settings, "OPENSTACK_SSL_NO_VERIFY", False)
+    """Horizon's TLS verification (as ``openstack_dashboard.api`` sets it)."""
+    if getattr(settings, "OPENSTACK_SSL_NO_VERIFY", False):
+        return False
+    return getattr(settings, "OPENSTACK_SSL_CACERT", None) or True
+
+
+def _endpoint(request, service_type):
+    """The catalog's URL of ``service_type`` for the user, or None if it lists none."""
+    try:
+        return horizon_api.url_for(request, service_type)
+    except horizon_exceptions.ServiceCatalogException:
+        return None
 
 
 def connection(request):
-    """The user's openstacksdk connection (one per Django request)."""
+    """The user's openstacksdk connection (one per Django request): the request's token,
+    sent to the endpoints Horizon uses (``client.core.sessions.token_connection``)."""
     conn = getattr(request, "_cloudlet_conn", None)
     if conn is None:
         user = request.user
-        auth = v3.Token(auth_url=user.endpoint, token=user.token.id,
-                        project_id=user.project_id)
-        sess = ks_session.Session(auth=auth, verify=_verify())
-        conn = openstack.connection.Connection(
-            session=sess, region_name=getattr(user, "services_region", None),
-            interface="public")
+        conn = sessions.token_connection(
+            user.token.id, {s: _endpoint(request, s) for s in SERVICES}, verify=_verify(),
+            region_name=getattr(user, "services_region", None),
+            original_ip=auth_utils.get_client_ip(request), app_name="horizon-cloudlet")
         request._cloudlet_conn = conn
     return conn
-
-
-def _images_of_type(conn, image_type, **query):
-    """Images of ``cloudlet_type`` ``image_type``. openstacksdk drops query parameters it
-    does not know (such as image properties), so the type is checked here."""
-    return [i for i in conn.image.images(**query)
-            if (i.properties or {}).get(model.PROPERTY_TYPE) == image_type]
 
 
 # --- base VMs -----------------------------------------------------------------------------
@@ -159,7 +176,7 @@ def _images_of_type(conn, image_type, **query):
 @handle_errors
 def base_image_list(request):
     """Base VMs (their disk images) visible to the project."""
-    return [BaseImage(i) for i in _images_of_type(connection(request), model.BASE_DISK)]
+    return [BaseImage(i) for i in lookups.images_of_type(connection(request), model.BASE_DISK)]
 
 
 @handle_errors
@@ -170,29 +187,23 @@ def base_image_get(request, image_id):
 @handle_errors
 def base_image_find(request, base_id):
     """The active base disk image of base VM ``base_id``, or None."""
-    for image in _images_of_type(connection(request), model.BASE_DISK):
-        if image.status == "active" and image.properties.get(model.PROPERTY_BASE_ID) == base_id:
-            return BaseImage(image)
-    return None
+    image = lookups.active_base_image(connection(request), base_id)
+    return BaseImage(image) if image is not None else None
 
 
 @handle_errors
 def import_base(request, package_path, name=None, visibility="private"):
     """Import base package ``package_path`` (a file on this server) as four linked images;
-    return ``{cloudlet_type: image id}`` (``client.glance_import``)."""
-    return glance_import.import_base_package(connection(request), package_path,
-                                             name=name or None, visibility=visibility)
+    return ``{cloudlet_type: image id}`` (``client.core.bases``)."""
+    return bases.import_base_package(connection(request), package_path, name=name or None,
+                                     visibility=visibility)
 
 
 @handle_errors
 def delete_base(request, image_id):
     """Delete a base VM: the three linked images first, the disk image last (it names them,
     so a failed delete can be retried)."""
-    conn = connection(request)
-    disk = BaseImage(conn.image.get_image(image_id))
-    for linked_id in disk.linked.values():
-        conn.image.delete_image(linked_id, ignore_missing=True)
-    conn.image.delete_image(image_id)
+    bases.delete_base(connection(request), image_id)
 
 
 @handle_errors
@@ -205,14 +216,13 @@ def resume_base(request, name, image_id, flavor_id, network_id=None):
 def synthesize(request, name, image_id, flavor_id, overlay_url, network_id=None):
     """``POST /servers`` from the base with ``metadata.overlay_url``: VM synthesis."""
     return Instance(_create_server(request, name, image_id, flavor_id, network_id,
-                                   metadata={model.METADATA_OVERLAY_URL: overlay_url}))
+                                   synthesis.synthesis_metadata(overlay_url)))
 
 
 def _create_server(request, name, image_id, flavor_id, network_id, metadata=None):
     networks = [{"uuid": network_id}] if network_id else "none"
-    kwargs = {"metadata": metadata} if metadata else {}
-    return connection(request).compute.create_server(
-        name=name, image_id=image_id, flavor_id=flavor_id, networks=networks, **kwargs)
+    return bases.create_server(connection(request), name, image_id, flavor_id, networks,
+                               metadata)
 
 
 # --- overlays -----------------------------------------------------------------------------
@@ -220,8 +230,8 @@ def _create_server(request, name, image_id, flavor_id, network_id, metadata=None
 @handle_errors
 def overlay_list(request):
     """The project's VM overlay images."""
-    return [Overlay(i) for i in _images_of_type(connection(request), model.OVERLAY,
-                                                 owner=request.user.project_id)]
+    return [Overlay(i) for i in lookups.images_of_type(connection(request), model.OVERLAY,
+                                                        owner=request.user.project_id)]
 
 
 @handle_errors
@@ -237,8 +247,8 @@ def delete_overlay(request, image_id):
 @handle_errors
 def create_overlay(request, instance_id, overlay_name):
     """``cloudlet-overlay-finish`` on a resumed base VM; return the overlay's image id."""
-    body = {"cloudlet-overlay-finish": {"overlay-name": overlay_name}}
-    return _server_action(request, instance_id, body)["overlay-id"]
+    return sessions.server_action(connection(request), instance_id,
+                                  overlays.overlay_body(overlay_name))["overlay-id"]
 
 
 @handle_errors
@@ -249,13 +259,13 @@ def download_overlay(request, image_id):
     if (image.properties or {}).get(model.PROPERTY_TYPE) != model.OVERLAY:
         raise CloudletAPIError("image %s is not a VM overlay" % image_id)
     resp = conn.image.download_image(image, stream=True)
-    return image.name, image.size, resp.iter_content(1 << 20)
+    return image.name, image.size, resp.iter_content(DOWNLOAD_PIECE)
 
 
 @handle_errors
 def overlay_meta(request, url):
     """Check overlay URL ``url`` (HEAD, then a read of its meta by Range) and return the
-    overlay's meta (``cloudlet_compute.read.overlayinfo.info``)."""
+    overlay's meta (``client.core.synthesis.read_meta``)."""
     parsed = urllib.parse.urlsplit(url)
     if parsed.scheme not in OVERLAY_URL_SCHEMES or not parsed.hostname:
         raise CloudletAPIError("%s is not an http(s) URL" % url)
@@ -265,8 +275,7 @@ def overlay_meta(request, url):
         raise CloudletAPIError("cannot reach %s: %s" % (url, exc)) from exc
     if head.status_code >= 400:
         raise CloudletAPIError("%s: HTTP %d %s" % (url, head.status_code, head.reason))
-    meta, _size = overlayinfo.info(url, getattr(settings, "FILE_UPLOAD_TEMP_DIR", None))
-    return meta
+    return synthesis.read_meta(url, getattr(settings, "FILE_UPLOAD_TEMP_DIR", None))
 
 
 # --- instances ----------------------------------------------------------------------------
@@ -275,7 +284,7 @@ def overlay_meta(request, url):
 def instance_list(request):
     """The project's servers made from a base VM (resumed or synthesized)."""
     conn = connection(request)
-    base_ids = {i.id for i in _images_of_type(conn, model.BASE_DISK)}
+    base_ids = {i.id for i in lookups.images_of_type(conn, model.BASE_DISK)}
     return [Instance(s) for s in conn.compute.servers(details=True)
             if (s.image or {}).get("id") in base_ids]
 
@@ -337,11 +346,9 @@ def handoff(request, instance_id, keystone_url, username, password, project_name
     it, the instance here is deleted."""
     endpoint, token = destination(keystone_url, username, password, project_name,
                                   user_domain, project_domain)
-    body = {"handoff_url": endpoint, "dest_token": token}
-    if name:
-        body["dest_vmname"] = name
-    return _server_action(request, instance_id, {HANDOFF_ACTION: body}).get("handoff",
-                                                                            endpoint)
+    body = core_handoff.handoff_body(endpoint, token, name)
+    return sessions.server_action(connection(request), instance_id, body).get("handoff",
+                                                                              endpoint)
 
 
 @handle_errors
@@ -349,27 +356,10 @@ def handoff_residue(request, instance_id, image_name):
     """Store the instance's current state as VM overlay image ``image_name`` in this cloud's
     Glance (``cloudlet-handoff`` to ``file://NAME``); return the image id. The instance keeps
     running."""
-    if not image_name or "/" in image_name:
+    if not core_handoff.residue_name_ok(image_name):
         raise CloudletAPIError("%r is not an image name" % image_name)
-    body = {HANDOFF_ACTION: {"handoff_url": "file://" + image_name}}
-    return _server_action(request, instance_id, body)["handoff"]
-
-
-def _server_action(request, instance_id, body):
-    resp = connection(request).compute.post("/servers/%s/action" % instance_id, json=body,
-                                            raise_exc=False)
-    if resp.status_code >= 400:
-        raise CloudletAPIError("%s (HTTP %d)" % (_nova_message(resp), resp.status_code))
-    return resp.json()
-
-
-def _nova_message(resp):
-    """The message of a nova error body: ``{"conflictingRequest": {"message": ...}}``."""
-    try:
-        body = resp.json()
-        return next(iter(body.values()))["message"]
-    except Exception:  # noqa: BLE001 - not JSON: the text is the reason
-        return resp.text.strip() or resp.reason
+    return sessions.server_action(connection(request), instance_id,
+                                  core_handoff.residue_body(image_name))["handoff"]
 
 
 # --- flavors and networks -----------------------------------------------------------------

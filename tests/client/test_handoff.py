@@ -1,4 +1,4 @@
-"""VM handoff in ``client.operations`` and both entry points, on fake clouds.
+"""VM handoff in ``client.core.handoff`` and both entry points, on fake clouds.
 
 The fakes follow the server API contract of ``cloudlet-handoff`` (source cloud):
 202 ``{"handoff": URL}``, then the source server is ``migrating`` with rising ``progress``;
@@ -17,21 +17,23 @@ import pytest
 from osc_lib import exceptions as osc_exceptions
 from osc_lib.test import base
 
-from client import cloudlet_client, operations as ops
+from client import cloudlet_client
+from client.core import errors, handoff, sessions, waiting
 from client.osc import handoff as osc_handoff
 from cloudlet_compute.errors import ConflictError, NotFoundError
+from cloudlet_compute.progress import NullProgress
 
 SRC = "11111111-2222-3333-4444-555555555555"
 DEST_URL = "http://10.251.0.2:8774/v2.1"
 TOKEN = "gAAAA-dest-token"
 REQ = "req-handoff-1"
-REAL_CONNECT_DESTINATION = ops.connect_destination
+REAL_CONNECT_DESTINATION = handoff.connect_destination
 
 
 @pytest.fixture(autouse=True)
 def fast(monkeypatch):
-    monkeypatch.setattr(ops, "POLL_INTERVAL", 0)
-    monkeypatch.setattr(ops.time, "sleep", lambda s: None)
+    monkeypatch.setattr(waiting, "POLL_INTERVAL", 0)
+    monkeypatch.setattr(waiting.time, "sleep", lambda s: None)
 
 
 class Response:
@@ -128,7 +130,7 @@ def destination(servers=(), url=DEST_URL, token=TOKEN):
     return dest
 
 
-MOVED = server(sid="dest-1", name="vm1-moved", metadata={ops.HANDOFF_FROM: SRC})
+MOVED = server(sid="dest-1", name="vm1-moved", metadata={handoff.HANDOFF_FROM: SRC})
 
 
 class Recorder:
@@ -138,27 +140,27 @@ class Recorder:
         self.bars = []
 
     def __call__(self, label, total=None, unit="B"):
-        bar = ops.NullProgress(label, total, unit)
+        bar = NullProgress(label, total, unit)
         self.bars.append(bar)
         return bar
 
 
 def failed_action(reason, request_id=REQ):
-    actions = [{"action": ops.HANDOFF_ACTION, "request_id": request_id,
+    actions = [{"action": handoff.HANDOFF_ACTION, "request_id": request_id,
                 "start_time": "2026-11-25T04:00:00.000000"},
                {"action": "create", "request_id": "req-create",
                 "start_time": "2026-11-25T03:00:00.000000"}]
-    details = {request_id: {"action": ops.HANDOFF_ACTION, "message": "Error", "events": [
+    details = {request_id: {"action": handoff.HANDOFF_ACTION, "message": "Error", "events": [
         {"event": "compute_cloudlet_handoff", "result": "Error", "details": reason}]}}
     return {"actions": actions, "details": details}
 
 
-# ---------------------------------------------------------------- operations.handoff
+# ---------------------------------------------------------------- handoff.handoff
 
 def test_handoff_posts_dest_token_and_compute_endpoint():
     conn, dest = source([server()]), destination()
 
-    out = ops.handoff(conn, "vm1", dest, "vm1-moved")
+    out = handoff.handoff(conn, "vm1", dest, "vm1-moved")
 
     assert out == {"server": SRC, "handoff": DEST_URL, "dest_vmname": "vm1-moved"}
     assert conn.compute.posts == [("/servers/%s/action" % SRC, {"cloudlet-handoff": {
@@ -168,7 +170,7 @@ def test_handoff_posts_dest_token_and_compute_endpoint():
 
 def test_handoff_dest_vmname_defaults_to_the_source_name():
     conn = source([server()])
-    ops.handoff(conn, "vm1", destination())
+    handoff.handoff(conn, "vm1", destination())
     assert conn.compute.posts[0][1]["cloudlet-handoff"]["dest_vmname"] == "vm1"
 
 
@@ -180,11 +182,11 @@ def test_handoff_wait_success_reports_the_destination_server():
     dest = destination([other, MOVED])
     bars, said = Recorder(), []
 
-    out = ops.handoff(conn, "vm1", dest, "vm1-moved", wait=True, progress_factory=bars,
-                      report=said.append)
+    out = handoff.handoff(conn, "vm1", dest, "vm1-moved", wait=True, progress_factory=bars,
+                          report=said.append)
 
     assert out == {"id": "dest-1", "name": "vm1-moved", "status": "ACTIVE",
-                   ops.HANDOFF_FROM: SRC}
+                   handoff.HANDOFF_FROM: SRC}
     assert [(b.label, b.total, b.unit, b.done) for b in bars.bars] == \
         [("handing off", 100, "%", 100)]
     assert said == ["server vm1: migrating"]
@@ -194,13 +196,13 @@ def test_handoff_wait_waits_for_the_destination_to_be_active():
     conn = source([server("MIGRATING", "migrating", 50), None])
     bars = Recorder()
     building = server("BUILD", "spawning", sid="dest-1", name="vm1",
-                      metadata={ops.HANDOFF_FROM: SRC})
+                      metadata={handoff.HANDOFF_FROM: SRC})
     dest = destination([building])
     states = [building, server(sid="dest-1", name="vm1")]
     dest.compute.get_server = lambda sid: states.pop(0) if len(states) > 1 else states[0]
 
-    out = ops.handoff(conn, "vm1", dest, wait=True, progress_factory=bars,
-                      report=lambda text: None)
+    out = handoff.handoff(conn, "vm1", dest, wait=True, progress_factory=bars,
+                          report=lambda text: None)
 
     assert out["status"] == "ACTIVE" and out["id"] == "dest-1"
     assert bars.bars[0].done == 100     # the source is gone: the bar is full
@@ -211,8 +213,8 @@ def test_handoff_wait_failure_has_the_reason_from_the_instance_action():
     conn = source([server("MIGRATING", "migrating", 20), server()],
                   **failed_action(reason))
 
-    with pytest.raises(ops.ApiError) as exc:
-        ops.handoff(conn, "vm1", destination(), wait=True, report=lambda text: None)
+    with pytest.raises(errors.ApiError) as exc:
+        handoff.handoff(conn, "vm1", destination(), wait=True, report=lambda text: None)
 
     assert str(exc.value) == "handoff of server vm1 failed: %s" % reason
     # The action of this request, read with the microversion that shows event details.
@@ -223,8 +225,8 @@ def test_handoff_wait_failure_has_the_reason_from_the_instance_action():
 def test_handoff_failure_reason_is_one_line_and_falls_back_to_the_latest_action():
     failed = failed_action("no flavor\n  fits base VM", request_id="req-older")
     conn = source([server()], **failed)
-    assert ops.handoff_failure(conn, SRC, REQ) == "no flavor fits base VM"
-    assert ops.handoff_failure(source([server()]), SRC, REQ) is None
+    assert handoff.handoff_failure(conn, SRC, REQ) == "no flavor fits base VM"
+    assert handoff.handoff_failure(source([server()]), SRC, REQ) is None
 
 
 def test_handoff_wait_failure_waits_for_the_event(monkeypatch):
@@ -242,42 +244,42 @@ def test_handoff_wait_failure_waits_for_the_event(monkeypatch):
         return original(path, microversion, raise_exc)
     conn.compute.get = get
 
-    with pytest.raises(ops.ApiError, match="failed: destination refused$"):
-        ops.handoff(conn, "vm1", destination(), wait=True, report=lambda text: None)
+    with pytest.raises(errors.ApiError, match="failed: destination refused$"):
+        handoff.handoff(conn, "vm1", destination(), wait=True, report=lambda text: None)
 
 
 def test_handoff_wait_gives_up_when_nothing_happens(monkeypatch):
-    monkeypatch.setattr(ops, "TASK_GRACE", -1)
+    monkeypatch.setattr(waiting, "TASK_GRACE", -1)
     conn = source([server()])
-    with pytest.raises(ops.ApiError, match="ended, but the server is still here"):
-        ops.handoff(conn, "vm1", destination(), wait=True, report=lambda text: None)
+    with pytest.raises(errors.ApiError, match="ended, but the server is still here"):
+        handoff.handoff(conn, "vm1", destination(), wait=True, report=lambda text: None)
 
 
 def test_handoff_wait_error_state_has_the_fault():
     conn = source([server("ERROR", fault={"message": "libvirt\nfailed"})])
-    with pytest.raises(ops.ApiError, match="went to ERROR: libvirt failed$"):
-        ops.handoff(conn, "vm1", destination(), wait=True, report=lambda text: None)
+    with pytest.raises(errors.ApiError, match="went to ERROR: libvirt failed$"):
+        handoff.handoff(conn, "vm1", destination(), wait=True, report=lambda text: None)
 
 
 def test_handoff_wait_timeout():
     conn = source([server("MIGRATING", "migrating", 30)])
     bars = Recorder()
-    with pytest.raises(ops.ApiError, match=r"handoff not done after 0 s \(it goes on"):
-        ops.handoff(conn, "vm1", destination(), wait=True, timeout=0, progress_factory=bars,
-                    report=lambda text: None)
+    with pytest.raises(errors.ApiError, match=r"handoff not done after 0 s \(it goes on"):
+        handoff.handoff(conn, "vm1", destination(), wait=True, timeout=0, progress_factory=bars,
+                        report=lambda text: None)
     assert bars.bars[0].done == 30
 
 
 def test_handoff_destination_server_missing():
     conn = source([None])
     with pytest.raises(NotFoundError, match="the destination has no server 'vm1'"):
-        ops.handoff(conn, "vm1", destination([server(sid="x", name="vm1")]), wait=True,
-                    report=lambda text: None)
+        handoff.handoff(conn, "vm1", destination([server(sid="x", name="vm1")]), wait=True,
+                        report=lambda text: None)
 
 
 @pytest.mark.parametrize("status, body, cls, text", [
     (400, {"badRequest": {"message": "dest_token rejected by the destination"}},
-     ops.ApiError, "dest_token rejected by the destination (HTTP 400)"),
+     errors.ApiError, "dest_token rejected by the destination (HTTP 400)"),
     (409, {"conflictingRequest": {"message": "no flavor at the destination fits"}},
      ConflictError, "no flavor at the destination fits (HTTP 409)"),
     (404, {"itemNotFound": {"message": "Instance x could not be found."}},
@@ -286,13 +288,13 @@ def test_handoff_destination_server_missing():
 def test_handoff_api_errors_pass_the_message(status, body, cls, text):
     conn = source([server()], answer=(status, body))
     with pytest.raises(cls) as exc:
-        ops.handoff(conn, "vm1", destination(), wait=True)
+        handoff.handoff(conn, "vm1", destination(), wait=True)
     assert str(exc.value) == text
 
 
 def test_handoff_destination_without_compute_endpoint():
     with pytest.raises(NotFoundError, match="lists no public compute endpoint"):
-        ops.handoff(source([server()]), "vm1", destination(url=None))
+        handoff.handoff(source([server()]), "vm1", destination(url=None))
 
 
 def test_handoff_argument_errors():
@@ -300,11 +302,11 @@ def test_handoff_argument_errors():
     for kwargs in ({}, {"dest_conn": dest, "residue": "r"},
                    {"residue": "r", "dest_vmname": "n"}, {"residue": "a/b"},
                    {"residue": " "}):
-        with pytest.raises(ops.UsageError) as exc:
-            ops.handoff(conn, "vm1", **kwargs)
+        with pytest.raises(errors.UsageError) as exc:
+            handoff.handoff(conn, "vm1", **kwargs)
         assert exc.value.exit_code == 2
     with pytest.raises(NotFoundError, match="no server 'nope'"):
-        ops.handoff(conn, "nope", dest)
+        handoff.handoff(conn, "nope", dest)
     assert conn.compute.posts == []
 
 
@@ -312,7 +314,7 @@ def test_handoff_argument_errors():
 
 def test_residue_posts_file_url():
     conn = source([server()], answer=(202, {"handoff": "img-9"}))
-    assert ops.handoff(conn, "vm1", residue="vm1-residue") == \
+    assert handoff.handoff(conn, "vm1", residue="vm1-residue") == \
         {"image_id": "img-9", "name": "vm1-residue"}
     assert conn.compute.posts[0][1] == {"cloudlet-handoff": {"handoff_url":
                                                              "file://vm1-residue"}}
@@ -322,15 +324,15 @@ def test_residue_wait_until_the_image_is_active():
     conn = source([server("ACTIVE", "image_uploading"), server()],
                   answer=(202, {"handoff": "img-9"}), images=["saving", "active"])
     said = []
-    out = ops.handoff(conn, "vm1", residue="r", wait=True, report=said.append)
+    out = handoff.handoff(conn, "vm1", residue="r", wait=True, report=said.append)
     assert out == {"image_id": "img-9", "name": "r", "status": "active", "size": 1234}
     assert said == ["server vm1: image_uploading", "server vm1: no task"]
 
 
 def test_residue_wait_failure_deletes_the_image():
     conn = source([server()], answer=(202, {"handoff": "img-9"}), images=["killed"])
-    with pytest.raises(ops.ApiError, match="image img-9 is killed"):
-        ops.handoff(conn, "vm1", residue="r", wait=True, report=lambda text: None)
+    with pytest.raises(errors.ApiError, match="image img-9 is killed"):
+        handoff.handoff(conn, "vm1", residue="r", wait=True, report=lambda text: None)
     assert conn.image.deleted == ["img-9"]
 
 
@@ -353,17 +355,17 @@ class FakeConnect:
 
 def test_connect_destination_from_clouds_yaml(monkeypatch):
     fake = FakeConnect()
-    monkeypatch.setattr(ops.openstack, "connect", fake)
-    ops.connect_destination(cloud="dest")
+    monkeypatch.setattr(handoff.openstack, "connect", fake)
+    handoff.connect_destination(cloud="dest")
     # A password from $CLOUDLET_DEST_PASSWORD is not in the way of --dest-cloud.
-    ops.connect_destination(cloud="dest", password="from-env")
+    handoff.connect_destination(cloud="dest", password="from-env")
     assert fake.calls == [{"cloud": "dest"}, {"cloud": "dest"}]
 
 
 def test_connect_destination_from_credentials_ignores_os_variables(monkeypatch):
     fake = FakeConnect()
-    monkeypatch.setattr(ops.openstack, "connect", fake)
-    ops.connect_destination(auth_url="http://d:5000/v3", username="u", password="p",
+    monkeypatch.setattr(handoff.openstack, "connect", fake)
+    handoff.connect_destination(auth_url="http://d:5000/v3", username="u", password="p",
                             project="proj", user_domain="users")
     assert fake.calls == [{
         "load_yaml_config": False, "load_envvars": False, "auth_type": "password",
@@ -382,25 +384,25 @@ def test_connect_destination_from_credentials_ignores_os_variables(monkeypatch):
 ])
 def test_connect_destination_argument_errors(monkeypatch, kwargs, text):
     fake = FakeConnect()
-    monkeypatch.setattr(ops.openstack, "connect", fake)
-    with pytest.raises(ops.UsageError, match=text):
-        ops.connect_destination(**kwargs)
+    monkeypatch.setattr(handoff.openstack, "connect", fake)
+    with pytest.raises(errors.UsageError, match=text):
+        handoff.connect_destination(**kwargs)
     assert fake.calls == []
 
 
 def test_connect_destination_errors_say_destination(monkeypatch):
-    monkeypatch.setattr(ops.openstack, "connect",
+    monkeypatch.setattr(handoff.openstack, "connect",
                         FakeConnect(ks_exc.Unauthorized("The request you have made requires "
                                                         "authentication.")))
-    with pytest.raises(ops.AuthError, match="^destination cloud: authentication failed"):
-        ops.connect_destination(auth_url="http://d/v3", username="u", password="p",
+    with pytest.raises(errors.AuthError, match="^destination cloud: authentication failed"):
+        handoff.connect_destination(auth_url="http://d/v3", username="u", password="p",
                                 project="x")
 
     def no_cloud(**kwargs):
         raise sdk_exc.ConfigException("Cloud nope was not found.")
-    monkeypatch.setattr(ops.openstack, "connect", no_cloud)
-    with pytest.raises(ops.AuthError) as exc:
-        ops.connect_destination(cloud="nope")
+    monkeypatch.setattr(handoff.openstack, "connect", no_cloud)
+    with pytest.raises(errors.AuthError) as exc:
+        handoff.connect_destination(cloud="nope")
     assert str(exc.value) == "destination cloud: cloud configuration: Cloud nope was not found."
 
 
@@ -408,8 +410,8 @@ def test_destination_endpoint_token_error_says_destination():
     dest = destination()
     dest.endpoint_for = lambda *a, **k: (_ for _ in ()).throw(
         ks_exc.EndpointNotFound("no compute"))
-    with pytest.raises(ops.ApiError, match="^destination cloud: no compute"):
-        ops.destination_endpoint(dest)
+    with pytest.raises(errors.ApiError, match="^destination cloud: no compute"):
+        handoff.destination_endpoint(dest)
 
 
 # ---------------------------------------------------------------- cloudlet-client handoff
@@ -422,13 +424,13 @@ def wired(monkeypatch):
     def wire(states, dest=None, **kwargs):
         made["conn"] = source(states, **kwargs)
         made["dest"] = dest or destination([MOVED])
-        monkeypatch.setattr(ops, "connect", lambda cloud=None: made["conn"])
-        monkeypatch.setattr(ops.openstack, "connect", FakeConnect())
+        monkeypatch.setattr(sessions, "connect", lambda cloud=None: made["conn"])
+        monkeypatch.setattr(handoff.openstack, "connect", FakeConnect())
 
         def connect_destination(*args):
             made["dest_args"] = args
             return made["dest"]
-        monkeypatch.setattr(ops, "connect_destination", connect_destination)
+        monkeypatch.setattr(handoff, "connect_destination", connect_destination)
         return made
     return wire
 
@@ -440,7 +442,7 @@ def test_cli_handoff_wait(wired, capsys):
     out, err = capsys.readouterr()
     assert code == 0, err
     assert json.loads(out) == {"id": "dest-1", "name": "vm1-moved", "status": "ACTIVE",
-                               ops.HANDOFF_FROM: SRC}
+                               handoff.HANDOFF_FROM: SRC}
     assert "server vm1: migrating" in err
     assert made["dest_args"] == ("dest", None, None, None, None, None, None)
 
@@ -487,7 +489,7 @@ def test_cli_handoff_usage_errors(wired, capsys, monkeypatch):
     monkeypatch.delenv("CLOUDLET_DEST_PASSWORD", raising=False)
     wired([server()])
     # Not the fake: the real option checks (before anything is connected).
-    monkeypatch.setattr(ops, "connect_destination", REAL_CONNECT_DESTINATION)
+    monkeypatch.setattr(handoff, "connect_destination", REAL_CONNECT_DESTINATION)
     code = cloudlet_client.main(["handoff", "vm1", "--dest-auth-url", "http://d/v3"])
     assert code == 2
     assert capsys.readouterr().err.strip() == (
@@ -514,17 +516,17 @@ class TestOscHandoff(base.TestCommand):
         def connect_destination(*args):
             seen.append(args)
             return dest
-        original, ops.connect_destination = ops.connect_destination, connect_destination
+        original, handoff.connect_destination = handoff.connect_destination, connect_destination
         try:
             columns, data = self._run(
                 conn, ["vm1", "--dest-cloud", "dest", "--dest-vmname", "vm1-moved", "--wait"],
                 [("server", "vm1"), ("dest_cloud", "dest"), ("dest_vmname", "vm1-moved"),
                  ("wait", True), ("residue", None)])
         finally:
-            ops.connect_destination = original
+            handoff.connect_destination = original
         self.assertEqual(dict(zip(columns, data)),
                          {"id": "dest-1", "name": "vm1-moved", "status": "ACTIVE",
-                          ops.HANDOFF_FROM: SRC})
+                          handoff.HANDOFF_FROM: SRC})
         self.assertEqual(seen, [("dest", None, None, None, None, None, None)])
 
     def test_residue(self):
@@ -549,6 +551,6 @@ def test_handoff_failure_reason_from_metadata_when_details_are_hidden():
     # Nova shows event details to admins only; the source leaves the reason in metadata.
     failed = failed_action(None)
     conn = source([server()], recorded_error="the destination has no base VM x", **failed)
-    assert ops.handoff_failure(conn, SRC, REQ) == "the destination has no base VM x"
+    assert handoff.handoff_failure(conn, SRC, REQ) == "the destination has no base VM x"
     conn = source([server()], **failed)
-    assert ops.handoff_failure(conn, SRC, REQ) == "Error"
+    assert handoff.handoff_failure(conn, SRC, REQ) == "Error"

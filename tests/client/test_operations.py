@@ -1,4 +1,4 @@
-"""``client.operations`` without a cloud: flavor choice and error translation."""
+"""``client.core`` without a cloud: flavor choice and error translation."""
 
 import types
 
@@ -6,7 +6,7 @@ import keystoneauth1.exceptions as ks_exc
 import openstack.exceptions as sdk_exc
 import pytest
 
-from client import operations as ops
+from client.core import errors, lookups
 from cloudlet_compute.errors import ConflictError, NotFoundError
 
 
@@ -35,20 +35,20 @@ IMAGE = types.SimpleNamespace(id="img", min_ram=256, min_disk=1)
 def test_pick_flavor_takes_the_smallest_that_fits():
     conn = conn_with(flavor("big", 2048, 20), flavor("small", 512, 2), flavor("tiny", 256, 1),
                      flavor("too-small", 128, 1), flavor("zero-disk", 256, 0))
-    assert ops.pick_flavor(conn, IMAGE).name == "tiny"
-    assert ops.pick_flavor(conn, IMAGE, "big").name == "big"
+    assert lookups.pick_flavor(conn, IMAGE).name == "tiny"
+    assert lookups.pick_flavor(conn, IMAGE, "big").name == "big"
 
 
 def test_pick_flavor_errors():
     with pytest.raises(NotFoundError, match="no flavor has ram >= 256 MiB and disk >= 1 GiB"):
-        ops.pick_flavor(conn_with(flavor("too-small", 128, 1)), IMAGE)
+        lookups.pick_flavor(conn_with(flavor("too-small", 128, 1)), IMAGE)
     with pytest.raises(NotFoundError, match="no flavor 'nope'"):
-        ops.pick_flavor(conn_with(), IMAGE, "nope")
+        lookups.pick_flavor(conn_with(), IMAGE, "nope")
 
 
 def test_translate():
-    assert isinstance(ops.translate(ks_exc.Unauthorized("nope")), ops.AuthError)
-    assert isinstance(ops.translate(sdk_exc.ConfigException("no cloud")), ops.AuthError)
-    assert isinstance(ops.translate(sdk_exc.ConflictException("busy")), ConflictError)
-    assert isinstance(ops.translate(sdk_exc.NotFoundException("gone")), NotFoundError)
-    assert ops.translate(ValueError("x")) is None
+    assert isinstance(errors.translate(ks_exc.Unauthorized("nope")), errors.AuthError)
+    assert isinstance(errors.translate(sdk_exc.ConfigException("no cloud")), errors.AuthError)
+    assert isinstance(errors.translate(sdk_exc.ConflictException("busy")), ConflictError)
+    assert isinstance(errors.translate(sdk_exc.NotFoundException("gone")), NotFoundError)
+    assert errors.translate(ValueError("x")) is None

@@ -1,0 +1,43 @@
+"""VM synthesis: a server booted from the base disk image an overlay needs, with
+``metadata.overlay_url``; nova-compute fetches the overlay and applies it."""
+
+import shutil
+import tempfile
+
+from client.core import lookups
+from client.core.bases import boot
+from client.core.waiting import DEFAULT_TIMEOUT
+from cloudlet_compute import imagemodel as model
+from cloudlet_compute.errors import NotFoundError
+from cloudlet_compute.read import overlayinfo
+
+
+def read_meta(url, workdir=None):
+    """The meta of the overlay at ``url``: one Range request for its tail (scratch space in
+    a private directory under ``workdir``, removed again)."""
+    scratch = tempfile.mkdtemp(prefix="cloudlet-synthesis-", dir=workdir)
+    try:
+        meta, _size = overlayinfo.info(url, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return meta
+
+
+def synthesis_metadata(url):
+    """The server metadata that makes a boot from a base disk image a VM synthesis."""
+    return {model.METADATA_OVERLAY_URL: url}
+
+
+def synthesis(conn, url, name, flavor=None, network="auto", wait=False,
+              timeout=DEFAULT_TIMEOUT, workdir=None):
+    """VM synthesis: a new server from the overlay at ``url`` and the base it needs.
+
+    Only the overlay's meta is read here; nova-compute fetches the rest. The base disk
+    image is the active one whose ``base_sha256_uuid`` the meta names."""
+    base_id = read_meta(url, workdir)["base_vm_sha256"]
+    image = lookups.active_base_image(conn, base_id)
+    if image is None:
+        raise NotFoundError("the overlay at %s needs base VM %s, which is not in Glance "
+                            "(import it with import-base)" % (url, base_id))
+    return boot(conn, name, image, lookups.pick_flavor(conn, image, flavor), network,
+                synthesis_metadata(url), wait, timeout)
