@@ -9,7 +9,8 @@ import shutil
 import time
 import uuid
 
-from client.glance_import import import_base_package, wait_active
+from client.core.bases import import_base_package
+from client.core.waiting import wait_image_active as wait_active
 from cloudlet_compute import imagemodel as model
 
 from . import story as storymod

@@ -50,7 +50,10 @@ def ensure_tempest():
         subprocess.run([os.path.join(VENV, "bin", "pip"), "install", "-q",
                         "tempest==" + TEMPEST_VERSION], check=True)
     if not os.path.exists(os.path.join(WORK, "workspace", ".stestr.conf")):
-        subprocess.run([tempest, "init", os.path.join(WORK, "workspace")], check=True,
+        # Tempest registers workspaces by name in a per-user file: keep ours in WORK.
+        subprocess.run([tempest, "init", "--workspace-path",
+                        os.path.join(WORK, "workspaces.yaml"), os.path.join(WORK, "workspace")],
+                       check=True,
                        cwd=WORK)
     return tempest
 

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from client.glance_import import import_base_package
+from client.core.bases import import_base_package
 from stack import story as storymod
 from stack.guest import guest
 from tests.support import cloud

@@ -12,12 +12,13 @@ from cloudlet_compute.errors import NotFoundError
 from cloudlet_compute.read import overlayinfo
 
 
-def read_meta(url, workdir=None):
+def read_meta(url, workdir=None, policy=None, max_bytes=None):
     """The meta of the overlay at ``url``: one Range request for its tail (scratch space in
-    a private directory under ``workdir``, removed again)."""
+    a private directory under ``workdir``, removed again); ``policy`` and ``max_bytes`` as
+    for ``cloudlet_compute.read.fetch.open_source``."""
     scratch = tempfile.mkdtemp(prefix="cloudlet-synthesis-", dir=workdir)
     try:
-        meta, _size = overlayinfo.info(url, scratch)
+        meta, _size = overlayinfo.info(url, scratch, policy=policy, max_bytes=max_bytes)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return meta

@@ -29,6 +29,7 @@ from client.core import bases, handoff as core_handoff, lookups, overlays, sessi
 from client.core.transfer import DOWNLOAD_PIECE
 from cloudlet_compute import imagemodel as model
 from cloudlet_compute.errors import CloudletError
+from cloudlet_compute.read import fetchpolicy
 from dashboard_panel.exceptions import CloudletAPIError, CloudletNotFound
 
 LOG = logging.getLogger(__name__)
@@ -37,7 +38,11 @@ RESUMED = "resumed"
 SYNTHESIZED = "synthesized"
 OVERLAY_URL_SCHEMES = ("http", "https")
 # How long the synthesis form waits for an overlay URL (HEAD and the meta read).
-URL_TIMEOUT = 20
+# The overlay fetch policy of this Horizon server (cloudlet_compute.read.fetchpolicy; the
+# defaults refuse loopback, link-local, this host's addresses and ports other than 80/443).
+# Settings: CLOUDLET_OVERLAY_ALLOWED_HOSTS, CLOUDLET_OVERLAY_DISALLOWED_HOSTS,
+# CLOUDLET_OVERLAY_ALLOWED_PORTS, as nova's [cloudlet] overlay_* options.
+META_READ_MAX = 64 << 20   # a server without Range support: what the panel reads at most
 POWER_STATES = {0: "NO STATE", 1: "RUNNING", 3: "PAUSED", 4: "SHUTDOWN", 6: "CRASHED",
                 7: "SUSPENDED"}
 KEYSTONE_URL_SCHEMES = ("http", "https")
@@ -264,18 +269,17 @@ def download_overlay(request, image_id):
 
 @handle_errors
 def overlay_meta(request, url):
-    """Check overlay URL ``url`` (HEAD, then a read of its meta by Range) and return the
-    overlay's meta (``client.core.synthesis.read_meta``)."""
+    """Read the meta of the overlay at ``url`` (one Range request for its tail), under this
+    Horizon's overlay fetch policy (``client.core.synthesis.read_meta``)."""
     parsed = urllib.parse.urlsplit(url)
     if parsed.scheme not in OVERLAY_URL_SCHEMES or not parsed.hostname:
         raise CloudletAPIError("%s is not an http(s) URL" % url)
-    try:
-        head = requests.head(url, allow_redirects=True, timeout=URL_TIMEOUT)
-    except requests.RequestException as exc:
-        raise CloudletAPIError("cannot reach %s: %s" % (url, exc)) from exc
-    if head.status_code >= 400:
-        raise CloudletAPIError("%s: HTTP %d %s" % (url, head.status_code, head.reason))
-    return synthesis.read_meta(url, getattr(settings, "FILE_UPLOAD_TEMP_DIR", None))
+    policy = fetchpolicy.FetchPolicy(
+        getattr(settings, "CLOUDLET_OVERLAY_ALLOWED_HOSTS", ()),
+        getattr(settings, "CLOUDLET_OVERLAY_DISALLOWED_HOSTS", ()),
+        getattr(settings, "CLOUDLET_OVERLAY_ALLOWED_PORTS", fetchpolicy.DEFAULT_PORTS))
+    return synthesis.read_meta(url, getattr(settings, "FILE_UPLOAD_TEMP_DIR", None),
+                               policy=policy, max_bytes=META_READ_MAX)
 
 
 # --- instances ----------------------------------------------------------------------------

@@ -147,21 +147,24 @@ def test_conflicts(imported, base_package, clouds):
 
 
 def test_interrupt_deletes_the_server(imported, clouds):
+    """Ctrl-C while the client waits for ACTIVE: exit 130, the server is deleted. nova-compute
+    is frozen until the signal is in, so the server cannot become ACTIVE first."""
     run, ids = imported
     demo = clouds[0]
     name = run.name("interrupted")
-    proc = subprocess.Popen(client_argv("resume-base", ids["base-disk"], name, "--network",
-                                        "none", "--wait"),
-                            env=cloud.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    try:
-        server = cloud.wait_for(lambda: demo.compute.find_server(name), 60, "the server",
-                                interval=0.2)
-        proc.send_signal(signal.SIGINT)
-        _out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    with cloud.frozen("nova-compute"):
+        proc = subprocess.Popen(client_argv("resume-base", ids["base-disk"], name,
+                                            "--network", "none", "--wait"),
+                                env=cloud.env(), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            server = cloud.wait_for(lambda: demo.compute.find_server(name), 60,
+                                    "the server", interval=0.2)
+            proc.send_signal(signal.SIGINT)
+            _out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
     assert proc.returncode == 130
     assert err.strip().splitlines()[-1] == "cloudlet-client: error: interrupted"
 

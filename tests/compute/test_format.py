@@ -33,7 +33,7 @@ NO_LIBVIRT_INFO = """
 import json, sys
 sys.modules["libvirt"] = sys.modules["libvirt_qemu"] = None
 from cloudlet_compute.read import overlayinfo
-import client.operations
+import client.core.synthesis  # what the clients read overlays with
 print(json.dumps(overlayinfo.info(sys.argv[1], sys.argv[2])))
 """
 

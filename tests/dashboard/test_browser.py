@@ -62,6 +62,9 @@ SECRET_KEY = "{secret}"
 SESSION_ENGINE = "django.contrib.sessions.backends.file"
 SESSION_FILE_PATH = "{sessions}"
 FILE_UPLOAD_TEMP_DIR = "{upload}"
+# The test's overlay server is on this host's loopback, on an ephemeral port.
+CLOUDLET_OVERLAY_ALLOWED_HOSTS = ["127.0.0.1"]
+CLOUDLET_OVERLAY_ALLOWED_PORTS = []
 # Compressed CSS/JS go here, not beside Horizon in site-packages.
 STATIC_ROOT = "{static}"
 LOGGING_CONFIG = None

@@ -638,6 +638,15 @@ class ApiTests(PanelTestCase):
             with self.assertRaisesRegex(CloudletAPIError, "not an http"):
                 api.overlay_meta(mock.Mock(), url)
 
+    def test_overlay_meta_follows_the_fetch_policy(self):
+        """Loopback, the metadata address and other ports are refused with the policy's one
+        line before anything connects (Horizon's test harness fails any real HTTP call)."""
+        for url in ("http://127.0.0.1:5000/o.zip", "http://169.254.169.254/latest",
+                    "http://[::1]/o.zip", "http://192.0.2.1:8080/o.zip"):
+            with self.assertRaisesRegex(CloudletAPIError,
+                                        "not allowed by this cloud's overlay fetch policy"):
+                api.overlay_meta(mock.Mock(), url)
+
     def test_delete_base_deletes_linked_images_then_disk(self):
         conn = mock.Mock()
         conn.image.get_image.return_value = types.SimpleNamespace(

@@ -3,7 +3,7 @@
 Cloud b runs every service in network namespace ``stk-b``; a's compute node reaches b's
 compute API and b's compute node reaches a's handoff listener only through the veth pair.
 A VM synthesized on a, on a's provider network, is changed inside, handed off with the
-client (``client.operations.handoff``, what both CLIs run), and must then run on b with the
+client (``client.core.handoff.handoff``, what both CLIs run), and must then run on b with the
 same memory and disk, on its new port on b's provider network, while a's server is gone.
 Failures (a token b refuses, a base b lacks, b's compute node killed mid-stream) leave a's
 VM running with its state.
@@ -17,8 +17,8 @@ import uuid
 
 import pytest
 
-from client import operations
-from client.glance_import import import_base_package
+from client.core import handoff as handoff_ops
+from client.core.bases import import_base_package
 from cloudlet_compute import imagemodel as model
 from cloudlet_compute.errors import CloudletError
 from cloudlet_compute.handoff import wire
@@ -117,7 +117,7 @@ def test_destination_killed_mid_stream(clouds, cloud_b, base_images_b, source):
     demo_b, _ = cloud_b
     story, vm, expected = source
     name = story.tag + "-killed"
-    started = operations.handoff(demo, vm.id, dest_conn=demo_b, dest_vmname=name)
+    started = handoff_ops.handoff(demo, vm.id, dest_conn=demo_b, dest_vmname=name)
     assert started
     # Kill b's compute node once the VM's memory is on its way.
     cloud.wait_for(lambda: (demo.compute.get_server(vm.id).progress or 0) > 0, 300,
@@ -129,7 +129,7 @@ def test_destination_killed_mid_stream(clouds, cloud_b, base_images_b, source):
     try:
         cloud.wait_for(lambda: demo.compute.get_server(vm.id).task_state is None, 300,
                        "the source to give up", interval=1)
-        reason = operations.handoff_failure(demo, vm.id)
+        reason = handoff_ops.handoff_failure(demo, vm.id)
         assert reason and "handoff" in reason.lower(), reason
         _assert_source_intact(clouds, vm, expected)
     finally:
@@ -145,7 +145,7 @@ def test_handoff_moves_the_vm_to_cloud_b(clouds, cloud_b, base_images_b, source)
     story, vm, expected = source
     name = story.tag + "-moved"
     t0 = time.monotonic()
-    moved = operations.handoff(demo, vm.id, dest_conn=demo_b, dest_vmname=name, wait=True,
+    moved = handoff_ops.handoff(demo, vm.id, dest_conn=demo_b, dest_vmname=name, wait=True,
                                timeout=600)
     elapsed = time.monotonic() - t0
     dest = demo_b.compute.get_server(_servers_named(demo_b, name)[0].id)

@@ -13,7 +13,7 @@
 import datetime
 import time
 
-from client.glance_import import wait_active
+from client.core.waiting import wait_image_active as wait_active
 from cloudlet_compute import imagemodel as model
 from cloudlet_compute.nova.snapshots import LABELS
 from stack.guest import guest

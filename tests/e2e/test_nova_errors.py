@@ -1,13 +1,16 @@
 """Failures through Nova: a clear 4xx at the API, or ERROR with a fault saying why, and
 nothing left behind on the compute node."""
 
+import http.server
 import os
 import shutil
+import threading
 import uuid
 
 import pytest
 
 from cloudlet_compute import imagemodel as model
+from cloudlet_compute.read import fetchpolicy
 from stack.httpserve import FileServer
 from tests.compute.test_bad_input import flipped_copy, rewrite
 from tests.conftest import scratch_root
@@ -68,6 +71,51 @@ def test_unreachable_overlay_url(clouds, base_images):
         assert "cannot fetch http://127.0.0.1:9/overlay.zip" in fault.get("message", ""), fault
     finally:
         cloud.delete_server(demo, server.id)
+
+
+class _Redirect(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        self.send_response(302)
+        self.send_header("Location", "http://127.0.0.1:9/elsewhere.zip")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+def test_fetch_policy_refusals_through_nova(clouds, base_images, served):
+    """Issue 16, on the real stack (which allows exactly 127.0.0.1, any port): another loopback
+    address, the metadata address and a closed port there are 400 at ``POST /servers`` with
+    the same one line (no port oracle) and create nothing; a redirect from an allowed server
+    is not followed: ERROR with that reason."""
+    demo, admin = clouds
+    flavor = demo.compute.find_flavor("cl.tiny")
+    before = {s.id for s in demo.compute.servers()}
+    port = served.server_address[1]
+    for url in ("http://127.0.0.2:%d/good.zip" % port, "http://127.0.0.2:9/good.zip",
+                "http://169.254.169.254/latest/meta-data", "http://[::1]:%d/good.zip" % port):
+        resp = demo.compute.post("/servers", raise_exc=False, json={"server": {
+            "name": "e2e-refused", "imageRef": base_images[model.BASE_DISK],
+            "flavorRef": flavor.id, "networks": "none",
+            "metadata": {model.METADATA_OVERLAY_URL: url}}})
+        assert resp.status_code == 400, (url, resp.text)
+        assert resp.json()["badRequest"]["message"] == fetchpolicy.REFUSED, resp.text
+    assert {s.id for s in demo.compute.servers()} == before
+
+    redirector = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Redirect)
+    threading.Thread(target=redirector.serve_forever, daemon=True).start()
+    try:
+        server = boot_and_wait(demo, base_images[model.BASE_DISK], {
+            model.METADATA_OVERLAY_URL: "http://127.0.0.1:%d/o.zip" % redirector.server_address[1]})
+        try:
+            fault = admin.compute.get_server(server.id).fault or {}
+            assert "redirects are not followed" in fault.get("message", ""), fault
+        finally:
+            cloud.delete_server(demo, server.id)
+    finally:
+        redirector.shutdown()
+        redirector.server_close()
 
 
 def test_api_errors(clouds, base_images):

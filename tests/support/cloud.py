@@ -5,7 +5,9 @@ The story through Nova and its helpers (``NovaStory``, ``wait_for``, ``server_ac
 tests reach them here as ``cloud.X`` beside the test-only helpers.
 """
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 
@@ -80,6 +82,19 @@ def upload_kernel(conn, tag, guest_dir, created):
         container_format="ari", visibility="private")
     created.append(ramdisk)
     return kernel, ramdisk
+
+
+@contextlib.contextmanager
+def frozen(service, cloud_name="a"):
+    """Service ``service`` of the stack stopped (SIGSTOP) inside the block, resumed after."""
+    from stack import paths, processes
+    pid = processes.running(paths.Paths(stack.cloud(cloud_name)), service)
+    assert pid, "%s is not running" % service
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield pid
+    finally:
+        os.kill(pid, signal.SIGCONT)
 
 
 def env():
