@@ -89,7 +89,8 @@ def cmd_download(args, conn):
 
 def cmd_synthesis(args, conn):
     _print(args, synthesis.synthesis(conn, args.overlay_url, args.name, args.flavor,
-                                     args.network, args.wait, args.timeout))
+                                     args.network, args.wait, args.timeout,
+                                     overlay_image=args.overlay_image))
 
 
 def cmd_handoff(args, conn):
@@ -148,8 +149,9 @@ def build_parser():
     p.add_argument("overlay_image", metavar="OVERLAY_IMAGE", help="overlay image id or name")
     p.add_argument("file", metavar="FILE")
     p = command("synthesis", cmd_synthesis,
-                "create a server from the VM overlay at a URL and the base VM it needs")
-    p.add_argument("overlay_url", metavar="OVERLAY_URL")
+                "create a server from a VM overlay (at a URL or in Glance) and the base VM "
+                "it needs")
+    options.add_overlay_source(p, CLI)
     options.add_name(p, CLI, "server name")
     options.add_boot(p, CLI)
     p = command("handoff", cmd_handoff,

@@ -1,5 +1,6 @@
-"""``POST /servers`` with ``overlay_url`` metadata: 400 up front when the cloud's overlay fetch
-policy refuses the URL (its scheme, host, addresses or port), before nova creates anything.
+"""``POST /servers`` with synthesis metadata: 400 up front, before nova creates anything, when
+the cloud's overlay fetch policy refuses ``overlay_url`` (its scheme, host, addresses or port),
+when ``overlay_image`` is not a VM overlay image the user can see, or when both are given.
 
 nova-compute checks again when it fetches (``[cloudlet] overlay_*`` options, the same ones
 here): this check answers the user at once; that one is the one that counts. A host that
@@ -11,6 +12,9 @@ from urllib import parse
 
 import nova.conf
 import webob
+
+from nova import exception
+from nova.image import glance as nova_glance
 
 from cloudlet_compute.errors import FetchError
 from cloudlet_compute.nova import conf as cloudlet_conf
@@ -41,17 +45,36 @@ def check_overlay_url(url):
         pass   # unresolvable here, or a malformed port: the compute node decides
 
 
+def check_overlay_image(context, image_id):
+    """Raise 400 unless ``image_id`` is a VM overlay image visible to ``context``."""
+    try:
+        image = nova_glance.API().get(context, image_id)
+    except (exception.ImageNotFound, exception.ImageNotAuthorized, exception.Invalid):
+        raise webob.exc.HTTPBadRequest(
+            explanation="overlay_image %s not found" % image_id) from None
+    if (image.get('properties') or {}).get(glance.PROPERTY_TYPE) != glance.OVERLAY:
+        raise webob.exc.HTTPBadRequest(
+            explanation="overlay_image %s is not a VM overlay image" % image_id)
+
+
 def check_overlays_on_create(controller):
-    """Make ``controller.create`` (nova's ServersController) check ``overlay_url`` first."""
+    """Make ``controller.create`` (nova's ServersController) check synthesis metadata first."""
     create = controller.create
 
     @functools.wraps(create)
     def create_checked(req, body):
         server = body.get('server') if isinstance(body, dict) else None
         metadata = server.get('metadata') if isinstance(server, dict) else None
-        url = metadata.get(glance.METADATA_OVERLAY_URL) if isinstance(metadata, dict) else None
-        if isinstance(url, str) and url:
-            check_overlay_url(url)
+        if isinstance(metadata, dict):
+            url = metadata.get(glance.METADATA_OVERLAY_URL)
+            image_id = metadata.get(glance.METADATA_OVERLAY_IMAGE)
+            if url and image_id:
+                raise webob.exc.HTTPBadRequest(explanation=(
+                    "give overlay_url or overlay_image, not both"))
+            if isinstance(url, str) and url:
+                check_overlay_url(url)
+            if isinstance(image_id, str) and image_id:
+                check_overlay_image(req.environ['nova.context'], image_id)
         return create(req, body=body)
 
     controller.create = create_checked

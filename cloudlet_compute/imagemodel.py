@@ -25,8 +25,10 @@ SUFFIXES = {BASE_DISK: '-disk', BASE_MEMORY: '-memory',
 RESPONSE_KEYS = {BASE_DISK: 'base-disk', BASE_MEMORY: 'base-memory',
                  BASE_DISK_HASH: 'base-disk-hash', BASE_MEMORY_HASH: 'base-memory-hash'}
 
-# Instance metadata key that asks for VM synthesis (POST /servers).
+# Instance metadata keys that ask for VM synthesis (POST /servers): the overlay at a URL, or
+# a VM overlay image in Glance (fetched through Glance with the user's token).
 METADATA_OVERLAY_URL = 'overlay_url'
+METADATA_OVERLAY_IMAGE = 'overlay_image'
 # Nova copies image properties into the instance's system_metadata with this prefix.
 SYSMETA_PREFIX = 'image_'
 

@@ -71,11 +71,15 @@ class NovaStory:
         self.images += ids.values()
         return ids
 
-    def boot(self, role, image_id, overlay_url=None, networks="none", status="ACTIVE"):
-        """POST /servers from a base disk image (resume), or with overlay_url (synthesis).
-        ``networks``: nova's value (``"none"``, or ``[{"uuid": net_id}]``); ``status``: the
-        state to wait for (``"ERROR"`` for a build that must fail)."""
+    def boot(self, role, image_id, overlay_url=None, networks="none", status="ACTIVE",
+             overlay_image=None):
+        """POST /servers from a base disk image (resume), or with overlay_url or
+        overlay_image (synthesis). ``networks``: nova's value (``"none"``, or
+        ``[{"uuid": net_id}]``); ``status``: the state to wait for (``"ERROR"`` for a build
+        that must fail)."""
         metadata = {model.METADATA_OVERLAY_URL: overlay_url} if overlay_url else {}
+        if overlay_image:
+            metadata[model.METADATA_OVERLAY_IMAGE] = overlay_image
         server = self.demo.compute.create_server(
             name="%s-%s" % (self.tag, role), image_id=image_id, flavor_id=self.flavor.id,
             networks=networks, metadata=metadata)

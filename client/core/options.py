@@ -69,6 +69,15 @@ def add_base_ref(parser, style, dest):
     _add(parser, style, dest, "base", BASE_REF_HELP)
 
 
+def add_overlay_source(parser, style):
+    """Where a synthesis's overlay is: the positional URL, or ``--overlay-image``."""
+    _add(parser, style, "overlay_url", "overlay-url",
+         "http(s) URL of the VM overlay (or --overlay-image)", nargs="?")
+    _add(parser, style, "--overlay-image", "overlay-image",
+         "VM overlay image in this cloud's Glance (name or ID) instead of a URL: "
+         "nova-compute fetches it through Glance")
+
+
 def add_wait(parser, style, help_text=WAIT_HELP):
     """``--wait`` and ``--timeout``."""
     parser.add_argument("--wait", action="store_true", help=style.help(help_text))

@@ -1,11 +1,13 @@
 """VM synthesis: a server booted from the base disk image an overlay needs, with
-``metadata.overlay_url``; nova-compute fetches the overlay and applies it."""
+``metadata.overlay_url`` (an overlay at a URL) or ``metadata.overlay_image`` (a VM overlay
+image in Glance); nova-compute fetches the overlay and applies it."""
 
 import shutil
 import tempfile
 
 from client.core import lookups
 from client.core.bases import boot
+from client.core.errors import UsageError
 from client.core.waiting import DEFAULT_TIMEOUT
 from cloudlet_compute import imagemodel as model
 from cloudlet_compute.errors import NotFoundError
@@ -30,15 +32,24 @@ def synthesis_metadata(url):
 
 
 def synthesis(conn, url, name, flavor=None, network="auto", wait=False,
-              timeout=DEFAULT_TIMEOUT, workdir=None):
-    """VM synthesis: a new server from the overlay at ``url`` and the base it needs.
+              timeout=DEFAULT_TIMEOUT, workdir=None, overlay_image=None):
+    """VM synthesis: a new server from the overlay at ``url`` (or VM overlay image
+    ``overlay_image``, name or id) and the base it needs.
 
-    Only the overlay's meta is read here; nova-compute fetches the rest. The base disk
-    image is the active one whose ``base_sha256_uuid`` the meta names."""
-    base_id = read_meta(url, workdir)["base_vm_sha256"]
-    image = lookups.active_base_image(conn, base_id)
-    if image is None:
-        raise NotFoundError("the overlay at %s needs base VM %s, which is not in Glance "
-                            "(import it with import-base)" % (url, base_id))
-    return boot(conn, name, image, lookups.pick_flavor(conn, image, flavor), network,
-                synthesis_metadata(url), wait, timeout)
+    Only the overlay's meta (or the image's record) is read here; nova-compute fetches the
+    rest. The base disk image is the active one whose ``base_sha256_uuid`` it names."""
+    if (url is None) == (overlay_image is None):
+        raise UsageError("synthesis needs an overlay URL or --overlay-image (one of them)")
+    if overlay_image is not None:
+        image = lookups.find_image(conn, overlay_image, model.OVERLAY)
+        base_id = (image.properties or {}).get(model.PROPERTY_BASE_ID)
+        overlay, metadata = "image %s" % image.id, {model.METADATA_OVERLAY_IMAGE: image.id}
+    else:
+        base_id = read_meta(url, workdir)["base_vm_sha256"]
+        overlay, metadata = url, synthesis_metadata(url)
+    base = lookups.active_base_image(conn, base_id) if base_id else None
+    if base is None:
+        raise NotFoundError("the overlay %s needs base VM %s, which is not in Glance "
+                            "(import it with import-base)" % (overlay, base_id))
+    return boot(conn, name, base, lookups.pick_flavor(conn, base, flavor), network,
+                metadata, wait, timeout)

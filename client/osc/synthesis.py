@@ -8,12 +8,11 @@ from client.osc import common
 
 
 class SynthesizeServer(common.CloudletMixin, command.ShowOne):
-    """Create a server from a VM overlay URL and the base VM it needs (VM synthesis)"""
+    """Create a server from a VM overlay (URL or Glance image) and its base VM (VM synthesis)"""
 
     def get_parser(self, prog_name):
         parser = super().get_parser(prog_name)
-        parser.add_argument("overlay_url", metavar="<overlay-url>",
-                            help="http(s) URL of the VM overlay")
+        options.add_overlay_source(parser, OSC)
         options.add_name(parser, OSC, "new server name")
         options.add_boot(parser, OSC)
         return parser
@@ -21,4 +20,5 @@ class SynthesizeServer(common.CloudletMixin, command.ShowOne):
     def run_action(self, parsed_args):
         a = parsed_args
         return common.as_show(synthesis.synthesis(self.conn, a.overlay_url, a.name, a.flavor,
-                                                  a.network, a.wait, a.timeout))
+                                                  a.network, a.wait, a.timeout,
+                                                  overlay_image=a.overlay_image))

@@ -58,12 +58,14 @@ def spawn_plan(instance, image):
 
     The image decides, not the instance's system metadata: a snapshot or unshelve boots
     another image than the one the server was created from. A base disk resumes the base
-    (or synthesizes ``overlay_url`` metadata, or receives a handoff); an overlay image (a
-    shelved cloudlet server) is synthesized; anything else boots as nova does.
+    (or synthesizes the overlay of ``overlay_url`` or ``overlay_image`` metadata, or receives
+    a handoff); an overlay image (a shelved cloudlet server) is synthesized; anything else
+    boots as nova does.
     """
     props = (image or {}).get('properties') or {}
     image_type = props.get(glance.PROPERTY_TYPE)
     metadata = instance.metadata or {}
+    overlay_image = metadata.get(glance.METADATA_OVERLAY_IMAGE)
     if image_type == glance.OVERLAY:
         return SpawnPlan(mode=SYNTHESIS, base_id=props.get(glance.PROPERTY_BASE_ID),
                          disk_image_id=props.get(glance.BASE_DISK),
@@ -74,10 +76,10 @@ def spawn_plan(instance, image):
         return None
     overlay_url = metadata.get(glance.METADATA_OVERLAY_URL)
     handoff_source = metadata.get(glance.METADATA_HANDOFF_SOURCE)
-    mode = HANDOFF if handoff_source else SYNTHESIS if overlay_url else RESUME
+    mode = HANDOFF if handoff_source else SYNTHESIS if overlay_url or overlay_image else RESUME
     return SpawnPlan(mode=mode, base_id=props.get(glance.PROPERTY_BASE_ID),
                      disk_image_id=image['id'], memory_image_id=props.get(glance.BASE_MEMORY),
-                     overlay_url=overlay_url, overlay_image_id=None,
+                     overlay_url=overlay_url, overlay_image_id=overlay_image,
                      handoff_source=handoff_source,
                      handoff_secret=metadata.get(glance.METADATA_HANDOFF_SECRET))
 
@@ -135,8 +137,7 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
                 if plan.overlay_image_id:
                     work = self.bases.store.scratch('overlay-image-')
                     location = os.path.join(work, 'overlay.zip')
-                    self._image_api.download(context, plan.overlay_image_id,
-                                             dest_path=location)
+                    self._download_overlay(context, plan, location)
                 if plan.mode == SYNTHESIS:
                     needed = engine_adapter.overlay_base_id(
                         self.bases.store, location, plan.base_id, self._fetch_policy)
@@ -208,6 +209,27 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
         if post_xml_callback is not None:
             post_xml_callback()
         return self._host.get_guest(instance)
+
+    def _download_overlay(self, context, plan, path):
+        """Fetch overlay image ``plan.overlay_image_id`` through Glance, as the user, after
+        checking that it is a VM overlay of this base and no larger than one can be."""
+        try:
+            image = self._image_api.get(context, plan.overlay_image_id)
+        except (exception.ImageNotFound, exception.ImageNotAuthorized):
+            raise CloudletError("overlay image %s not found" % plan.overlay_image_id) from None
+        props = image.get('properties') or {}
+        if props.get(glance.PROPERTY_TYPE) != glance.OVERLAY:
+            raise CloudletError("image %s is not a VM overlay" % plan.overlay_image_id)
+        if props.get(glance.PROPERTY_BASE_ID) not in (None, plan.base_id):
+            raise CloudletError("the overlay image %s is for base VM %s, but the server's "
+                                "image is base VM %s" % (plan.overlay_image_id,
+                                                         props[glance.PROPERTY_BASE_ID],
+                                                         plan.base_id))
+        bound = engine_adapter.overlay_size_bound(self.bases.store, plan.base_id)
+        if (image.get('size') or 0) > bound:
+            raise CloudletError("overlay image %s is larger than an overlay of base VM %s "
+                                "can be" % (plan.overlay_image_id, plan.base_id))
+        self._image_api.download(context, plan.overlay_image_id, dest_path=path)
 
     def _check_overlay_url(self, plan):
         if not plan.overlay_url:

@@ -67,6 +67,11 @@ def fetch_policy(allowed_hosts, disallowed_hosts, allowed_ports):
     return fetchpolicy.FetchPolicy(allowed_hosts, disallowed_hosts, allowed_ports)
 
 
+def overlay_size_bound(store, base_id):
+    """The most bytes an overlay of cached base ``base_id`` can take."""
+    return store.get(base_id).overlay_size_bound()
+
+
 def overlay_base_id(store, location, base_id, policy):
     """Read only the meta of the overlay at ``location`` (an overlay of cached base
     ``base_id`` at most, fetched under ``policy``); return the base id it needs."""
@@ -74,7 +79,7 @@ def overlay_base_id(store, location, base_id, policy):
     work = store.scratch("meta-")
     try:
         meta, _size = overlayinfo.info(location, work, policy=policy,
-                                       max_bytes=store.get(base_id).overlay_size_bound())
+                                       max_bytes=overlay_size_bound(store, base_id))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return meta["base_vm_sha256"]

@@ -19,7 +19,7 @@ LOG = logging.getLogger(__name__)
 from cloudlet_compute.imagemodel import (  # noqa: E402,F401
     BASE_DISK, BASE_DISK_HASH, BASE_MEMORY, BASE_MEMORY_HASH, LINKED_TYPES,
     METADATA_HANDOFF_ERROR, METADATA_HANDOFF_FROM, METADATA_HANDOFF_SECRET, METADATA_HANDOFF_SOURCE,
-    METADATA_OVERLAY_URL, OVERLAY, PROPERTY_BASE_ID, PROPERTY_CLOUDLET, PROPERTY_TYPE,
+    METADATA_OVERLAY_IMAGE, METADATA_OVERLAY_URL, OVERLAY, PROPERTY_BASE_ID, PROPERTY_CLOUDLET, PROPERTY_TYPE,
     RESPONSE_KEYS, SUFFIXES, SYSMETA_PREFIX)
 
 
@@ -29,6 +29,16 @@ def instance_base_id(instance):
     if sysmeta.get(SYSMETA_PREFIX + PROPERTY_TYPE) != BASE_DISK:
         return None
     return sysmeta.get(SYSMETA_PREFIX + PROPERTY_BASE_ID)
+
+
+def base_links(instance):
+    """The properties that name the base VM images ``instance`` was booted from (its disk
+    image and, if known, its memory image), so an overlay of it can fetch the base."""
+    links = {BASE_DISK: instance.image_ref}
+    memory = (instance.system_metadata or {}).get(SYSMETA_PREFIX + BASE_MEMORY)
+    if memory:
+        links[BASE_MEMORY] = memory
+    return links
 
 
 def _properties(context, instance, image_type, extra=None):
@@ -78,6 +88,7 @@ def create_overlay_record(context, image_api, instance, name):
     base_id = instance_base_id(instance)
     if base_id:
         extra[PROPERTY_BASE_ID] = base_id
+        extra.update(base_links(instance))
     return _create(context, image_api, name, _properties(context, instance, OVERLAY, extra))
 
 

@@ -11,6 +11,7 @@ an overlay that links the base images it needs, so unshelve synthesizes it.
 """
 
 from cloudlet_compute import imagemodel as model
+from cloudlet_compute.nova import glance
 
 # Every property that makes an image part of the cloudlet model.
 LABELS = frozenset((model.PROPERTY_CLOUDLET, model.PROPERTY_TYPE, model.PROPERTY_BASE_ID,
@@ -37,10 +38,8 @@ def upload_shelved_overlay(context, image_api, image_id, path, instance, base_id
     images, so unshelve can fetch the base where it is missing."""
     props, _labelled = _unlabelled(context, image_api, image_id)
     props.update({model.PROPERTY_CLOUDLET: 'True', model.PROPERTY_TYPE: model.OVERLAY,
-                  model.PROPERTY_BASE_ID: base_id, model.BASE_DISK: instance.image_ref})
-    memory = (instance.system_metadata or {}).get(model.SYSMETA_PREFIX + model.BASE_MEMORY)
-    if memory:
-        props[model.BASE_MEMORY] = memory
+                  model.PROPERTY_BASE_ID: base_id})
+    props.update(glance.base_links(instance))
     # nova's shelve record has no formats yet (its own snapshot sets them with the data).
     meta = {'disk_format': 'raw', 'container_format': 'bare', 'properties': props}
     with open(path, 'rb') as data:

@@ -90,7 +90,7 @@ def test_story_with_openstack_cloudlet(clouds, base_package, created, workdir):
     resumed = as_json(openstack("cloudlet", "base", "resume", ids["base-disk"], tag + "-vm",
                                 "--network", "none", "--wait", "-f", "json"))
     assert resumed["status"] == "ACTIVE"
-    customize(admin, resumed["id"])
+    expected = customize(admin, resumed["id"])
 
     overlay_id = openstack("cloudlet", "overlay", "create", resumed["id"], tag + "-ov",
                            "--wait", "-f", "value", "-c", "overlay-id").stdout.strip()
@@ -101,6 +101,15 @@ def test_story_with_openstack_cloudlet(clouds, base_package, created, workdir):
     path = os.path.join(work, "overlay.zip")
     openstack("cloudlet", "overlay", "download", overlay_id, path)
     assert os.path.getsize(path) == demo.image.get_image(overlay_id).size
+
+    # Synthesis from the overlay image in Glance (no web server): nova-compute fetches it.
+    synthesized = as_json(openstack("cloudlet", "synthesis", tag + "-synth", "--overlay-image",
+                                    tag + "-ov", "--network", "none", "--wait", "-f", "json"))
+    assert synthesized["status"] == "ACTIVE" and synthesized["image"] == ids["base-disk"]
+    server = demo.compute.get_server(synthesized["id"])
+    assert server.metadata[model.METADATA_OVERLAY_IMAGE] == overlay_id
+    with cloud.guest_channel(admin, synthesized["id"]) as chan:
+        assert_same_guest(expected, storymod.parse_observation(chan.run(storymod.OBSERVE)))
 
 
 def test_ext_list_and_debug(stack_up):

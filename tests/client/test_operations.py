@@ -52,3 +52,11 @@ def test_translate():
     assert isinstance(errors.translate(sdk_exc.ConflictException("busy")), ConflictError)
     assert isinstance(errors.translate(sdk_exc.NotFoundException("gone")), NotFoundError)
     assert errors.translate(ValueError("x")) is None
+
+
+def test_synthesis_needs_one_overlay_source():
+    from client.core import synthesis
+    from client.core.errors import UsageError
+    for url, image in ((None, None), ("http://h/o.zip", "app")):
+        with pytest.raises(UsageError, match="overlay URL or --overlay-image"):
+            synthesis.synthesis(None, url, "vm", overlay_image=image)

@@ -39,7 +39,10 @@ def parse(*argv):
      {"func": cloudlet_client.cmd_download, "overlay_image": "app", "file": "app.zip"}),
     (["synthesis", "http://h/o.zip", "vm2", "--flavor", "f", "--wait"],
      {"func": cloudlet_client.cmd_synthesis, "overlay_url": "http://h/o.zip", "name": "vm2",
-      "flavor": "f", "network": "auto", "wait": True}),
+      "flavor": "f", "network": "auto", "wait": True, "overlay_image": None}),
+    (["synthesis", "vm3", "--overlay-image", "app"],
+     {"func": cloudlet_client.cmd_synthesis, "overlay_url": None, "name": "vm3",
+      "overlay_image": "app"}),
     (["handoff", "srv", "--dest-cloud", "other"],
      {"func": cloudlet_client.cmd_handoff, "server": "srv", "dest_cloud": "other",
       "dest_auth_url": None, "residue": None, "dest_vmname": None, "wait": False,
@@ -69,7 +72,7 @@ def test_os_cloud_defaults_to_env(monkeypatch):
 
 
 @pytest.mark.parametrize("argv", [[], ["resume-base", "only-one"], ["download", "x"],
-                                  ["synthesis", "u"], ["nonsense"], ["handoff", "srv"],
+                                  ["synthesis"], ["nonsense"], ["handoff", "srv"],
                                   ["handoff", "srv", "other-cloud"],
                                   ["handoff", "srv", "--dest-cloud", "c", "--residue", "r"],
                                   ["handoff", "srv", "--dest-cloud", "c",
@@ -127,6 +130,9 @@ class TestOscParsers(base.TestCommand):
                           ["http://h/o.zip", "vm", "--wait"],
                           [("overlay_url", "http://h/o.zip"), ("name", "vm"),
                            ("network", "auto"), ("flavor", None), ("wait", True)])
+        self.check_parser(self._cmd(osc_synthesis.SynthesizeServer),
+                          ["vm", "--overlay-image", "app"],
+                          [("overlay_url", None), ("name", "vm"), ("overlay_image", "app")])
 
     def test_handoff(self):
         self.check_parser(self._cmd(osc_handoff.HandoffServer),

@@ -82,6 +82,7 @@ class CloudletTestBase(base.ServersTestBase):
                 ("cached_base", {"return_value": object()}),
                 ("cache_base", {"side_effect": AssertionError("base already cached")}),
                 ("overlay_base_id", {"return_value": BASE_ID}),
+                ("overlay_size_bound", {"return_value": 1 << 30}),
                 ("resume_into", {"side_effect": fake_restore}),
                 ("synthesize_into", {"side_effect": fake_restore}),
                 ("create_base", {"side_effect": AssertionError("no engine here")}),

@@ -7,6 +7,7 @@ synthesizes it. The real-parts version is tests/e2e/test_lifecycle.py.
 
 import io
 import os
+import uuid
 
 import fixtures
 
@@ -112,6 +113,41 @@ class SnapshotAndShelveTest(base.CloudletTestBase):
                          self._instance(server["id"]).image_ref)
         self.assertNotIn(image_id, self.glance.images)  # nova deleted the shelved image
         self.assertEqual([], [n for n in self._tmp_names() if "overlay" in n or "shelve" in n])
+
+    def test_synthesis_from_an_overlay_image_in_glance(self):
+        """``overlay_image`` metadata: the compute fetches that image through Glance (issue
+        16); nova-api refuses an image that is not an overlay, a missing one, and both keys."""
+        synthesized = {}
+
+        def synthesize_into(conn, store, location, base_id, xml, paused=False, policy=None):
+            with open(location, "rb") as f:
+                synthesized["data"] = f.read()
+            base.fake_restore(conn, xml)
+
+        self.engine["synthesize_into"].side_effect = synthesize_into
+        overlay = self.glance.create(None, {
+            "name": "ov", "status": "active", "visibility": "private", "disk_format": "raw",
+            "container_format": "bare", "size": len(OVERLAY_BYTES), "properties": {
+                cloudlet_glance.PROPERTY_CLOUDLET: "True",
+                cloudlet_glance.PROPERTY_TYPE: cloudlet_glance.OVERLAY,
+                cloudlet_glance.PROPERTY_BASE_ID: base.BASE_ID}})
+        self.glance._imagedata[overlay["id"]] = OVERLAY_BYTES
+        disk = self.base_images[cloudlet_glance.BASE_DISK]
+        server = self._boot(image_id=disk, metadata={"overlay_image": overlay["id"]})
+        self.assertEqual("ACTIVE", server["status"])
+        self.assertEqual({"data": OVERLAY_BYTES}, synthesized)
+        self.assertEqual([], [n for n in self._tmp_names() if "overlay" in n])
+
+        for metadata, message in (
+                ({"overlay_image": disk}, "is not a VM overlay image"),
+                ({"overlay_image": str(uuid.uuid4())}, "not found"),
+                ({"overlay_image": overlay["id"], "overlay_url": "http://192.0.2.1/o.zip"},
+                 "not both")):
+            body = self._build_server(image_uuid=disk, networks="none")
+            body["metadata"] = metadata
+            resp = self.api.api_post("/servers", {"server": body}, check_response_status=False)
+            self.assertEqual(400, resp.status, resp.body)
+            self.assertIn(message, resp.body["badRequest"]["message"])
 
     def test_shelve_of_a_guest_not_restored_from_a_base_is_novas(self):
         self.restored_base.return_value = None

@@ -3,7 +3,8 @@
 import base package -> POST /servers from the base disk image (memory restored) ->
 customize through the nova serial console -> cloudlet-overlay-finish -> download the
 overlay from Glance -> serve it over HTTP -> POST /servers with metadata.overlay_url ->
-ACTIVE, and the guest's memory and disk state equal the customized VM's.
+ACTIVE, and the guest's memory and disk state equal the customized VM's; then the same from
+the overlay image in Glance (metadata.overlay_image: nova-compute fetches it through Glance).
 """
 
 import os
@@ -41,5 +42,9 @@ def test_resume_overlay_synthesis_through_nova(clouds, base_images):
                                      overlay_url=server.url("overlay.zip"))
         assert synthesized.status == "ACTIVE"
         assert_same_guest(expected, story.observe(synthesized.id))
+        from_glance = story.boot("glance", base_images[model.BASE_DISK],
+                                 overlay_image=overlay_id)
+        assert from_glance.status == "ACTIVE"
+        assert_same_guest(expected, story.observe(from_glance.id))
     finally:
         story.cleanup()
