@@ -257,7 +257,8 @@ from stack import topology
 state, name = os.path.abspath(sys.argv[1]), sys.argv[2]
 if not name:
     name = next((n for n in topology.NAMES if topology.Cloud(n).state == state), "a")
-print(json.dumps({"name": name, "link_ip": topology.Cloud(name, state).link_ip}))
+print(json.dumps({"name": name, "link_ip": topology.Cloud(name, state).link_ip,
+                  "cloudlet_options": topology.EMBEDDED_CLOUDLET_OPTIONS}))
 """
 
 
@@ -401,15 +402,18 @@ class Target:
         return self.facts
 
     def cloudlet_options(self):
-        """[(key, value)] for nova.conf's [cloudlet]: the options given, and for the embedded
-        stack its hand-off address (as `python -m stack up --cloudlet` writes it)."""
+        """[(key, value, comment)] for nova.conf's [cloudlet]: the options given, and for the
+        embedded stack its hand-off address and overlay fetch policy (as `python -m stack up
+        --cloudlet` writes them)."""
         out = []
         for key in CLOUDLET_OPTIONS:
             value = self.opts.get(key)
             if not value and key == "handoff_host" and self.layout == "embedded":
                 value = self.embedded().get("link_ip")
             if value:
-                out.append((key, value))
+                out.append((key, value, CLOUDLET_COMMENTS.get(key)))
+        if self.layout == "embedded":
+            out += [tuple(o) for o in self.embedded().get("cloudlet_options", ())]
         return out
 
     def embedded(self):
@@ -599,12 +603,12 @@ def desired_files(t, opts):
     comp = ini_set(_read(t.compute_conf), "DEFAULT", "compute_driver", COMPUTE_DRIVER)
     options = t.cloudlet_options()
     if t.compute_conf == t.nova_conf:
-        for key, value in options:
-            comp = ini_set(comp, "cloudlet", key, value, CLOUDLET_COMMENTS.get(key))
+        for key, value, comment in options:
+            comp = ini_set(comp, "cloudlet", key, value, comment)
     elif options:
         nova = _read(t.nova_conf)
-        for key, value in options:
-            nova = ini_set(nova, "cloudlet", key, value, CLOUDLET_COMMENTS.get(key))
+        for key, value, comment in options:
+            nova = ini_set(nova, "cloudlet", key, value, comment)
         out.append((t.nova_conf, nova, ["nova-api", "nova-compute"]))
     out.append((t.compute_conf, comp, ["nova-compute"]))
     if opts.get("shim_source") and facts.get("nova_virt"):

@@ -11,6 +11,7 @@ import shutil
 import string
 
 from .paths import TEMPLATES, VPREFIX, StackError
+from . import topology
 from .topology import SERVICE_PASSWORD
 
 DEFAULT_COMPUTE_DRIVER = "libvirt.LibvirtDriver"
@@ -52,11 +53,9 @@ def write_configs(p, settings):
     cloudlet = ""
     if settings.get("cloudlet"):
         cloudlet = ("[cloudlet]\n# Address of this cloud on the veth link between the clouds"
-                    " (VM hand-off).\nhandoff_host = %s\n"
-                    "# The tests and the demo serve overlays from this host's loopback, on"
-                    " ephemeral ports:\n# allow exactly that (the product default refuses"
-                    " loopback and ports other than 80/443).\n"
-                    "overlay_allowed_hosts = 127.0.0.1\noverlay_allowed_ports =\n" % c.link_ip)
+                    " (VM hand-off).\nhandoff_host = %s\n" % c.link_ip)
+        for key, value, comment in topology.EMBEDDED_CLOUDLET_OPTIONS:
+            cloudlet += (comment + "\n" if comment else "") + "%s = %s\n" % (key, value)
     base = {
         "state": p.state, "etc": p.etc, "logs": p.logs, "host": c.nova_host,
         "my_ip": c.host, "rabbit_url": c.rabbit_url,

@@ -52,6 +52,14 @@ FLAVORS = [  # name, vcpus, ram MiB, disk GB, extra specs
     ("cl.tiny", 1, 256, 1, {"hw:serial_port_count": "2"}),
     ("cl.small", 1, 512, 2, {"hw:serial_port_count": "2"}),
 ]
+# nova.conf [cloudlet] of an embedded cloud besides handoff_host: (key, value, comment above).
+# The tests and the demo serve overlays from this host's loopback on ephemeral ports.
+EMBEDDED_CLOUDLET_OPTIONS = (
+    ("overlay_allowed_hosts", "127.0.0.1",
+     "# The tests and the demo serve overlays from this host's loopback, on ephemeral ports:\n"
+     "# allow exactly that (the product default refuses loopback and ports other than 80/443)."),
+    ("overlay_allowed_ports", "", None),
+)
 DATABASES = ("keystone", "glance", "placement", "nova_api", "nova", "nova_cell0", "neutron")
 
 

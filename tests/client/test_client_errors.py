@@ -146,6 +146,13 @@ def test_conflicts(imported, base_package, clouds):
         "cloudlet", "overlay", "create", server["id"], run.name("ov"), check=False))
 
 
+def _default_sigint():
+    """Ctrl-C as a terminal delivers it: a runner started in the background (``cmd &``)
+    ignores SIGINT, its children inherit that, and Python then installs no
+    KeyboardInterrupt handler (this test failed twice that way)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_interrupt_deletes_the_server(imported, clouds):
     """Ctrl-C while the client waits for ACTIVE: exit 130, the server is deleted. nova-compute
     is frozen until the signal is in, so the server cannot become ACTIVE first."""
@@ -156,7 +163,8 @@ def test_interrupt_deletes_the_server(imported, clouds):
         proc = subprocess.Popen(client_argv("resume-base", ids["base-disk"], name,
                                             "--network", "none", "--wait"),
                                 env=cloud.env(), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+                                stderr=subprocess.PIPE, text=True,
+                                preexec_fn=_default_sigint)
         try:
             server = cloud.wait_for(lambda: demo.compute.find_server(name), 60,
                                     "the server", interval=0.2)
