@@ -56,10 +56,12 @@ def parse_observation(text):
 
 
 class Story:
-    """One run of the story under ``root`` with domain names starting with ``prefix``."""
+    """One run of the story under ``root`` with domain names starting with ``prefix``, on
+    ``image`` (a :class:`stack.guest.Image`; default: the tiny guest)."""
 
-    def __init__(self, conn, root, prefix=None):
+    def __init__(self, conn, root, prefix=None, image=None):
         self.conn = conn
+        self.image = image or guest.tiny()
         self.root = make_dir(os.path.abspath(root))
         self.home = make_dir(os.path.join(self.root, "home"))
         self.prefix = prefix or "cl-%s" % uuid.uuid4().hex[:6]
@@ -70,21 +72,29 @@ class Story:
         return "%s-%s" % (self.prefix, role)
 
     def channel(self, domain, home=None):
-        """A ready command channel to a domain made by ``cloudlet`` (resume/synthesis)."""
-        sock = os.path.join(home or self.home, "instances", domain, guest.CMD_SOCK)
+        """A ready command channel to the source or a domain made by ``cloudlet``."""
+        if domain == self.name("src"):
+            sock = os.path.join(self.root, "src", guest.CMD_SOCK)
+        else:
+            sock = os.path.join(home or self.home, "instances", domain, guest.CMD_SOCK)
         chan = guest.GuestChannel(unix_path=sock)
         chan.wait_ready(60)
         return chan
 
-    def boot_source(self):
-        """Boot the plain guest from a qcow2 over the guest's disk; return its domain name."""
+    def boot_source(self, disk_format="qcow2"):
+        """Boot the plain guest and return its domain name. Its disk: a qcow2 over the image's
+        disk, or (``"raw"``) a sparse copy of it."""
         name = self.name("src")
         workdir = make_dir(os.path.join(self.root, "src"))
-        disk = os.path.join(workdir, "disk.qcow2")
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b",
-                        str(guest.GUEST_DIR / "disk.raw"), disk], check=True)
+        disk = os.path.join(workdir, "disk." + disk_format)
+        image_disk = os.path.join(self.image.directory, "disk.raw")
+        if disk_format == "raw":
+            subprocess.run(["cp", "--sparse=always", image_disk, disk], check=True)
+        else:
+            subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b",
+                            image_disk, disk], check=True)
         self.domains.append(name)
-        _dom, chan = guest.boot(self.conn, name, workdir, disk, "qcow2")
+        _dom, chan = guest.boot(self.conn, name, workdir, disk, disk_format, image=self.image)
         chan.close()
         return name
 

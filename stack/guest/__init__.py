@@ -1,4 +1,5 @@
-"""The tiny real test guest (see guest.py): build it with ``stack/guest/build.sh OUTDIR``."""
+"""The real test guests: the tiny one (see guest.py; ``stack/guest/build.sh OUTDIR``) and a
+Debian 12 one (:mod:`stack.guest.debian`), both driven by :class:`GuestChannel`."""
 
 from .guest import (  # noqa: F401
     CMD_SOCK,
@@ -9,6 +10,7 @@ from .guest import (  # noqa: F401
     GuestConnectionError,
     GuestError,
     GuestTimeoutError,
+    Image,
     boot,
     console_tail,
     destroy,
@@ -18,6 +20,6 @@ from .guest import (  # noqa: F401
 
 __all__ = [
     "CMD_SOCK", "CONSOLE_LOG", "GUEST_DIR", "GuestChannel", "GuestCommandError",
-    "GuestConnectionError", "GuestError", "GuestTimeoutError", "boot", "console_tail",
+    "GuestConnectionError", "GuestError", "GuestTimeoutError", "Image", "boot", "console_tail",
     "destroy", "domain_xml", "ensure_built",
 ]

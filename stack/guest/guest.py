@@ -31,6 +31,7 @@ import socket
 import subprocess
 import time
 import uuid as uuidlib
+from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
@@ -64,6 +65,22 @@ class GuestCommandError(GuestError):
         super().__init__(f"guest command {cmd!r} exited with {rc}: {tail}")
 
 
+@dataclass(frozen=True)
+class Image:
+    """A built test guest: the directory with its ``vmlinuz``, ``initrd.img`` and ``disk.raw``,
+    and how to boot it (kernel command line, default RAM, how long a boot may take)."""
+
+    directory: Path
+    cmdline: str = KERNEL_CMDLINE
+    memory_mib: int = 256
+    boot_timeout: float = 60
+
+
+def tiny() -> Image:
+    """The tiny guest in :data:`GUEST_DIR` (built or not: see :func:`ensure_built`)."""
+    return Image(GUEST_DIR)
+
+
 def ensure_built(guest_dir: os.PathLike | str = None) -> Path:
     """Run build.sh (a no-op when the guest is up to date) and return the guest directory."""
     guest_dir = Path(guest_dir or GUEST_DIR)
@@ -72,13 +89,17 @@ def ensure_built(guest_dir: os.PathLike | str = None) -> Path:
 
 
 def domain_xml(name: str, workdir: os.PathLike | str, disk_path: os.PathLike | str,
-               disk_format: str = "raw", memory_mib: int = 256, uuid: str | None = None) -> str:
-    """libvirt XML of a transient-friendly TCG domain booting the test guest.
+               disk_format: str = "raw", memory_mib: int | None = None, uuid: str | None = None,
+               image: Image | None = None) -> str:
+    """libvirt XML of a transient-friendly TCG domain booting a test guest.
 
-    Kernel and initrd come from :data:`GUEST_DIR`; every per-VM host path (console log, command
-    socket) lives directly under ``workdir``; the disk is ``disk_path`` (typically under workdir
-    too). No network interface: hot-plug one to get DHCP in the guest.
+    Kernel, initrd and command line come from ``image`` (default: the tiny guest in
+    :data:`GUEST_DIR`), RAM too unless ``memory_mib`` is given; every per-VM host path (console
+    log, command socket) lives directly under ``workdir``; the disk is ``disk_path`` (typically
+    under workdir too). No network interface: hot-plug one to get DHCP in the guest.
     """
+    image = image or tiny()
+    memory_mib = memory_mib or image.memory_mib
     if disk_format not in ("raw", "qcow2"):
         raise ValueError(f"disk_format must be 'raw' or 'qcow2', not {disk_format!r}")
     workdir = Path(workdir).absolute()
@@ -94,9 +115,9 @@ def domain_xml(name: str, workdir: os.PathLike | str, disk_path: os.PathLike | s
   <vcpu>1</vcpu>
   <os>
     <type arch='x86_64' machine='pc'>hvm</type>
-    <kernel>{escape(str(GUEST_DIR / 'vmlinuz'))}</kernel>
-    <initrd>{escape(str(GUEST_DIR / 'initrd.img'))}</initrd>
-    <cmdline>{KERNEL_CMDLINE}</cmdline>
+    <kernel>{escape(str(Path(image.directory) / 'vmlinuz'))}</kernel>
+    <initrd>{escape(str(Path(image.directory) / 'initrd.img'))}</initrd>
+    <cmdline>{escape(image.cmdline)}</cmdline>
   </os>
   <features><acpi/></features>
   <cpu mode='custom' match='exact'><model fallback='forbid'>qemu64</model></cpu>
@@ -296,17 +317,21 @@ class GuestChannel:
 
 
 def boot(conn, name: str, workdir: os.PathLike | str, disk_path: os.PathLike | str,
-         disk_format: str = "qcow2", memory_mib: int = 256, timeout: float = 60):
+         disk_format: str = "qcow2", memory_mib: int | None = None, timeout: float | None = None,
+         image: Image | None = None):
     """Create a transient domain from :func:`domain_xml` and wait until its shell answers.
 
+    ``image`` defaults to the tiny guest; ``memory_mib`` and ``timeout`` to the image's.
     Returns ``(dom, GuestChannel)``. On failure the domain is destroyed again and the error
     carries the tail of ``workdir/console.log``.
     """
     workdir = Path(workdir)
-    dom = conn.createXML(domain_xml(name, workdir, disk_path, disk_format, memory_mib), 0)
+    image = image or tiny()
+    dom = conn.createXML(domain_xml(name, workdir, disk_path, disk_format, memory_mib,
+                                    image=image), 0)
     chan = GuestChannel(unix_path=workdir / CMD_SOCK)
     try:
-        chan.wait_ready(timeout=timeout)
+        chan.wait_ready(timeout=timeout or image.boot_timeout)
     except BaseException as e:
         chan.close()
         destroy(conn, name)
