@@ -29,6 +29,10 @@ guest: host $(GUEST)/disk.raw
 $(GUEST)/disk.raw: stack/guest/build.sh stack/guest/init.sh
 	@./stack/guest/build.sh $(GUEST)
 
+# The Debian 12 guest (stack/guest/debian), cached outside the clone: ~1.5-2 min once per builder hash.
+guest-debian: host venv
+	@$(PY) -m stack.guest.debian
+
 demo: host venv guest
 	@$(PY) -m scripts.demo
 

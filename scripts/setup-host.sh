@@ -7,6 +7,8 @@ PACKAGES=(libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils libvi
           busybox-static cpio kmod e2fsprogs xz-utils zstd curl)
 # openssh-server: tests/fab run `fab install` over a private sshd on 127.0.0.1:2222.
 PACKAGES+=(openssh-server)
+# mmdebstrap: stack/guest/debian/build.sh (the Debian 12 test guest).
+PACKAGES+=(mmdebstrap)
 PACKAGES+=(${EXTRA_PACKAGES:-})
 
 missing=()
