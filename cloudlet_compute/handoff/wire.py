@@ -161,12 +161,23 @@ class Channel:
             pass
 
 
-def _recv_exact(sock, length, peer):
+def _recv_exact(sock, length, peer, deadline=None):
+    """Exactly ``length`` bytes from ``sock``. With ``deadline`` (``time.monotonic()``), the
+    whole message must arrive by then, however the peer trickles it (handshakes)."""
     out = bytearray()
     while len(out) < length:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise FetchError("handoff peer %s did not complete the handshake in time"
+                                 % peer)
+            sock.settimeout(left)
         try:
             piece = sock.recv(min(length - len(out), 1 << 20))
         except socket.timeout:
+            if deadline is not None:
+                raise FetchError("handoff peer %s did not complete the handshake in time"
+                                 % peer) from None
             raise FetchError("handoff peer %s sent nothing for %.0f s"
                              % (peer, sock.gettimeout())) from None
         except OSError as exc:
@@ -228,18 +239,23 @@ class Listener:
                     if check:
                         check()
                     continue
-                channel = self._authenticate(sock, "%s:%d" % addr[:2])
+                channel = self._authenticate(sock, "%s:%d" % addr[:2], deadline)
                 if channel is not None:
                     return channel
         finally:
             self.close()
 
-    def _authenticate(self, sock, peer):
-        sock.settimeout(min(self.timeout, 10.0))
+    def _authenticate(self, sock, peer, deadline=None):
+        """The source's half of the handshake on a new connection; ``None`` if refused.
+        The whole handshake must be done within ``min(timeout, 10)`` s (and ``deadline``),
+        so a peer that stalls or trickles cannot hold the one slot."""
+        limit = time.monotonic() + min(self.timeout, 10.0)
+        deadline = limit if deadline is None else min(limit, deadline)
+        sock.settimeout(max(deadline - time.monotonic(), 0.001))
         try:
             nonce_s = os.urandom(NONCE_SIZE)
             sock.sendall(MAGIC + nonce_s)
-            reply = _recv_exact(sock, UUID_SIZE + NONCE_SIZE + MAC_SIZE, peer)
+            reply = _recv_exact(sock, UUID_SIZE + NONCE_SIZE + MAC_SIZE, peer, deadline)
             uuid, nonce_d, mac = (reply[:UUID_SIZE], reply[UUID_SIZE:-MAC_SIZE],
                                   reply[-MAC_SIZE:])
             if uuid != self.server_uuid.encode() or not hmac.compare_digest(
@@ -267,15 +283,22 @@ def connect(url, server_uuid, secret, timeout=60.0):
     except OSError as exc:
         raise FetchError("cannot reach the handoff source %s: %s"
                          % (peer, exc.strerror or exc)) from None
+    return _greet_source(sock, peer, server_uuid, secret, time.monotonic() + timeout)
+
+
+def _greet_source(sock, peer, server_uuid, secret, deadline):
+    """The destination's half of the handshake on ``sock``, done by ``deadline``; returns
+    the ``Channel`` (the socket is closed on any failure)."""
+    sock_timeout = sock.gettimeout()
     try:
-        hello = _recv_exact(sock, len(MAGIC) + NONCE_SIZE, peer)
+        hello = _recv_exact(sock, len(MAGIC) + NONCE_SIZE, peer, deadline)
         if not hello.startswith(MAGIC):
             raise FormatError("%s does not speak the handoff protocol" % peer)
         nonce_s, nonce_d = hello[len(MAGIC):], os.urandom(NONCE_SIZE)
         uuid = server_uuid.encode()
         sock.sendall(uuid + nonce_d + _mac(secret, b"dest", nonce_s, nonce_d, uuid))
         try:
-            mac = _recv_exact(sock, MAC_SIZE, peer)
+            mac = _recv_exact(sock, MAC_SIZE, peer, deadline)
         except FetchError:
             raise FetchError("the handoff source %s refused this destination (wrong secret "
                              "or server)" % peer) from None
@@ -284,6 +307,7 @@ def connect(url, server_uuid, secret, timeout=60.0):
     except BaseException:
         sock.close()
         raise
+    sock.settimeout(sock_timeout)
     to_dest, to_source = _keys(secret, nonce_s, nonce_d, uuid)
     return Channel(sock, to_source, to_dest, peer)
 
