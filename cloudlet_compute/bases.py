@@ -339,9 +339,10 @@ def _check_package(zf, path):
                           % (path, ", ".join(PACKAGE_MEMBERS), ", ".join(map(repr, names))))
     size = os.path.getsize(path)
     for info in zf.infolist():   # what zipfile would trip over with an error of its own
-        if not 0 <= info.header_offset < size:
-            raise FormatError("base package %s: member %s starts at offset %d, outside the "
-                              "%d-byte file" % (path, info.filename, info.header_offset, size))
+        if not 0 <= info.header_offset < size or info.compress_size > size:
+            raise FormatError("base package %s: member %s (%d bytes at offset %d) does not fit "
+                              "in the %d-byte file" % (path, info.filename, info.compress_size,
+                                                       info.header_offset, size))
         if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED) or \
                 info.flag_bits & 0x1:
             raise FormatError("base package %s: member %s is encrypted or compressed with "
