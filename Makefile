@@ -43,6 +43,12 @@ bench: host venv guest
 	@$(PY) -m bench.run
 	@$(PY) -m bench.handoff
 
+# Coverage-guided fuzzing of the engine's parsers (tests/fuzz), FUZZ_SECONDS in all.
+.PHONY: fuzz
+FUZZ_SECONDS ?= 600
+fuzz: venv
+	@$(PY) -m tests.fuzz.run --seconds $(FUZZ_SECONDS)
+
 tempest: stack
 	@$(PY) -m stack.tempest
 

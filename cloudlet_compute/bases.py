@@ -306,7 +306,7 @@ class BaseStore:
             zf = zipfile.ZipFile(path)
         except FileNotFoundError:
             raise NotFoundError("base package %s does not exist" % path) from None
-        except (zipfile.BadZipFile, OSError) as exc:
+        except (zipfile.BadZipFile, OSError, UnicodeDecodeError, NotImplementedError) as exc:
             raise FormatError("%s is not a base package zip: %s" % (path, exc)) from None
         work = None
         try:
@@ -320,7 +320,8 @@ class BaseStore:
                                     manifest[member.split(".")[0] + "_size"], progress)
             return self.add(os.path.join(work, "disk.raw"), os.path.join(work, "memory.img"),
                             name or manifest["name"], expected=manifest)
-        except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        except (zipfile.BadZipFile, zlib.error, EOFError, UnicodeDecodeError,
+                NotImplementedError) as exc:   # what zipfile raises on a damaged zip
             raise IntegrityError("base package %s is corrupt: %s" % (path, exc)) from None
         except CloudletError as exc:
             if isinstance(exc, FormatError) and not str(exc).startswith("base package"):
@@ -336,11 +337,22 @@ def _check_package(zf, path):
     if sorted(names) != sorted(PACKAGE_MEMBERS):
         raise FormatError("base package %s must hold exactly %s, it holds %s"
                           % (path, ", ".join(PACKAGE_MEMBERS), ", ".join(map(repr, names))))
+    size = os.path.getsize(path)
+    for info in zf.infolist():   # what zipfile would trip over with an error of its own
+        if not 0 <= info.header_offset < size or info.compress_size > size:
+            raise FormatError("base package %s: member %s (%d bytes at offset %d) does not fit "
+                              "in the %d-byte file" % (path, info.filename, info.compress_size,
+                                                       info.header_offset, size))
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED) or \
+                info.flag_bits & 0x1:
+            raise FormatError("base package %s: member %s is encrypted or compressed with "
+                              "method %d; only stored and deflated members are read"
+                              % (path, info.filename, info.compress_type))
     if zf.getinfo("manifest.json").file_size > 1 << 20:
         raise FormatError("base package %s: manifest.json is too large" % path)
     try:
         manifest = json.loads(zf.read("manifest.json"))
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:   # RecursionError: nested too deep
         raise FormatError("base package %s: manifest.json is not JSON: %s" % (path, exc)) from None
     if not isinstance(manifest, dict) or manifest.get("format") != PACKAGE_FORMAT:
         raise FormatError("base package %s: manifest.json is not a base package manifest" % path)

@@ -23,6 +23,9 @@ NAMES = {NONE: "none", XZ: "xz", ZSTD: "zstd"}
 IDS = {name: cid for cid, name in NAMES.items()}
 DEFAULT_LEVELS = {NONE: 0, XZ: 6, ZSTD: 3}
 DEFAULT_CODEC = ZSTD
+# Memory the xz decoder may take: preset 9 (64 MiB dictionary) needs 65 MiB; a stream whose
+# header asks for more (up to 1.5 GiB) is refused before liblzma allocates it.
+XZ_MEMLIMIT = 128 << 20
 
 
 def codec_id(name):
@@ -61,7 +64,7 @@ def decompress(blob, max_size):
         if codec == NONE:
             data = bytes(body)
         elif codec == XZ:
-            dec = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
+            dec = lzma.LZMADecompressor(format=lzma.FORMAT_XZ, memlimit=XZ_MEMLIMIT)
             data = dec.decompress(body, max_length=max_size + 1)
             if not dec.eof:
                 raise FormatError("xz stream is truncated or larger than %d bytes" % max_size)

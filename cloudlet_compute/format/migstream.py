@@ -184,10 +184,12 @@ def walk(src, start):
         n = buf[pos]
         src.need(pos + 1, n + 8, "RAM block entry")
         name = bytes(buf[pos + 1:pos + 1 + n])
+        if not name.isascii():   # QEMU's idstrs are; a rewritten stream must name it the same
+            raise FormatError("RAM block name %r at offset %d is not ASCII" % (name, pos))
         length = BE64.unpack_from(buf, pos + 1 + n)[0]
         pos += 1 + n + 8
         names[name] = len(blocks)
-        blocks.append((name.decode("ascii", "replace"), length))
+        blocks.append((name.decode("ascii"), length))
         seen += length
     if seen != total:
         raise FormatError("RAM blocks add up to %d bytes, the stream announced %d" % (seen, total))

@@ -317,6 +317,7 @@ def _split_url(url):
         raise FormatError("handoff source URL %r is not tcp://HOST:PORT" % url)
     host, sep, port = url[len("tcp://"):].rpartition(":")
     host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not (port.isascii() and port.isdigit()) or \
+            not 0 < int(port) < 65536:   # isdigit() alone lets "²" through to int()
         raise FormatError("handoff source URL %r is not tcp://HOST:PORT" % url)
     return host, int(port)
