@@ -46,8 +46,10 @@ def findings(folder):
     return sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.startswith(FINDINGS))
 
 
-def fuzz_one(name, seconds, out):
-    """Fuzz target ``name`` for ``seconds`` in a child; return ``(findings, log path)``."""
+def fuzz_one(name, seconds, out, seed=None):
+    """Fuzz target ``name`` for ``seconds`` in a child; return ``(findings, log path)``.
+    With ``seed`` the inputs tried are always the same sequence (a slower machine tries a
+    prefix of it), so what ``make test`` finds, it finds again."""
     work = os.path.join(out, name)
     corpus = os.path.join(work, "corpus")
     os.makedirs(corpus, exist_ok=True)
@@ -58,7 +60,8 @@ def fuzz_one(name, seconds, out):
             "-max_total_time=%d" % max(1, seconds), "-timeout=%d" % INPUT_TIMEOUT,
             "-max_len=%d" % max_len,
             "-rss_limit_mb=3072", "-print_final_stats=1",
-            "-artifact_prefix=%s/" % work, corpus] + seed_dirs(name)
+            "-artifact_prefix=%s/" % work] + (["-seed=%d" % seed] if seed else []) \
+        + [corpus] + seed_dirs(name)
     from tests.fuzz.targets import scratch_dir
     scratch = scratch_dir()         # the child's files; a crashing child leaves them behind
     try:

@@ -3,7 +3,8 @@ deterministically, then each target fuzzed for a few seconds (coverage-guided, a
 
 A regression is an input that once crashed the engine (``regressions/<target>/``); it must
 now be rejected with the engine's own one-line error. ``FUZZ_TEST_SECONDS`` (default 2)
-is each target's share of the bounded run; ``make fuzz`` runs longer.
+is each target's share of the bounded run, from a fixed seed; ``make fuzz`` runs longer from
+random seeds.
 """
 
 import os
@@ -17,6 +18,7 @@ import pytest
 from tests.fuzz import run, targets
 
 SECONDS = int(os.environ.get("FUZZ_TEST_SECONDS", "2"))
+SEED = 1                     # fixed: a run of the tests tries the inputs the last one tried
 REPLAY_TIMEOUT = 20          # seconds for one input: more is a hang
 REPLAY_MEMORY = 256 << 20    # bytes Python may allocate for one input: more is a bug
 
@@ -84,7 +86,7 @@ def test_every_target_has_a_small_seed_corpus():
 
 @pytest.mark.parametrize("name", sorted(targets.TARGETS))
 def test_fuzz_briefly(name, tmp_path):
-    found, log = run.fuzz_one(name, SECONDS, str(tmp_path))
+    found, log = run.fuzz_one(name, SECONDS, str(tmp_path), seed=SEED)
     if found:
         with open(log, errors="replace") as f:
             lines = [line for line in f if not line.startswith("INFO: Instrumenting")]
