@@ -27,7 +27,8 @@ setup(
         "horizon": ["horizon>=27.0.0", "Django"],
         # `openstack cloudlet ...` (client/osc).
         "osc": ["osc-lib", "python-openstackclient"],
-        # fabfile.py (its tasks; the agent half is stdlib only).
+        # fabfile.py (its tasks; the agent, scripts/install_agent/, is stdlib only and not
+        # installed).
         "fab": ["fabric>=3", "invoke"],
     },
     entry_points={

@@ -1,4 +1,5 @@
-"""Fast tests of fabfile.py's agent: INI edits, plan, apply, idempotence, uninstall, refusals.
+"""Fast tests of the install agent (scripts/install_agent/): INI edits, plan, apply,
+idempotence, uninstall, refusals, and the agent shipped as one zipapp file.
 
 The target is a temporary copy of the embedded stack's configuration as plain ``python -m stack
 up`` renders it; the ground truth for install is what ``python -m stack up --cloudlet``
@@ -8,13 +9,18 @@ import io
 import json
 import os
 import re
+import subprocess
 import sys
+import zipfile
 from contextlib import redirect_stderr
 
 import pytest
 
 import fabfile
 import stack
+from scripts.install_agent import agent, constants, ini, plan
+from scripts.install_agent.report import Refused
+from scripts.install_agent.target import Target
 from stack import configs, paths
 from stack.guest import guest
 
@@ -65,7 +71,7 @@ def target(tmp_path):
              "dashboard": str(tmp_path / "site" / "openstack_dashboard"), "clouds": None}
 
     def make(**over):
-        t = fabfile.Target(dict(opts, **over))
+        t = Target(dict(opts, **over))
         t.facts = dict(facts)
         return t
     make.opts, make.facts, make.state, make.tmp = opts, facts, state, tmp_path
@@ -73,44 +79,44 @@ def target(tmp_path):
 
 
 def install(t, opts):
-    plan = fabfile.install_plan(t, opts)
-    if plan:
-        fabfile.apply_plan(t, plan, fabfile.load_manifest(t))
-    return plan
+    steps = plan.install_plan(t, opts)
+    if steps:
+        plan.apply_plan(t, steps, plan.load_manifest(t))
+    return steps
 
 
 # --- INI edits -------------------------------------------------------------------------------
 def test_ini_set_replaces_value_keeping_everything_else():
     text = "# c\n[DEFAULT]\nlog_file = x\ncompute_driver   =  libvirt.LibvirtDriver  \n\n[x]\n"
-    out = fabfile.ini_set(text, "DEFAULT", "compute_driver", "cloudlet.CloudletDriver")
+    out = ini.ini_set(text, "DEFAULT", "compute_driver", "cloudlet.CloudletDriver")
     assert out == text.replace("libvirt.LibvirtDriver", "cloudlet.CloudletDriver")
-    assert fabfile.ini_get(out, "DEFAULT", "compute_driver") == "cloudlet.CloudletDriver"
-    assert fabfile.ini_set(out, "DEFAULT", "compute_driver", "cloudlet.CloudletDriver") == out
+    assert ini.ini_get(out, "DEFAULT", "compute_driver") == "cloudlet.CloudletDriver"
+    assert ini.ini_set(out, "DEFAULT", "compute_driver", "cloudlet.CloudletDriver") == out
 
 
 def test_ini_set_inserts_in_section_or_appends_it():
     text = "[DEFAULT]\na = 1\n\n[libvirt]\nvirt_type = qemu\n"
-    out = fabfile.ini_set(text, "DEFAULT", "compute_driver", "c.D")
+    out = ini.ini_set(text, "DEFAULT", "compute_driver", "c.D")
     assert out == "[DEFAULT]\na = 1\ncompute_driver = c.D\n\n[libvirt]\nvirt_type = qemu\n"
-    out = fabfile.ini_set(text, "cloudlet", "cache_dir", "/v")
+    out = ini.ini_set(text, "cloudlet", "cache_dir", "/v")
     assert out == text + "\n[cloudlet]\ncache_dir = /v\n"
     crlf = "[DEFAULT]\r\na = 1\r\n"
-    assert fabfile.ini_set(crlf, "DEFAULT", "b", "2") == "[DEFAULT]\r\na = 1\r\nb = 2\r\n"
+    assert ini.ini_set(crlf, "DEFAULT", "b", "2") == "[DEFAULT]\r\na = 1\r\nb = 2\r\n"
     # A commented-out key is not the key.
-    assert fabfile.ini_get("[DEFAULT]\n#compute_driver = x\n", "DEFAULT", "compute_driver") \
+    assert ini.ini_get("[DEFAULT]\n#compute_driver = x\n", "DEFAULT", "compute_driver") \
         is None
 
 
 def test_constants_match_the_package_and_the_pins():
     import cloudlet_api
     from cloudlet_compute.nova import shim
-    assert fabfile.PASTE_APP_FACTORY == cloudlet_api.PASTE_APP_FACTORY
-    assert fabfile.COMPUTE_DRIVER == shim.DRIVER
+    assert constants.PASTE_APP_FACTORY == cloudlet_api.PASTE_APP_FACTORY
+    assert constants.COMPUTE_DRIVER == shim.DRIVER
     pins = open(os.path.join(ROOT, "constraints.txt")).read()
-    assert "nova==%s" % fabfile.SUPPORTED_NOVA[0] in pins.splitlines()
-    assert "horizon==%s" % fabfile.SUPPORTED_HORIZON[0] in pins.splitlines()
+    assert "nova==%s" % constants.SUPPORTED_NOVA[0] in pins.splitlines()
+    assert "horizon==%s" % constants.SUPPORTED_HORIZON[0] in pins.splitlines()
     assert os.path.exists(os.path.join(ROOT, "dashboard_panel", "enabled",
-                                       fabfile.HORIZON_ENABLED_NAME))
+                                       constants.HORIZON_ENABLED_NAME))
 
 
 # --- plan / apply / uninstall ----------------------------------------------------------------
@@ -120,9 +126,9 @@ def test_install_makes_exactly_what_up_cloudlet_renders(target, tmp_path):
     stock = snapshot(render(target.state, cloudlet=False).etc)
     assert stock != want
     t = target()
-    plan = install(t, target.opts)
-    assert sorted(os.path.basename(s["path"]) for s in plan) == [
-        fabfile.HORIZON_ENABLED_NAME, "__init__.py", "api-paste.ini", "nova-compute.conf",
+    steps = install(t, target.opts)
+    assert sorted(os.path.basename(s["path"]) for s in steps) == [
+        constants.HORIZON_ENABLED_NAME, "__init__.py", "api-paste.ini", "nova-compute.conf",
         "nova.conf"]
     assert snapshot(etc) == want   # byte for byte, every file
     from cloudlet_compute.nova import shim
@@ -130,9 +136,9 @@ def test_install_makes_exactly_what_up_cloudlet_renders(target, tmp_path):
     m = json.load(open(t.manifest_path))
     assert m["package"] == {"name": "openstackpp", "before": "0.1.0", "installed_by_us": False}
     for c in m["changes"]:
-        assert fabfile.file_sha256(c["path"]) == c["sha256_after"]
+        assert plan.file_sha256(c["path"]) == c["sha256_after"]
         if c["action"] == "modify":
-            assert fabfile.file_sha256(c["backup"]) == c["sha256_before"]
+            assert plan.file_sha256(c["backup"]) == c["sha256_before"]
 
 
 def test_second_install_changes_nothing(target):
@@ -140,7 +146,7 @@ def test_second_install_changes_nothing(target):
     install(t, target.opts)
     before = {p: (os.stat(p).st_mtime_ns, open(p, "rb").read())
               for p in [t.manifest_path, t.paste_ini, t.compute_conf]}
-    assert fabfile.install_plan(target(), target.opts) == []
+    assert plan.install_plan(target(), target.opts) == []
     assert install(target(), target.opts) == []
     assert {p: (os.stat(p).st_mtime_ns, open(p, "rb").read()) for p in before} == before
 
@@ -149,10 +155,10 @@ def test_uninstall_restores_byte_identical_and_forgets(target):
     before = snapshot(str(target.tmp))
     t = target()
     install(t, target.opts)
-    m = fabfile.load_manifest(t)
-    fabfile.uninstall_check(m)
-    services = fabfile.uninstall_apply(t, m)
-    fabfile.forget(t, m)
+    m = plan.load_manifest(t)
+    plan.uninstall_check(m)
+    services = plan.uninstall_apply(t, m)
+    plan.forget(t, m)
     assert set(services) == {"nova-api", "nova-compute", "horizon"}
     assert snapshot(str(target.tmp)) == before   # also: no manifest, no shim dir left
     assert not os.path.exists(str(target.tmp / "backup"))
@@ -164,11 +170,11 @@ def test_present_files_are_recorded_as_present_and_kept(target):
     from cloudlet_compute.nova import shim
     path = shim.install(target.facts["nova_virt"])
     t = target()
-    plan = install(t, target.opts)
-    assert path not in [s["path"] for s in plan]
-    m = fabfile.load_manifest(t)
-    fabfile.uninstall_apply(t, m)
-    fabfile.forget(t, m)
+    steps = install(t, target.opts)
+    assert path not in [s["path"] for s in steps]
+    m = plan.load_manifest(t)
+    plan.uninstall_apply(t, m)
+    plan.forget(t, m)
     assert shim.is_installed(target.facts["nova_virt"])
 
 
@@ -178,12 +184,12 @@ def test_uninstall_refuses_when_a_file_changed_after_install(target):
     with open(t.compute_conf, "a") as f:
         f.write("# edited by someone\n")
     snap = snapshot(str(target.tmp))
-    with pytest.raises(fabfile.Refused, match=re.escape(t.compute_conf)):
-        fabfile.uninstall_check(fabfile.load_manifest(t))
+    with pytest.raises(Refused, match=re.escape(t.compute_conf)):
+        plan.uninstall_check(plan.load_manifest(t))
     err = io.StringIO()
     with redirect_stderr(err):
-        rc = fabfile.agent_main(["uninstall", json.dumps(target.opts)])
-    assert rc == fabfile.EXIT_REFUSED
+        rc = agent.main(["uninstall", json.dumps(target.opts)])
+    assert rc == constants.EXIT_REFUSED
     assert err.getvalue().count("\n") == 1 and t.compute_conf in err.getvalue()
     assert snapshot(str(target.tmp)) == snap
 
@@ -191,8 +197,8 @@ def test_uninstall_refuses_when_a_file_changed_after_install(target):
 def test_package_missing_is_pip_installed_and_recorded(target):
     t = target()
     t.facts["package"] = None
-    plan = fabfile.install_plan(t, dict(target.opts, wheel="/x.whl"))
-    assert plan[-1] == {"package": "openstackpp", "action": "pip-install", "wheel": "/x.whl",
+    steps = plan.install_plan(t, dict(target.opts, wheel="/x.whl"))
+    assert steps[-1] == {"package": "openstackpp", "action": "pip-install", "wheel": "/x.whl",
                         "services": ["nova-api", "nova-compute"]}
 
 
@@ -203,26 +209,26 @@ def test_package_missing_is_pip_installed_and_recorded(target):
     ({"horizon": "25.0.0"}, "horizon 25.0.0 is not supported"),
 ])
 def test_version_refusals_change_nothing(target, monkeypatch, facts, message):
-    monkeypatch.setattr(fabfile.Target, "probe",
+    monkeypatch.setattr(Target, "probe",
                         lambda self: dict(target.facts, **facts))
     snap = snapshot(str(target.tmp))
     err = io.StringIO()
     with redirect_stderr(err):
-        rc = fabfile.agent_main(["install", json.dumps(target.opts)])
-    assert rc == fabfile.EXIT_REFUSED
+        rc = agent.main(["install", json.dumps(target.opts)])
+    assert rc == constants.EXIT_REFUSED
     assert err.getvalue().startswith("openstackpp: refused: ")
     assert message in err.getvalue() and err.getvalue().count("\n") == 1
     assert snapshot(str(target.tmp)) == snap
 
 
 def test_libvirt_refusal_changes_nothing(target, monkeypatch):
-    monkeypatch.setattr(fabfile.Target, "probe", lambda self: dict(target.facts))
+    monkeypatch.setattr(Target, "probe", lambda self: dict(target.facts))
     snap = snapshot(str(target.tmp))
     opts = dict(target.opts, libvirt_uri="qemu:///system?socket=/nonexistent/libvirt-sock")
     err = io.StringIO()
     with redirect_stderr(err):
-        rc = fabfile.agent_main(["install", json.dumps(opts)])
-    assert rc == fabfile.EXIT_REFUSED
+        rc = agent.main(["install", json.dumps(opts)])
+    assert rc == constants.EXIT_REFUSED
     assert "refused: libvirt is not reachable at qemu:///system?socket=/nonexistent" \
         in err.getvalue()
     assert snapshot(str(target.tmp)) == snap
@@ -230,5 +236,31 @@ def test_libvirt_refusal_changes_nothing(target, monkeypatch):
 
 def test_layout_detection(target, tmp_path):
     assert target().layout == "embedded"
-    with pytest.raises(fabfile.Refused, match="not a state directory"):
-        fabfile.Target({"state_dir": str(tmp_path / "nothing"), "python": sys.executable})
+    with pytest.raises(Refused, match="not a state directory"):
+        Target({"state_dir": str(tmp_path / "nothing"), "python": sys.executable})
+
+
+# --- the agent as one file (as fab ships it) -------------------------------------------------
+def test_zipapp_runs_on_the_standard_library_alone(target, tmp_path):
+    pyz = fabfile.build_agent(str(tmp_path))
+    with zipfile.ZipFile(pyz) as z:
+        names = z.namelist()
+    sources = os.listdir(os.path.join(ROOT, "scripts", "install_agent"))
+    assert sorted(names) == sorted(["__main__.py", "install_agent/"] + [
+        "install_agent/" + n for n in sources if n.endswith(".py")])   # no __pycache__
+
+    def run(cmd, opts):   # -I -S: no site-packages, no PYTHONPATH, not the checkout
+        return subprocess.run([sys.executable, "-I", "-S", pyz, cmd, json.dumps(opts)],
+                              cwd=str(tmp_path), capture_output=True, text=True, timeout=120)
+    r = run("probe", target.opts)
+    assert r.returncode == constants.EXIT_OK, r.stderr
+    assert json.loads(r.stdout)["layout"] == "embedded"
+    r = run("uninstall", target.opts)
+    assert r.returncode == constants.EXIT_OK, r.stderr
+    assert r.stdout == "openstackpp: nothing to uninstall: no manifest at %s\n" % os.path.join(
+        target.opts["backup_dir"], "manifest.json")
+    nothing = str(tmp_path / "nothing")
+    r = run("probe", {"state_dir": nothing})
+    assert r.returncode == constants.EXIT_REFUSED
+    assert r.stderr == "openstackpp: refused: %s is not a state directory of the embedded " \
+        "stack (no settings.json)\n" % nothing
