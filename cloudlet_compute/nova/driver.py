@@ -17,7 +17,6 @@ import contextlib
 import os
 import shutil
 import tempfile
-from urllib import parse
 
 from oslo_log import log as logging
 
@@ -96,17 +95,11 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
         super().__init__(virtapi, read_only)
         if not CONF.cloudlet.cache_dir:
             raise exception.InvalidConfiguration("[cloudlet] cache_dir must be set")
-        bad = set(CONF.cloudlet.overlay_url_schemes) - {'http', 'https', 'file'}
-        if bad:
-            raise exception.InvalidConfiguration(
-                "[cloudlet] overlay_url_schemes: unknown %s" % ", ".join(sorted(bad)))
         try:
-            self._fetch_policy = engine_adapter.fetch_policy(
-                CONF.cloudlet.overlay_allowed_hosts, CONF.cloudlet.overlay_disallowed_hosts,
-                CONF.cloudlet.overlay_allowed_ports)
+            self._url_policy = engine_adapter.OverlayURLPolicy.from_options(CONF.cloudlet)
         except ValueError as exc:
-            raise exception.InvalidConfiguration(
-                "[cloudlet] overlay_allowed_ports: %s" % exc) from None
+            raise exception.InvalidConfiguration("[cloudlet] %s" % exc) from None
+        self._fetch_policy = self._url_policy.fetch
         self.bases = basecache.BaseCache(CONF.cloudlet.cache_dir)
         self._spawn_plans = {}
         self._receptions = {}   # instance uuid -> handed-off VM waiting for nova's spawn
@@ -127,7 +120,8 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
         work = None
         try:
             with self._build_errors(instance, plan):
-                self._check_overlay_url(plan)
+                if plan.overlay_url:
+                    self._url_policy.check_scheme(plan.overlay_url)
                 if not plan.base_id:
                     raise CloudletError("image %s has no %s property"
                                         % (image_meta.id, glance.PROPERTY_BASE_ID))
@@ -230,14 +224,6 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
             raise CloudletError("overlay image %s is larger than an overlay of base VM %s "
                                 "can be" % (plan.overlay_image_id, plan.base_id))
         self._image_api.download(context, plan.overlay_image_id, dest_path=path)
-
-    def _check_overlay_url(self, plan):
-        if not plan.overlay_url:
-            return
-        scheme = parse.urlsplit(plan.overlay_url).scheme
-        if scheme not in CONF.cloudlet.overlay_url_schemes:
-            raise CloudletError("overlay_url scheme %r is not allowed here (allowed: %s)"
-                                % (scheme, ", ".join(CONF.cloudlet.overlay_url_schemes)))
 
     @contextlib.contextmanager
     def _build_errors(self, instance, plan):
