@@ -46,9 +46,11 @@ HANDOFF = 'handoff'
 WHAT = {RESUME: "resume of base VM", SYNTHESIS: "VM synthesis", HANDOFF: "VM handoff"}
 
 # What spawn decided for one instance; _create_guest reads it while spawn runs.
+# ``overlay_image`` is Glance's record of ``overlay_image_id`` when spawn already has it
+# (the booted image is the overlay: unshelve), else None.
 SpawnPlan = collections.namedtuple(
     'SpawnPlan', 'mode base_id disk_image_id memory_image_id overlay_url overlay_image_id '
-    'handoff_source handoff_secret')
+    'overlay_image handoff_source handoff_secret')
 
 
 def spawn_plan(instance, image):
@@ -69,8 +71,8 @@ def spawn_plan(instance, image):
         return SpawnPlan(mode=SYNTHESIS, base_id=props.get(glance.PROPERTY_BASE_ID),
                          disk_image_id=props.get(glance.BASE_DISK),
                          memory_image_id=props.get(glance.BASE_MEMORY), overlay_url=None,
-                         overlay_image_id=image['id'], handoff_source=None,
-                         handoff_secret=None)
+                         overlay_image_id=image['id'], overlay_image=image,
+                         handoff_source=None, handoff_secret=None)
     if image_type != glance.BASE_DISK:
         return None
     overlay_url = metadata.get(glance.METADATA_OVERLAY_URL)
@@ -79,7 +81,7 @@ def spawn_plan(instance, image):
     return SpawnPlan(mode=mode, base_id=props.get(glance.PROPERTY_BASE_ID),
                      disk_image_id=image['id'], memory_image_id=props.get(glance.BASE_MEMORY),
                      overlay_url=overlay_url, overlay_image_id=overlay_image,
-                     handoff_source=handoff_source,
+                     overlay_image=None, handoff_source=handoff_source,
                      handoff_secret=metadata.get(glance.METADATA_HANDOFF_SECRET))
 
 
@@ -206,11 +208,15 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
 
     def _download_overlay(self, context, plan, path):
         """Fetch overlay image ``plan.overlay_image_id`` through Glance, as the user, after
-        checking that it is a VM overlay of this base and no larger than one can be."""
-        try:
-            image = self._image_api.get(context, plan.overlay_image_id)
-        except (exception.ImageNotFound, exception.ImageNotAuthorized):
-            raise CloudletError("overlay image %s not found" % plan.overlay_image_id) from None
+        checking that it is a VM overlay of this base and no larger than one can be (its
+        record is ``plan.overlay_image`` when spawn read it already)."""
+        image = plan.overlay_image
+        if image is None:
+            try:
+                image = self._image_api.get(context, plan.overlay_image_id)
+            except (exception.ImageNotFound, exception.ImageNotAuthorized):
+                raise CloudletError("overlay image %s not found"
+                                    % plan.overlay_image_id) from None
         props = image.get('properties') or {}
         if props.get(glance.PROPERTY_TYPE) != glance.OVERLAY:
             raise CloudletError("image %s is not a VM overlay" % plan.overlay_image_id)
