@@ -72,6 +72,15 @@ class CloudletController(wsgi.Controller):
         return common.get_instance(self.compute_api, context, server_id,
                                    expected_attrs=['system_metadata'])
 
+    def _idle_active(self, req, server_id, action, rule):
+        """``(context, instance)`` for server action ``action``: 404 unless the server
+        exists, 403 unless policy ``rule`` allows it, 409 unless it is ACTIVE and idle."""
+        context = req.environ['nova.context']
+        instance = self._get(context, server_id)
+        policies.authorize(context, rule, instance)
+        _check_idle_active(instance, action, server_id)
+        return context, instance
+
     def _start_task(self, context, instance, image_ids,
                     task_state=task_states.IMAGE_SNAPSHOT_PENDING):
         """Claim the instance for a cloudlet task; undo the records if that fails."""
@@ -102,10 +111,7 @@ class CloudletController(wsgi.Controller):
     @validation.response_body_schema(schema.cloudlet_base_response)
     def _cloudlet_base(self, req, id, body):
         """Snapshot a running server into a base VM: four linked Glance images."""
-        context = req.environ['nova.context']
-        instance = self._get(context, id)
-        policies.authorize(context, 'base', instance)
-        _check_idle_active(instance, 'cloudlet-base', id)
+        context, instance = self._idle_active(req, id, 'cloudlet-base', 'base')
         name = body['cloudlet-base']['name']
 
         ids = glance.create_base_records(context, self.image_api, instance, name)
@@ -125,10 +131,8 @@ class CloudletController(wsgi.Controller):
     @validation.response_body_schema(schema.cloudlet_overlay_finish_response)
     def _cloudlet_overlay_finish(self, req, id, body):
         """Build the VM overlay of a server resumed from a base; upload it to Glance."""
-        context = req.environ['nova.context']
-        instance = self._get(context, id)
-        policies.authorize(context, 'overlay_finish', instance)
-        _check_idle_active(instance, 'cloudlet-overlay-finish', id)
+        context, instance = self._idle_active(req, id, 'cloudlet-overlay-finish',
+                                              'overlay_finish')
         name = body['cloudlet-overlay-finish']['overlay-name']
         return {'overlay-id': self._overlay(context, instance, id, name), 'overlay-name': name}
 
@@ -155,10 +159,7 @@ class CloudletController(wsgi.Controller):
     @validation.response_body_schema(schema.cloudlet_handoff_response)
     def _cloudlet_handoff(self, req, id, body):
         """VM handoff to another cloud's compute endpoint, or into Glance (``file://NAME``)."""
-        context = req.environ['nova.context']
-        instance = self._get(context, id)
-        policies.authorize(context, 'handoff', instance)
-        _check_idle_active(instance, 'cloudlet-handoff', id)
+        context, instance = self._idle_active(req, id, 'cloudlet-handoff', 'handoff')
         args = body['cloudlet-handoff']
         url = args['handoff_url']
         if url.startswith('file://'):

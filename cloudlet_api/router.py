@@ -67,8 +67,9 @@ class APIRouter(routes.APIRouterV21):
             resource.register_subcontroller_actions(actions)
         creators = {id(r.defaults['controller']): r.defaults['controller']
                     for r in _routes_for(self.map, SERVERS_PATH, 'POST')}
+        url_policy = servers.overlay_url_policy()
         for resource in creators.values():
-            servers.check_overlays_on_create(resource.controller)
+            servers.check_overlays_on_create(resource.controller, url_policy)
         extensions = wsgi.Resource(CloudletExtensionInfoController())
         for path in EXTENSIONS_PATHS:
             for route in _routes_for(self.map, path, 'GET'):

@@ -3,7 +3,8 @@ the cloud's overlay fetch policy refuses ``overlay_url`` (its scheme, host, addr
 when ``overlay_image`` is not a VM overlay image the user can see, or when both are given.
 
 nova-compute checks again when it fetches (``[cloudlet] overlay_*`` options, the same ones
-here): this check answers the user at once; that one is the one that counts. A host that
+here, read once at start into the same ``OverlayURLPolicy``): this check answers the user at
+once; that one is the one that counts. A host that
 does not resolve here passes (the compute node may resolve it).
 """
 
@@ -25,20 +26,24 @@ CONF = nova.conf.CONF
 cloudlet_conf.register_opts(CONF)
 
 
-def check_overlay_url(url):
-    """Raise 400 if the overlay fetch policy refuses ``url``."""
-    scheme = parse.urlsplit(url).scheme
-    if scheme not in CONF.cloudlet.overlay_url_schemes:
-        raise webob.exc.HTTPBadRequest(
-            explanation="overlay_url scheme %r is not allowed by this cloud (allowed: %s)"
-            % (scheme, ", ".join(CONF.cloudlet.overlay_url_schemes)))
+def overlay_url_policy():
+    """The ``[cloudlet] overlay_*`` options as one policy, read once when the API starts."""
+    try:
+        return engine_adapter.OverlayURLPolicy.from_options(CONF.cloudlet)
+    except ValueError as exc:
+        raise exception.InvalidConfiguration("[cloudlet] %s" % exc) from None
+
+
+def check_overlay_url(url, policy):
+    """Raise 400 if ``policy`` (an ``OverlayURLPolicy``) refuses ``url``."""
+    try:
+        scheme = policy.check_scheme(url)
+    except engine_adapter.RefusedScheme as exc:
+        raise webob.exc.HTTPBadRequest(explanation=str(exc)) from None
     if scheme not in ("http", "https"):
         return
-    policy = engine_adapter.fetch_policy(CONF.cloudlet.overlay_allowed_hosts,
-                                         CONF.cloudlet.overlay_disallowed_hosts,
-                                         CONF.cloudlet.overlay_allowed_ports)
     try:
-        policy.check(parse.urlsplit(url))
+        policy.fetch.check(parse.urlsplit(url))
     except engine_adapter.RefusedURL as exc:
         raise webob.exc.HTTPBadRequest(explanation=str(exc)) from None
     except (FetchError, ValueError):
@@ -57,8 +62,9 @@ def check_overlay_image(context, image_id):
             explanation="overlay_image %s is not a VM overlay image" % image_id)
 
 
-def check_overlays_on_create(controller):
-    """Make ``controller.create`` (nova's ServersController) check synthesis metadata first."""
+def check_overlays_on_create(controller, policy):
+    """Make ``controller.create`` (nova's ServersController) check synthesis metadata first
+    (``overlay_url`` against ``policy``, an ``OverlayURLPolicy``)."""
     create = controller.create
 
     @functools.wraps(create)
@@ -72,7 +78,7 @@ def check_overlays_on_create(controller):
                 raise webob.exc.HTTPBadRequest(explanation=(
                     "give overlay_url or overlay_image, not both"))
             if isinstance(url, str) and url:
-                check_overlay_url(url)
+                check_overlay_url(url, policy)
             if isinstance(image_id, str) and image_id:
                 check_overlay_image(req.environ['nova.context'], image_id)
         return create(req, body=body)

@@ -17,7 +17,6 @@ import contextlib
 import os
 import shutil
 import tempfile
-from urllib import parse
 
 from oslo_log import log as logging
 
@@ -47,9 +46,11 @@ HANDOFF = 'handoff'
 WHAT = {RESUME: "resume of base VM", SYNTHESIS: "VM synthesis", HANDOFF: "VM handoff"}
 
 # What spawn decided for one instance; _create_guest reads it while spawn runs.
+# ``overlay_image`` is Glance's record of ``overlay_image_id`` when spawn already has it
+# (the booted image is the overlay: unshelve), else None.
 SpawnPlan = collections.namedtuple(
     'SpawnPlan', 'mode base_id disk_image_id memory_image_id overlay_url overlay_image_id '
-    'handoff_source handoff_secret')
+    'overlay_image handoff_source handoff_secret')
 
 
 def spawn_plan(instance, image):
@@ -70,8 +71,8 @@ def spawn_plan(instance, image):
         return SpawnPlan(mode=SYNTHESIS, base_id=props.get(glance.PROPERTY_BASE_ID),
                          disk_image_id=props.get(glance.BASE_DISK),
                          memory_image_id=props.get(glance.BASE_MEMORY), overlay_url=None,
-                         overlay_image_id=image['id'], handoff_source=None,
-                         handoff_secret=None)
+                         overlay_image_id=image['id'], overlay_image=image,
+                         handoff_source=None, handoff_secret=None)
     if image_type != glance.BASE_DISK:
         return None
     overlay_url = metadata.get(glance.METADATA_OVERLAY_URL)
@@ -80,7 +81,7 @@ def spawn_plan(instance, image):
     return SpawnPlan(mode=mode, base_id=props.get(glance.PROPERTY_BASE_ID),
                      disk_image_id=image['id'], memory_image_id=props.get(glance.BASE_MEMORY),
                      overlay_url=overlay_url, overlay_image_id=overlay_image,
-                     handoff_source=handoff_source,
+                     overlay_image=None, handoff_source=handoff_source,
                      handoff_secret=metadata.get(glance.METADATA_HANDOFF_SECRET))
 
 
@@ -96,17 +97,11 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
         super().__init__(virtapi, read_only)
         if not CONF.cloudlet.cache_dir:
             raise exception.InvalidConfiguration("[cloudlet] cache_dir must be set")
-        bad = set(CONF.cloudlet.overlay_url_schemes) - {'http', 'https', 'file'}
-        if bad:
-            raise exception.InvalidConfiguration(
-                "[cloudlet] overlay_url_schemes: unknown %s" % ", ".join(sorted(bad)))
         try:
-            self._fetch_policy = engine_adapter.fetch_policy(
-                CONF.cloudlet.overlay_allowed_hosts, CONF.cloudlet.overlay_disallowed_hosts,
-                CONF.cloudlet.overlay_allowed_ports)
+            self._url_policy = engine_adapter.OverlayURLPolicy.from_options(CONF.cloudlet)
         except ValueError as exc:
-            raise exception.InvalidConfiguration(
-                "[cloudlet] overlay_allowed_ports: %s" % exc) from None
+            raise exception.InvalidConfiguration("[cloudlet] %s" % exc) from None
+        self._fetch_policy = self._url_policy.fetch
         self.bases = basecache.BaseCache(CONF.cloudlet.cache_dir)
         self._spawn_plans = {}
         self._receptions = {}   # instance uuid -> handed-off VM waiting for nova's spawn
@@ -127,7 +122,8 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
         work = None
         try:
             with self._build_errors(instance, plan):
-                self._check_overlay_url(plan)
+                if plan.overlay_url:
+                    self._url_policy.check_scheme(plan.overlay_url)
                 if not plan.base_id:
                     raise CloudletError("image %s has no %s property"
                                         % (image_meta.id, glance.PROPERTY_BASE_ID))
@@ -212,11 +208,15 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
 
     def _download_overlay(self, context, plan, path):
         """Fetch overlay image ``plan.overlay_image_id`` through Glance, as the user, after
-        checking that it is a VM overlay of this base and no larger than one can be."""
-        try:
-            image = self._image_api.get(context, plan.overlay_image_id)
-        except (exception.ImageNotFound, exception.ImageNotAuthorized):
-            raise CloudletError("overlay image %s not found" % plan.overlay_image_id) from None
+        checking that it is a VM overlay of this base and no larger than one can be (its
+        record is ``plan.overlay_image`` when spawn read it already)."""
+        image = plan.overlay_image
+        if image is None:
+            try:
+                image = self._image_api.get(context, plan.overlay_image_id)
+            except (exception.ImageNotFound, exception.ImageNotAuthorized):
+                raise CloudletError("overlay image %s not found"
+                                    % plan.overlay_image_id) from None
         props = image.get('properties') or {}
         if props.get(glance.PROPERTY_TYPE) != glance.OVERLAY:
             raise CloudletError("image %s is not a VM overlay" % plan.overlay_image_id)
@@ -230,14 +230,6 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
             raise CloudletError("overlay image %s is larger than an overlay of base VM %s "
                                 "can be" % (plan.overlay_image_id, plan.base_id))
         self._image_api.download(context, plan.overlay_image_id, dest_path=path)
-
-    def _check_overlay_url(self, plan):
-        if not plan.overlay_url:
-            return
-        scheme = parse.urlsplit(plan.overlay_url).scheme
-        if scheme not in CONF.cloudlet.overlay_url_schemes:
-            raise CloudletError("overlay_url scheme %r is not allowed here (allowed: %s)"
-                                % (scheme, ", ".join(CONF.cloudlet.overlay_url_schemes)))
 
     @contextlib.contextmanager
     def _build_errors(self, instance, plan):

@@ -16,10 +16,12 @@ import copy
 import os
 import shutil
 import xml.etree.ElementTree as ET
+from urllib import parse
 
 from oslo_log import log as logging
 
-from cloudlet_compute.errors import HypervisorError, IntegrityError, NotFoundError
+from cloudlet_compute.errors import (CloudletError, HypervisorError, IntegrityError,
+                                     NotFoundError)
 from cloudlet_compute.read import fetchpolicy   # no libvirt below it
 
 LOG = logging.getLogger(__name__)
@@ -60,11 +62,44 @@ def cache_base(store, base_id, name, fetch):
 
 
 RefusedURL = fetchpolicy.RefusedURL
+OVERLAY_URL_SCHEMES = ('http', 'https', 'file')
 
 
-def fetch_policy(allowed_hosts, disallowed_hosts, allowed_ports):
-    """The engine's FetchPolicy for the ``[cloudlet] overlay_*`` options."""
-    return fetchpolicy.FetchPolicy(allowed_hosts, disallowed_hosts, allowed_ports)
+class RefusedScheme(CloudletError):
+    """An ``overlay_url`` whose scheme the ``[cloudlet] overlay_url_schemes`` option refuses."""
+
+
+class OverlayURLPolicy:
+    """What a server's ``overlay_url`` may be, from the ``[cloudlet] overlay_*`` options:
+    ``schemes``, and ``fetch`` (the engine's FetchPolicy) for an http(s) URL's host and port.
+
+    Built once when nova-api or nova-compute starts (``from_options``); both check a URL's
+    scheme with ``check_scheme``. Raises ValueError naming the option that is wrong.
+    """
+
+    def __init__(self, schemes, allowed_hosts, disallowed_hosts, allowed_ports):
+        bad = set(schemes) - set(OVERLAY_URL_SCHEMES)
+        if bad:
+            raise ValueError("overlay_url_schemes: unknown %s" % ", ".join(sorted(bad)))
+        self.schemes = tuple(schemes)
+        try:
+            self.fetch = fetchpolicy.FetchPolicy(allowed_hosts, disallowed_hosts, allowed_ports)
+        except ValueError as exc:
+            raise ValueError("overlay_allowed_ports: %s" % exc) from None
+
+    @classmethod
+    def from_options(cls, opts):
+        """The policy of ``opts``, nova's ``CONF.cloudlet``."""
+        return cls(opts.overlay_url_schemes, opts.overlay_allowed_hosts,
+                   opts.overlay_disallowed_hosts, opts.overlay_allowed_ports)
+
+    def check_scheme(self, url):
+        """Raise RefusedScheme unless ``url``'s scheme is allowed; return the scheme."""
+        scheme = parse.urlsplit(url).scheme
+        if scheme not in self.schemes:
+            raise RefusedScheme("overlay_url scheme %r is not allowed by this cloud "
+                                "(allowed: %s)" % (scheme, ", ".join(self.schemes)))
+        return scheme
 
 
 def overlay_size_bound(store, base_id):

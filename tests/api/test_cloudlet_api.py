@@ -11,6 +11,7 @@ from nova import objects
 import nova.policy
 from nova.tests.functional.api import client
 
+from cloudlet_compute.nova import engine_adapter
 from cloudlet_compute.nova import glance as cloudlet_glance
 from tests.compute_nova import base
 
@@ -228,9 +229,11 @@ class CloudletAPITest(base.CloudletTestBase):
                          (image["name"], image["properties"]["cloudlet_type"]))
 
 
-class OverlayURLPolicyTest(base.CloudletTestBase):
-    """``POST /servers`` with a refused ``overlay_url``: 400 with the policy's one line, and
-    no server; an allowed one is accepted (issue 16)."""
+class _OverlayURLTest(base.CloudletTestBase):
+
+    def setUp(self):
+        super().setUp()
+        self.server_ids_before = [s["id"] for s in self.api.get_servers()]
 
     def _post(self, url):
         body = self._build_server(image_uuid=self.base_images[cloudlet_glance.BASE_DISK],
@@ -238,26 +241,35 @@ class OverlayURLPolicyTest(base.CloudletTestBase):
         body["metadata"] = {"overlay_url": url}
         return self.api.api_post("/servers", {"server": body}, check_response_status=False)
 
+
+class OverlayURLPolicyTest(_OverlayURLTest):
+    """``POST /servers`` with a refused ``overlay_url``: 400 with the policy's one line, and
+    no server (issue 16)."""
+
     def test_refused_urls_are_400_and_create_nothing(self):
-        for url in ("http://127.0.0.1:5000/ov.zip", "http://169.254.169.254/latest",
-                    "http://[::1]/ov.zip", "http://192.0.2.10:8080/ov.zip",
-                    "ftp://192.0.2.10/ov.zip"):
-            resp = self._post(url)
-            self.assertEqual(400, resp.status, (url, resp.body))
-            self.assertNotIn("Traceback", str(resp.body))
-            expected = ("scheme 'ftp' is not allowed" if url.startswith("ftp")
-                        else "not allowed by this cloud's overlay fetch policy")
-            self.assertIn(expected, resp.body["badRequest"]["message"], url)
+        # The policy was built from the options when the API started, not per request.
+        with mock.patch.object(engine_adapter.fetchpolicy, "FetchPolicy",
+                               side_effect=AssertionError("FetchPolicy built per request")):
+            for url in ("http://127.0.0.1:5000/ov.zip", "http://169.254.169.254/latest",
+                        "http://[::1]/ov.zip", "http://192.0.2.10:8080/ov.zip",
+                        "ftp://192.0.2.10/ov.zip"):
+                resp = self._post(url)
+                self.assertEqual(400, resp.status, (url, resp.body))
+                self.assertNotIn("Traceback", str(resp.body))
+                expected = ("scheme 'ftp' is not allowed" if url.startswith("ftp")
+                            else "not allowed by this cloud's overlay fetch policy")
+                self.assertIn(expected, resp.body["badRequest"]["message"], url)
         self.assertEqual([self.server_ids_before], [
             [s["id"] for s in self.api.get_servers()]])
 
+
+class OverlayURLAllowedTest(_OverlayURLTest):
+    """The API started with ``overlay_allowed_hosts`` and any port: an allowed URL, and one
+    that does not resolve on the API host, are accepted (issue 16)."""
+
+    cloudlet_flags = {"overlay_allowed_hosts": ["127.0.0.1"], "overlay_allowed_ports": []}
+
     def test_allowed_and_unresolvable_urls_are_accepted(self):
-        self.flags(overlay_allowed_hosts=["127.0.0.1"], overlay_allowed_ports=[],
-                   group="cloudlet")
         for url in ("http://127.0.0.1:5000/ov.zip", "http://overlays.invalid/ov.zip"):
             resp = self._post(url)
             self.assertEqual(202, resp.status, (url, resp.body))
-
-    def setUp(self):
-        super().setUp()
-        self.server_ids_before = [s["id"] for s in self.api.get_servers()]

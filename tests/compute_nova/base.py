@@ -11,11 +11,13 @@ import uuid
 
 import fixtures
 
+import nova.conf
 from nova import context as nova_context
 from nova import objects
 from nova.tests.fixtures import libvirt as fakelibvirt
 from nova.tests.functional.libvirt import base
 
+from cloudlet_compute.nova import conf as cloudlet_conf
 from cloudlet_compute.nova import glance as cloudlet_glance
 from cloudlet_compute.nova import engine_adapter
 from cloudlet_compute.nova import shim
@@ -48,10 +50,15 @@ class CloudletTestBase(base.ServersTestBase):
     """ServersTestBase with os-cloudlet enabled and CloudletDriver as compute_driver."""
 
     microversion = "latest"
+    # ``[cloudlet]`` options set before the services start (they read them at start).
+    cloudlet_flags = {}
 
     def setUp(self):
         tmp = self.useFixture(fixtures.TempDir()).path
         self.flags(api_paste_config=write_paste_config(tmp), group="wsgi")
+        if self.cloudlet_flags:
+            cloudlet_conf.register_opts(nova.conf.CONF)
+            self.flags(group="cloudlet", **self.cloudlet_flags)
         self.cache_dir = os.path.join(tmp, "cloudlet")
         shim.alias()
         super().setUp()

@@ -107,3 +107,18 @@ def test_plug_without_nova_nics_only_detaches(tmp_path, libvirt_consts):
     dom = FakeDom(engine_adapter.nova_devices_hook(no_nic)(BASE_XML))
     engine_adapter.plug_nova_nics(dom, no_nic)
     assert dom.calls == [("detach", "ua-cloudlet-snapshot-nic0", libvirt_consts)]
+
+
+def test_overlay_url_policy_checks_schemes_and_options():
+    """One policy of the ``[cloudlet] overlay_*`` options serves nova-api and nova-compute."""
+    policy = engine_adapter.OverlayURLPolicy(["http", "https"], [], ["10.0.0.0/8"], ["80"])
+    assert policy.check_scheme("https://overlays.example/o.zip") == "https"
+    assert policy.fetch.ports == frozenset({80})
+    with pytest.raises(engine_adapter.RefusedScheme) as err:
+        policy.check_scheme("file:///etc/passwd")
+    assert str(err.value) == ("overlay_url scheme 'file' is not allowed by this cloud "
+                              "(allowed: http, https)")
+    with pytest.raises(ValueError, match="^overlay_url_schemes: unknown ftp$"):
+        engine_adapter.OverlayURLPolicy(["http", "ftp"], [], [], [])
+    with pytest.raises(ValueError, match="^overlay_allowed_ports: "):
+        engine_adapter.OverlayURLPolicy(["http"], [], [], ["eighty"])

@@ -8,9 +8,11 @@ engine is replaced behind ``engine_adapter``.
 
 import os
 from types import SimpleNamespace
+from unittest import mock
 
 from nova.compute import task_states
 
+from cloudlet_api import servers
 from cloudlet_compute.nova import glance as cloudlet_glance
 from cloudlet_compute import imagemodel
 from cloudlet_compute.errors import ConflictError
@@ -40,7 +42,6 @@ class RPCPlumbingTest(base.CloudletTestBase):
         self.assertEqual({"paused": False}, kwargs)
         self.engine["synthesize_into"].assert_not_called()
 
-        self.flags(overlay_url_schemes=["http", "https"], group="cloudlet")
         url = "http://overlays.example/ov.zip"
         synthesized = self._boot(image_id=disk_image, metadata={"overlay_url": url})
         (_conn, _store, location, base_id, xml), kwargs = \
@@ -63,6 +64,13 @@ class RPCPlumbingTest(base.CloudletTestBase):
         resp = self.api.api_post("/servers", {"server": body}, check_response_status=False)
         self.assertEqual(400, resp.status, resp.body)
         self.assertIn("scheme 'file' is not allowed", resp.body["badRequest"]["message"])
+        # nova-compute checks the scheme too, with the same policy (the API's check skipped).
+        with mock.patch.object(servers, "check_overlay_url"):
+            refused = self._boot(image_id=disk_image,
+                                 metadata={"overlay_url": "file:///etc/passwd"},
+                                 expected_state="ERROR")
+        self.assertIn("VM synthesis failed: overlay_url scheme 'file' is not allowed by this "
+                      "cloud (allowed: http, https)", refused["fault"]["message"])
         # The engine failing while restoring.
         self.engine["overlay_base_id"].return_value = base.BASE_ID
         self.engine["synthesize_into"].side_effect = ConflictError("overlay is corrupt")
@@ -70,7 +78,7 @@ class RPCPlumbingTest(base.CloudletTestBase):
                             expected_state="ERROR")
         self.assertIn("VM synthesis failed: overlay is corrupt", broken["fault"]["message"])
         conn = self.compute.driver._host.get_connection()
-        for server in (wrong, broken):
+        for server in (wrong, refused, broken):
             self.assertRaises(Exception, conn.lookupByUUIDString, server["id"])
 
     def engine_store(self):

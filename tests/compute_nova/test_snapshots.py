@@ -8,6 +8,7 @@ synthesizes it. The real-parts version is tests/e2e/test_lifecycle.py.
 import io
 import os
 import uuid
+from unittest import mock
 
 import fixtures
 
@@ -106,7 +107,11 @@ class SnapshotAndShelveTest(base.CloudletTestBase):
                          props[cloudlet_glance.BASE_MEMORY])
         self.assertNotIn(cloudlet_glance.BASE_DISK_HASH, props)
 
-        self._unshelve_server(server)
+        image_api = self.compute.driver._image_api
+        with mock.patch.object(image_api, "get", wraps=image_api.get) as get:
+            self._unshelve_server(server)
+        # spawn reads the shelved overlay's record once (booted image = overlay to fetch).
+        self.assertEqual(1, [c.args[1] for c in get.call_args_list].count(image_id))
         self.assertEqual({"data": OVERLAY_BYTES, "base_id": base.BASE_ID}, synthesized)
         self.assertEqual(1, self.engine["resume_into"].call_count)
         self.assertEqual(self.base_images[cloudlet_glance.BASE_DISK],
