@@ -11,7 +11,7 @@ import uuid
 from cloudlet_compute import __version__, bases
 from cloudlet_compute.errors import CloudletError
 from cloudlet_compute.format import blobcodec
-from cloudlet_compute.handoff import transfer, wire
+from cloudlet_compute.handoff import adaptive, transfer, wire
 from cloudlet_compute.host import domains, instances
 from cloudlet_compute.progress import Progress
 from cloudlet_compute.read import overlayinfo, synthesis
@@ -73,6 +73,15 @@ def cmd_base_delete(args):
     print("deleted base VM %s (%s)" % (base.id, base.name))
 
 
+def _compression(text):
+    """``--compression``: checked here so a typo is one line before anything starts."""
+    try:
+        adaptive.parse(text)
+    except CloudletError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def cmd_handoff_send(args):
     store, conn = _store(args), domains.connect(args.connect)
     domains.lookup(conn, args.domain)
@@ -88,7 +97,8 @@ def cmd_handoff_send(args):
     channel = listener.accept(dest_uuid, args.wait)
     progress = _progress("handing off", 100, unit="%")
     stats = transfer.send(conn, store, args.domain, channel,
-                          lambda done: progress.update(int(done * 100) - progress.done))
+                          lambda done: progress.update(int(done * 100) - progress.done),
+                          codec=args.compression)
     progress.finish()
     domains.destroy(conn, args.domain)
     instances.Placement.in_home(store.home, args.domain).discard()
@@ -236,6 +246,10 @@ def build_parser():
                    "of stdout")
     p.add_argument("--wait", type=float, default=300.0,
                    help="seconds to wait for the destination (default %(default)s)")
+    p.add_argument("--compression", default=adaptive.AUTO, type=_compression,
+                   metavar="|".join(adaptive.CHOICES[:3]) + "|...",
+                   help="auto (default: codec and level per batch from the measured link and "
+                   "CPU), or one forced for every batch: none, zstd-N (1-22), xz-N (0-9)")
     p.add_argument("--json", action="store_true", help="print transfer statistics")
     p.set_defaults(func=cmd_handoff_send)
     p = ho.add_parser("receive", help="take a handed-off VM and start it here")

@@ -3,7 +3,8 @@
 Source (``send``), in data-flow order: header -> disk chunks written since the base (read
 while the guest runs) -> live migration of memory by the VM's own QEMU into a socket of
 ours, parsed as it arrives (``migstream.walk``), every page deduplicated against the base
-and against what was already sent, compressed and framed while QEMU keeps pre-copying (our
+and against what was already sent, compressed (codec and level per batch,
+``handoff.adaptive``) and framed while QEMU keeps pre-copying (our
 reading speed is the link's, so QEMU's convergence sees the real bandwidth) -> QEMU stops
 the guest for the last round -> disk chunks changed since the first pass -> device state ->
 digests -> wait for the destination to say the VM runs. Until then nothing is deleted: on
@@ -34,7 +35,7 @@ from cloudlet_compute.errors import (CloudletError, ConflictError, FetchError, F
 from cloudlet_compute.format import blobcodec, migstream, records, saveimage
 from cloudlet_compute.format.records import (CHUNK_SIZE, TARGET_DISK, TARGET_MEMORY, ZERO_CHUNK,
                                              ZERO_DIGEST)
-from cloudlet_compute.handoff import wire
+from cloudlet_compute.handoff import adaptive, wire
 from cloudlet_compute.host import domains, domxml, instances
 from cloudlet_compute.host.nbd import NBDServer
 from cloudlet_compute.read import apply
@@ -66,8 +67,10 @@ def memory_digest(setup, page_digests, tail):
 class _Encoder:
     """Dedups chunks against the base and against what was sent; frames records."""
 
-    def __init__(self, channel, base, codec, level):
-        self.channel, self.codec, self.level = channel, codec, level
+    def __init__(self, channel, base, codec=adaptive.AUTO, level=None, pipelined=True):
+        self.channel = channel
+        self.frames = adaptive.FrameSender(channel, adaptive.chooser(codec, level, pipelined),
+                                           pipelined)
         self.matcher = dedup.BaseMatcher(base)
         self.sent = {TARGET_MEMORY: {}, TARGET_DISK: {}}   # index -> digest of the latest
         self.held = {}      # digest -> (target, index) of a chunk the receiver holds now
@@ -77,15 +80,18 @@ class _Encoder:
 
     def _new_builder(self):
         self.builder, self.literals, self.started = records.BlobBuilder(), {}, None
+        self.work = 0.0     # seconds add() spent on this batch (the chooser's "produce")
 
     def add(self, target, index, data):
         """Queue chunk ``index`` of ``target`` (``data`` None: zeros); skip it if the
         destination already has these bytes there."""
+        t = time.perf_counter()
         digest, source, ref = self.matcher.classify(data)
         sent = self.sent[target]
         old = sent.get(index)
         if old == digest:
             self.skipped += 1
+            self.work += time.perf_counter() - t
             return
         if old is not None and self.held.get(old) == (target, index):
             del self.held[old]   # the receiver's copy of those bytes is being overwritten
@@ -110,16 +116,31 @@ class _Encoder:
         now = time.monotonic()
         if self.started is None:
             self.started = now
+        self.work += time.perf_counter() - t
         if len(b) >= FLUSH_BYTES or now - self.started >= FLUSH_SECONDS:
             self.flush()
 
     def flush(self):
-        """Send the queued records as one frame."""
+        """Compress the queued records as one frame (codec and level from the chooser) and
+        queue it for the sender thread."""
         if self.builder.records:
             self.channel.check_peer()
-            self.channel.send(wire.RECORDS,
-                              blobcodec.compress(bytes(self.builder.data), self.codec, self.level))
+            self.frames.records(wire.RECORDS, bytes(self.builder.data), self.work)
             self._new_builder()
+
+    def frame(self, kind, payload):
+        """Send one frame of another kind, in order with the records."""
+        self.frames.frame(kind, payload)
+
+    def finish(self):
+        """Wait until every frame is on the wire; return the compression figures."""
+        stats = self.frames.finish()
+        LOG.info("handoff compression: %s", stats)
+        return stats
+
+    def abort(self):
+        """Stop sending (a failure): the caller may then use the channel itself."""
+        self.frames.abort()
 
 
 def _handoff_disk(xml):
@@ -131,7 +152,7 @@ def _handoff_disk(xml):
     return disk_path, base_id
 
 
-def _stream_memory(dom, channel, encoder, progress, ram_pages):
+def _stream_memory(dom, encoder, progress, ram_pages):
     """Pre-copy the guest's memory through ``encoder``; return (setup, tail, QEMU info).
     On return the guest is stopped by QEMU (migration completed)."""
     pages = 0
@@ -148,7 +169,7 @@ def _stream_memory(dom, channel, encoder, progress, ram_pages):
                         progress(min(0.95, pages / ram_pages))
                 elif event[0] == "setup":
                     setup = bytes(feed.buf[:event[3]])
-                    channel.send(wire.SETUP, blobcodec.compress(setup))
+                    encoder.frame(wire.SETUP, blobcodec.compress(setup))
                 else:
                     ram_end = event[1]
             feed.finish()
@@ -162,15 +183,20 @@ def _stream_memory(dom, channel, encoder, progress, ram_pages):
     return setup, bytes(feed.buf[ram_end:]), info
 
 
-def send(conn, store, domain_name, channel, progress=None, codec=blobcodec.DEFAULT_CODEC,
+def send(conn, store, domain_name, channel, progress=None, codec=adaptive.AUTO,
          level=None, result_wait=RESULT_WAIT):
     """Hand running domain ``domain_name`` off through ``channel`` (an authenticated
     ``wire.Channel`` to the destination).
+
+    ``codec``: ``auto`` (each batch's codec and level chosen from the measured link and
+    compression speeds, ``handoff.adaptive``), or one forced for every batch: a name of
+    ``adaptive.parse`` (``zstd-3``, ``xz-6``, ``none``) or a ``blobcodec`` id with ``level``.
 
     Returns stats once the destination reports the VM running; the source domain is then
     left stopped (paused) for the caller to remove. On any failure the source guest runs
     again as before and the error propagates.
     """
+    adaptive.chooser(codec, level)   # a bad codec fails here, before anything is sent
     dom = domains.lookup(conn, domain_name)
     if dom.state()[0] != libvirt.VIR_DOMAIN_RUNNING:
         raise ConflictError("domain %s is not running" % domain_name)
@@ -178,7 +204,7 @@ def send(conn, store, domain_name, channel, progress=None, codec=blobcodec.DEFAU
     disk_path, base_id = _handoff_disk(xml)
     base = store.get(base_id)
     t0 = time.monotonic()
-    stats = {}
+    stats, encoder = {}, None
     try:
         channel.send(wire.HEADER, msgpack.packb({
             "version": PROTOCOL_VERSION, "base_vm_sha256": base.id,
@@ -194,7 +220,7 @@ def send(conn, store, domain_name, channel, progress=None, codec=blobcodec.DEFAU
             encoder.add(TARGET_DISK, index, data)
         encoder.flush()
         stats["disk_early_chunks"] = len(early)
-        setup, tail, info = _stream_memory(dom, channel, encoder, progress,
+        setup, tail, info = _stream_memory(dom, encoder, progress,
                                            max(1, base.ram_size // CHUNK_SIZE))
         stopped = time.monotonic()
         final = delta.disk_delta(disk_path, base)
@@ -205,11 +231,12 @@ def send(conn, store, domain_name, channel, progress=None, codec=blobcodec.DEFAU
         for index in sorted(changed):
             encoder.add(TARGET_DISK, index, changed[index])
         encoder.flush()
-        channel.send(wire.TAIL, blobcodec.compress(tail))
-        channel.send(wire.END, msgpack.packb({
+        encoder.frame(wire.TAIL, blobcodec.compress(tail))
+        encoder.frame(wire.END, msgpack.packb({
             "memory_digest": memory_digest(setup, encoder.sent[TARGET_MEMORY], tail),
             "disk_content_sha256": final.content_sha256,
             "pages": len(encoder.sent[TARGET_MEMORY])}))
+        stats["compression"] = encoder.finish()
         if progress:
             progress(0.97)
         channel.sock.settimeout(result_wait)
@@ -217,6 +244,8 @@ def send(conn, store, domain_name, channel, progress=None, codec=blobcodec.DEFAU
         if kind != wire.RUNNING:
             raise wire.PeerFailed(kind, payload.decode("utf-8", "replace"))
     except BaseException as exc:
+        if encoder is not None:
+            encoder.abort()   # the sender thread stops before this thread uses the channel
         if isinstance(exc, FetchError):   # a frame saying why may be waiting
             with contextlib.suppress(CloudletError, OSError):
                 channel.sock.settimeout(2.0)

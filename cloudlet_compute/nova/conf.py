@@ -63,6 +63,28 @@ Related options:
 
 * ``handoff_host``
 """),
+    cfg.StrOpt('handoff_compression',
+               default='auto',
+               choices=('auto', 'none', 'zstd-1', 'zstd-3', 'zstd-9', 'zstd-15', 'zstd-19',
+                        'xz-6'),
+               help="""
+Compression of the memory pages and disk chunks a VM handoff sends.
+
+``auto`` chooses the codec and level of every batch (about 512 KiB) from the measured
+send rate of the link and compression speed of this host's CPU: a high zstd level on a
+slow link, a low one or none on a fast link or a loaded host. Compression of one batch
+overlaps the sending of the previous one. The choices and the figures are logged at INFO.
+Any other value forces that codec and level for every batch.
+
+Possible values:
+
+* ``auto`` (default)
+* ``none``, ``zstd-1``, ``zstd-3``, ``zstd-9``, ``zstd-15``, ``zstd-19``, ``xz-6``
+
+Related options:
+
+* ``handoff_host``
+"""),
     cfg.ListOpt('overlay_url_schemes',
                 default=['http', 'https'],
                 help="""

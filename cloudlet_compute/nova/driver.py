@@ -381,7 +381,7 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
                 engine_adapter.handoff_send(self._host.get_connection(), self.bases.store,
                                             guest.name, listener, dest_id,
                                             CONF.cloudlet.handoff_wait, check_destination,
-                                            report)
+                                            report, CONF.cloudlet.handoff_compression)
             except Exception as exc:
                 listener.close()
                 if dest_id:

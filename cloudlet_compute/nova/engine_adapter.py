@@ -306,12 +306,15 @@ def handoff_listener(host):
     return wire.Listener(host)
 
 
-def handoff_send(conn, store, domain_name, listener, dest_uuid, wait, check, progress):
+def handoff_send(conn, store, domain_name, listener, dest_uuid, wait, check, progress,
+                 compression="auto"):
     """Wait for destination server ``dest_uuid`` at ``listener``; hand ``domain_name`` off to
-    it. On success the domain is left stopped (nova deletes it); on failure it runs."""
+    it (``compression``: ``auto`` or a forced codec, ``[cloudlet] handoff_compression``).
+    On success the domain is left stopped (nova deletes it); on failure it runs."""
     from cloudlet_compute.handoff import transfer
     channel = listener.accept(dest_uuid, wait, check)
-    stats = transfer.send(conn, store, domain_name, channel, progress, result_wait=wait)
+    stats = transfer.send(conn, store, domain_name, channel, progress, codec=compression,
+                          result_wait=wait)
     LOG.info("handoff of %s: %s", domain_name, stats)
     return stats
 
