@@ -69,6 +69,16 @@ def clouds(stack_up):
 
 
 @pytest.fixture(scope="session")
+def cloud_b():
+    """Cloud b started (idempotent; beside a, whose infrastructure it shares) with OpenStack++:
+    openstacksdk connections as the demo user and as admin."""
+    cloud.up()
+    cloud.stack.up(name="b", cloudlet=True)
+    return (cloud.stack.connect("cloudlet-demo", name="b"),
+            cloud.stack.connect("cloudlet-admin", name="b"))
+
+
+@pytest.fixture(scope="session")
 def base_story(libvirt_conn):
     """The tiny guest's base VM made with the ``cloudlet`` CLI, exported as a package, plus
     a local overlay of it (for crafting bad overlays)."""

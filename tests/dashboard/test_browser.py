@@ -6,7 +6,8 @@ chromium driven by Selenium, logged in as the non-admin user ``demo``:
 Import Base VM -> Resume Base VM -> (the test customizes the guest through its serial
 console) -> Create VM Overlay -> Download VM overlay -> Start VM Synthesis (the downloaded
 overlay served over HTTP) -> the synthesized instance is Active and its guest holds the
-customized memory and disk. Each step leaves a screenshot in doc/screenshots/.
+customized memory and disk -> VM Handoff to cloud b -> the instance is gone here and runs on
+b with the same memory and disk. Each step leaves a screenshot in doc/screenshots/.
 """
 
 import os
@@ -26,6 +27,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
+from client.core.bases import import_base_package
 from cloudlet_compute import imagemodel as model
 from stack import story as storymod
 from stack import topology
@@ -260,16 +262,25 @@ class Panel:
                 reload_at = time.monotonic() + 20
             time.sleep(1)
 
+    def wait_row_gone(self, table, display, timeout=300):
+        """Wait until the table has no row ``display`` (reloading the page every 20 s)."""
+        deadline = time.monotonic() + timeout
+        while self.row(table, display):
+            assert time.monotonic() < deadline, "%s row %s still there" % (table, display)
+            time.sleep(20)
+            self.open()
+
     def messages(self):
         return [e.text for e in self.driver.find_elements(By.CSS_SELECTOR, ".messages .alert")]
 
 
-def test_cloudlet_story_in_the_browser(horizon, browser, base_package, stack_up):
+def test_cloudlet_story_in_the_browser(horizon, browser, base_package, stack_up, cloud_b):
     demo = cloud.stack.connect("cloudlet-demo")
     admin = cloud.stack.connect("cloudlet-admin")
+    demo_b, admin_b = cloud_b
     tag = "ui-%s" % uuid.uuid4().hex[:6]
     panel = Panel(browser, horizon)
-    servers, images = [], []
+    servers, images, servers_b, images_b = [], [], [], {}
     try:
         # Log in as the non-admin user; the panel is in Project > Compute.
         # (Straight to the panel: Horizon's Overview needs a volume service this stack
@@ -352,18 +363,32 @@ def test_cloudlet_story_in_the_browser(horizon, browser, base_package, stack_up)
             observed = storymod.parse_observation(chan.run(storymod.OBSERVE))
         assert_same_guest(expected, observed)
 
-        # VM Handoff: the form asks for the destination cloud (filled in for the
-        # screenshot, not submitted: handing off needs a second cloud).
+        # VM Handoff to cloud b (its Keystone and the demo user there): the instance
+        # leaves this cloud and runs on b with the same memory and disk.
+        images_b = import_base_package(demo_b, base_package[0], name=tag)
         panel.click("instances__row_%s__action_handoff" % synthesized)
         panel.modal()
         text = browser.find_element(By.ID, "handoff_modal").text
         assert "Keystone endpoint for destination OpenStack" in text
-        assert "not available yet" not in text
-        panel.fill("id_dest_keystone", "http://10.251.0.2:5000/v3")
+        panel.fill("id_dest_keystone", cloud.stack.cloud("b").keystone_url)
         panel.fill("id_dest_account", "demo")
+        panel.fill("id_dest_password", topology.DEMO_PASSWORD)
         panel.fill("id_dest_project", "demo")
         panel.fill("id_dest_vmname", tag + "-moved")
         shot(browser, "6-vm-handoff")
+        panel.submit_modal()
+        panel.wait(lambda d: any("Handoff of the instance started" in m
+                                 for m in panel.messages()), timeout=120)
+        shot(browser, "6b-vm-handoff-started", "instances")
+        panel.wait_row_gone("instances", tag + "-synth", timeout=600)
+        moved = [s for s in demo_b.compute.servers() if s.name == tag + "-moved"]
+        assert len(moved) == 1, moved
+        servers_b.append(moved[0].id)
+        assert demo_b.compute.get_server(moved[0].id).status == "ACTIVE"
+        assert demo.compute.find_server(synthesized) is None
+        with cloud.guest_channel(admin_b, moved[0].id) as chan:
+            observed = storymod.parse_observation(chan.run(storymod.OBSERVE))
+        assert_same_guest(expected, observed)
     except BaseException:
         browser.save_screenshot(str(STATE / "failure.png"))
         (STATE / "failure.html").write_text(browser.page_source)
@@ -371,6 +396,10 @@ def test_cloudlet_story_in_the_browser(horizon, browser, base_package, stack_up)
     finally:
         for server_id in servers:
             cloud.delete_server(demo, server_id)
+        for server_id in servers_b:
+            cloud.delete_server(demo_b, server_id)
+        for image_id in images_b.values():
+            demo_b.image.delete_image(image_id, ignore_missing=True)
         for image_id in images:
             demo.image.delete_image(image_id, ignore_missing=True)
         for image in demo.image.images(owner=demo.current_project_id):

@@ -34,14 +34,6 @@ AFTER = "echo after=$(md5sum < /mnt/after)"
 
 
 @pytest.fixture(scope="module")
-def cloud_b(stack_up):
-    """Cloud b started (idempotent) with OpenStack++, as demo user and admin."""
-    cloud.stack.up(name="b", cloudlet=True)
-    return (cloud.stack.connect("cloudlet-demo", name="b"),
-            cloud.stack.connect("cloudlet-admin", name="b"))
-
-
-@pytest.fixture(scope="module")
 def base_images_b(cloud_b, base_story):
     demo_b, _ = cloud_b
     ids = import_base_package(demo_b, base_story.package, name="ho-%s" % uuid.uuid4().hex[:6])
