@@ -18,343 +18,43 @@ connection, both ways, counted by iptables rules in netns ``stk-b`` (the link al
 cloud b's traffic; the device counters of ``stkv-a`` are reported beside them).
 Both destination guests must report the customized state, or there are no figures.
 
-JSON on stdout (also ``.state/bench/handoff.json``), a table on stderr. ``--naive-receiver``
-is the naive receiver itself (run by the bench inside ``stk-b``).
+JSON on stdout (also ``.state/bench/handoff.json``), a table on stderr. The measuring helpers
+are in ``bench/handoff_measure.py``, the naive way and its receiver in ``bench/handoff_naive.py``,
+the bench's subprocesses in ``bench/handoff_procs.py``.
 """
 
 import argparse
+import datetime
 import json
 import os
 import re
-import socket
-import struct
 import subprocess
 import sys
-import threading
+import tempfile
 import time
+import uuid
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import libvirt
 
-HB_PERIOD_US = 20000
-HB_START = ("(__hb=0; while :; do __hb=$((__hb+1)); echo \"hb $__hb\"; usleep %d; done) "
-            ">/dev/ttyS0 2>&1 </dev/null & HB_PID=$!; echo started $HB_PID" % HB_PERIOD_US)
-HB_LINE = re.compile(rb"^hb (\d+)\r?$")
-POLL = 0.005
-LINK_DEV = "stkv-a"
+from bench import human, log, publish, state_dir
+from bench.handoff_measure import HB_PERIOD_US, POLL, DomainWatch, FlowCounter, Heartbeats, \
+    background_rate, link_bytes, start_heartbeat, timeline, wire
+from bench.handoff_naive import run_naive
+from bench.handoff_procs import Procs, finish, netns_argv, stderr_tail
+from bench.run import BenchError, check_state, host_info
+from cloudlet_compute import bases
+from stack import links, topology  # links: the veth pair and its shaping
+from stack.guest import guest
+from stack.story import CLI, CUSTOMIZE, Story
+
 TARGET_BYTES = 0.3
 TARGET_DOWNTIME = 0.2
 RANDOM_PAYLOAD = (16 + 4) << 20   # unique random bytes of the customize step
 
 
-# -- the naive receiver (runs inside netns stk-b) -----------------------------------------------
-
-def _recv_exact(conn, n):
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = conn.recv(n - len(buf))
-        if not chunk:
-            raise EOFError("sender closed the connection")
-        buf += chunk
-    return bytes(buf)
-
-
-def naive_receiver(host, port, outdir):
-    """Accept one connection; per file: u16 name length, name, u32-framed zstd data (0 ends
-    it) piped into ``zstd -d``; a zero name length ends; answer b"K" once all are written."""
-    srv = socket.create_server((host, port))
-    print("listening %d" % srv.getsockname()[1], flush=True)
-    conn, _ = srv.accept()
-    srv.close()
-    while True:
-        (nlen,) = struct.unpack(">H", _recv_exact(conn, 2))
-        if not nlen:
-            break
-        name = _recv_exact(conn, nlen).decode()
-        if "/" in name or name.startswith("."):
-            raise ValueError("bad name %r" % name)
-        dec = subprocess.Popen(["zstd", "-d", "-q", "-f", "-o", os.path.join(outdir, name)],
-                               stdin=subprocess.PIPE)
-        while True:
-            (size,) = struct.unpack(">I", _recv_exact(conn, 4))
-            if not size:
-                break
-            dec.stdin.write(_recv_exact(conn, size))
-        dec.stdin.close()
-        if dec.wait():
-            raise RuntimeError("zstd -d of %s failed" % name)
-    conn.sendall(b"K")
-    conn.close()
-    return 0
-
-
-if __name__ == "__main__" and sys.argv[1:2] == ["--naive-receiver"]:
-    sys.exit(naive_receiver(sys.argv[2], int(sys.argv[3]), sys.argv[4]))
-
-import datetime  # noqa: E402
-import tempfile  # noqa: E402
-import uuid  # noqa: E402
-
-import libvirt  # noqa: E402
-
-from bench import human, log, publish, state_dir  # noqa: E402
-from bench.run import BenchError, check_state, host_info  # noqa: E402
-from cloudlet_compute import bases  # noqa: E402
-from cloudlet_compute.host import domxml  # noqa: E402
-from stack import links, topology  # noqa: E402  (links: the veth pair and its shaping)
-from stack.guest import guest  # noqa: E402
-from stack.story import CLI, CUSTOMIZE, OBSERVE, Story, make_dir, \
-    parse_observation  # noqa: E402
-
-
-# -- measuring ----------------------------------------------------------------------------------
-
-class Heartbeats:
-    """Tails console.log files every POLL s; records (host time, side, n) of each ``hb n``."""
-
-    def __init__(self):
-        self.files = {}      # side -> [path, file or None, partial line]
-        self.events = []
-        self.lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
-
-    def watch(self, side, path):
-        with self.lock:
-            self.files[side] = [path, None, b""]
-
-    def _poll(self):
-        now = time.monotonic()
-        with self.lock:
-            for side, entry in self.files.items():
-                path, f, partial = entry
-                if f is None:
-                    try:   # kept open: the sender deletes the source's directory
-                        f = entry[1] = open(path, "rb")
-                    except OSError:
-                        continue
-                data = f.read()
-                if not data:
-                    continue
-                lines = (partial + data).split(b"\n")
-                entry[2] = lines.pop()
-                for line in lines:
-                    m = HB_LINE.match(line.strip(b"\0"))
-                    if m:
-                        self.events.append((now, side, int(m.group(1))))
-
-    def _loop(self):
-        while not self._stop.is_set():
-            self._poll()
-            time.sleep(POLL)
-
-    def close(self):
-        self._stop.set()
-        self._thread.join()
-        for _, f, _ in self.files.values():
-            if f:
-                f.close()
-
-    def count(self, side):
-        with self.lock:
-            return sum(1 for e in self.events if e[1] == side)
-
-    def wait_for(self, side, n, timeout):
-        deadline = time.monotonic() + timeout
-        while self.count(side) < n:
-            if time.monotonic() > deadline:
-                raise BenchError("heartbeat: fewer than %d lines from %s within %.0f s"
-                                 % (n, side, timeout))
-            time.sleep(0.05)
-
-    def analyse(self, src, dst, t_from, t_to):
-        """The gap across the switch from ``src`` to ``dst`` between two host times."""
-        with self.lock:
-            ev = [e for e in self.events if t_from <= e[0] <= t_to]
-        s = [e for e in ev if e[1] == src]
-        d = [e for e in ev if e[1] == dst]
-        if not s or len(d) < 10:
-            raise BenchError("heartbeat: %d lines from the source, %d from the destination: "
-                             "the guest's heartbeat did not go on after the switch"
-                             % (len(s), len(d)))
-        if d[0][2] <= s[-1][2]:
-            raise BenchError("heartbeat: the destination's counter (%d) does not continue "
-                             "the source's (%d)" % (d[0][2], s[-1][2]))
-        times = [e[0] for e in ev]
-        gaps = [b - a for a, b in zip(times, times[1:])]
-        pre = [e[0] for e in s if e[0] <= s[-1][0] - 0.0]
-        pre_gaps = [b - a for a, b in zip(pre, pre[1:])]
-        post = [e[0] for e in d]
-        post_gaps = [b - a for a, b in zip(post, post[1:])]
-        return {
-            "downtime_s": round(d[0][0] - s[-1][0], 3),
-            "largest_gap_s": round(max(gaps), 3),
-            "last_source_hb": s[-1][2], "first_destination_hb": d[0][2],
-            "lost_hb": d[0][2] - s[-1][2] - 1,
-            "source_hb": len(s), "destination_hb": len(d),
-            "t_last_source": s[-1][0], "t_first_destination": d[0][0],
-            "largest_gap_before_s": round(max(pre_gaps), 3) if pre_gaps else None,
-            "largest_gap_after_s": round(max(post_gaps), 3) if post_gaps else None,
-            "period_s": HB_PERIOD_US / 1e6, "poll_s": POLL}
-
-
-def link_bytes():
-    """(tx, rx) byte counters of the root end of the link."""
-    base = "/sys/class/net/%s/statistics/" % LINK_DEV
-    with open(base + "tx_bytes") as tx, open(base + "rx_bytes") as rx:
-        return int(tx.read()), int(rx.read())
-
-
-def background_rate(seconds=3.0):
-    """Bytes/s crossing the link with nothing of ours on it (cloud b may use it)."""
-    a = link_bytes()
-    time.sleep(seconds)
-    b = link_bytes()
-    return (b[0] - a[0] + b[1] - a[1]) / seconds
-
-
-def wire(before, after, seconds, background, counted):
-    """Bytes of our flow (iptables, IP bytes both ways) and of the whole device."""
-    tx, rx = after[0] - before[0], after[1] - before[1]
-    ours = counted["in_bytes"] + counted["out_bytes"]
-    ours_l2 = ours + 14 * (counted["in_packets"] + counted["out_packets"])
-    return {"bytes": ours, "flow": counted,
-            "device_tx_bytes": tx, "device_rx_bytes": rx,
-            "other_traffic_bytes": tx + rx - ours_l2,
-            "background_expected_bytes": int(background * seconds)}
-
-
-class FlowCounter:
-    """iptables byte counters, inside netns stk-b, of one TCP flow over the link: what arrived
-    over the wire (INPUT) and what left toward the root namespace (OUTPUT), IP bytes."""
-
-    def __init__(self, name):
-        self.chain = name
-
-    def open(self):
-        self._ipt("-N", self.chain)
-        for hook in ("INPUT", "OUTPUT"):
-            self._ipt("-I", hook, "1", "-j", self.chain)
-
-    @staticmethod
-    def _ipt(*args, check=True):
-        return subprocess.run(_ns(["iptables", "-w"] + list(args)), check=check,
-                              capture_output=True, text=True)
-
-    def count(self, remote_port=None, local_port=None):
-        """Count the flow to a port listening at 10.251.0.1 or at 10.251.0.2."""
-        self._ipt("-F", self.chain)
-        peer = topology.LINK_ROOT_IP
-        if remote_port:
-            rules = (("-s", peer, "--sport", remote_port), ("-d", peer, "--dport", remote_port))
-        else:
-            rules = (("-s", peer, "--dport", local_port), ("-d", peer, "--sport", local_port))
-        for r in rules:
-            self._ipt("-A", self.chain, "-p", "tcp", r[0], r[1], r[2], str(r[3]))
-
-    def read(self):
-        """{in_bytes, out_bytes, in_packets, out_packets}: in = toward stk-b (the data)."""
-        out = self._ipt("-L", self.chain, "-n", "-v", "-x").stdout.splitlines()[2:]
-        rows = [line.split() for line in out if line.strip()]
-        if len(rows) != 2:
-            raise BenchError("iptables counters: %r" % out)
-        return {"in_packets": int(rows[0][0]), "in_bytes": int(rows[0][1]),
-                "out_packets": int(rows[1][0]), "out_bytes": int(rows[1][1])}
-
-    def close(self):
-        for hook in ("INPUT", "OUTPUT"):
-            self._ipt("-D", hook, "-j", self.chain, check=False)
-        self._ipt("-F", self.chain, check=False)
-        self._ipt("-X", self.chain, check=False)
-
-
-class DomainWatch:
-    """Polls (own libvirt connection, every POLL s) when the source domain stops running and
-    when the destination domain runs, on the host clock."""
-
-    def __init__(self, src, dst):
-        self.src, self.dst = src, dst
-        self.t_src_stopped = self.t_dst_running = None
-        self._stop = threading.Event()
-        self._conn = libvirt.open("qemu:///system")
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
-
-    def _state(self, name):
-        try:
-            return self._conn.lookupByName(name).state()[0]
-        except libvirt.libvirtError:
-            return None
-
-    def _loop(self):
-        while not self._stop.is_set():
-            now = time.monotonic()
-            if self.t_src_stopped is None and \
-                    self._state(self.src) != libvirt.VIR_DOMAIN_RUNNING:
-                self.t_src_stopped = now
-            if self.t_dst_running is None and \
-                    self._state(self.dst) == libvirt.VIR_DOMAIN_RUNNING:
-                self.t_dst_running = now
-            time.sleep(POLL)
-
-    def close(self):
-        self._stop.set()
-        self._thread.join()
-        self._conn.close()
-
-
-def start_heartbeat(chan_factory):
-    with chan_factory() as chan:
-        out = chan.run(HB_START)
-    if "started" not in out:
-        raise BenchError("heartbeat did not start: %r" % out)
-
-
 def _env(home):
     return dict(os.environ, CLOUDLET_HOME=home)
 
-
-def _ns(argv):
-    return ["ip", "netns", "exec", topology.LINK_NETNS] + argv
-
-
-class Procs:
-    """Subprocesses of this bench; killed (by their own pid) if still running at the end."""
-
-    def __init__(self):
-        self.procs = []
-
-    def start(self, argv, **kw):
-        """Start ``argv``: stdout a pipe, stderr a file (a chatty child never blocks)."""
-        err = tempfile.TemporaryFile("w+")
-        p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, text=True, cwd=REPO, **kw)
-        p.errfile = err
-        self.procs.append(p)
-        return p
-
-    def kill_all(self):
-        for p in self.procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-            p.errfile.close()
-
-
-def _stderr(proc):
-    proc.errfile.seek(0)
-    return proc.errfile.read()[-2000:]
-
-
-def _finish(proc, what, timeout):
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
-        raise BenchError("%s did not finish within %d s: %s" % (what, timeout, _stderr(proc)))
-    if proc.returncode:
-        raise BenchError("%s exited with %d: %s" % (what, proc.returncode, _stderr(proc)))
-    return out
 
 
 # -- ours -------------------------------------------------------------------------------------------
@@ -382,18 +82,18 @@ def run_ours(story, conn, hb, procs, flows, src, dst, expected, background):
         except FileNotFoundError:
             pass
         if sender.poll() is not None or time.monotonic() > deadline:
-            raise BenchError("handoff send wrote no ticket: %s" % _stderr(sender))
+            raise BenchError("handoff send wrote no ticket: %s" % stderr_tail(sender))
         time.sleep(0.005)
     t_ticket = time.monotonic()
     with open(ticket) as f:
         port = int(re.match(r"tcp://[^/]*:(\d+)/", f.read()).group(1))
     flows.count(remote_port=port)
     t_counting = time.monotonic() - t_ticket   # not the handoff's: taken off its total
-    receiver = procs.start(_ns(CLI + ["handoff", "receive", "@" + ticket, "--name", dst,
-                                      "--json"]), env=env)
-    recv_stats = json.loads(_finish(receiver, "handoff receive", 900))
+    receiver = procs.start(netns_argv(CLI + ["handoff", "receive", "@" + ticket, "--name", dst,
+                                              "--json"]), env=env)
+    recv_stats = json.loads(finish(receiver, "handoff receive", 900))
     t_received = time.monotonic()
-    send_stats = json.loads(_finish(sender, "handoff send", 120))
+    send_stats = json.loads(finish(sender, "handoff send", 120))
     t_sent = time.monotonic()
     hb.wait_for("ours-dst", 100, 60)
     t_to = time.monotonic()
@@ -411,104 +111,10 @@ def run_ours(story, conn, hb, procs, flows, src, dst, expected, background):
            "heartbeat": gap, "sender": send_stats, "receiver": recv_stats}
     out.update(wire(bytes0, bytes1, t_to - t_from, background, counted))
     # When did the guest stop and start, relative to the ticket (host clock)?
-    out["timeline_s"] = _timeline(t_ticket, gap, watch, receiver_exit=t_received,
+    out["timeline_s"] = timeline(t_ticket, gap, watch, receiver_exit=t_received,
                                   sender_exit=t_sent)
     return out
 
-
-def _timeline(t0, gap, watch, **more):
-    marks = {"last_source_hb": gap["t_last_source"], "source_stopped": watch.t_src_stopped,
-             "destination_running": watch.t_dst_running,
-             "first_destination_hb": gap["t_first_destination"]}
-    marks.update(more)
-    return {k: (round(v - t0, 3) if v is not None else None) for k, v in marks.items()}
-
-
-# -- naive --------------------------------------------------------------------------------------
-
-def _send_file(sock, name, path):
-    """Stream ``zstd -3 -c path`` into ``sock`` as one framed file; return compressed bytes."""
-    sock.sendall(struct.pack(">H", len(name)) + name.encode())
-    comp = subprocess.Popen(["zstd", "-3", "-q", "-c", path], stdout=subprocess.PIPE)
-    total = 0
-    while True:
-        chunk = comp.stdout.read(1 << 20)
-        if not chunk:
-            break
-        total += len(chunk)
-        sock.sendall(struct.pack(">I", len(chunk)) + chunk)
-    sock.sendall(struct.pack(">I", 0))
-    if comp.wait():
-        raise BenchError("zstd -3 of %s failed" % path)
-    return total
-
-
-def run_naive(story, conn, hb, procs, flows, name, base_id, expected, background):
-    """save -> zstd -3 (image + top layer) over the link into zstd -d -> restore."""
-    inst = os.path.join(story.home, "instances", name)
-    recv_dir = make_dir(os.path.join(story.root, "naive-dst"))
-    image = os.path.join(story.root, "naive-save.img")
-    start_heartbeat(lambda: story.channel(name))
-    hb.watch("naive-src", os.path.join(inst, guest.CONSOLE_LOG))
-    hb.watch("naive-dst", os.path.join(recv_dir, guest.CONSOLE_LOG))
-    hb.wait_for("naive-src", 50, 30)
-    t_from = time.monotonic()
-    # By path: the receiver needs the standard library only (it exits before the imports).
-    receiver = procs.start(_ns([sys.executable, os.path.abspath(__file__), "--naive-receiver",
-                                topology.LINK_NS_IP, "0", recv_dir]))
-    ready = receiver.stdout.readline().split()
-    if ready[:1] != ["listening"]:
-        raise BenchError("naive receiver did not start: %s" % _stderr(receiver))
-    port = int(ready[1])
-    dom = conn.lookupByName(name)
-    dom_uuid = dom.UUIDString()
-    flows.count(local_port=port)
-    watch = DomainWatch(name, name + "-gone")
-    bytes0 = link_bytes()
-    t0 = time.monotonic()
-    dom.save(image)                                  # virsh save: the guest stops here
-    t_saved = time.monotonic()
-    sizes = {"save_image": os.path.getsize(image),
-             "disk_top_layer": os.path.getsize(os.path.join(inst, "disk.qcow2"))}
-    with socket.create_connection((topology.LINK_NS_IP, port), timeout=600) as sock:
-        sent = {"disk.qcow2": _send_file(sock, "disk.qcow2", os.path.join(inst, "disk.qcow2")),
-                "save.img": _send_file(sock, "save.img", image)}
-        sock.sendall(struct.pack(">H", 0))
-        if _recv_exact(sock, 1) != b"K":
-            raise BenchError("naive receiver did not confirm")
-    t_sent = time.monotonic()
-    _finish(receiver, "naive receiver", 60)
-    recv_image = os.path.join(recv_dir, "save.img")
-    xml = domxml.for_instance(conn.saveImageGetXMLDesc(recv_image, 0), name,
-                              os.path.join(recv_dir, "disk.qcow2"), recv_dir, base_id, dom_uuid)
-    watch.dst = name   # the same name again: from now on, watch for it running
-    conn.restoreFlags(recv_image, xml, libvirt.VIR_DOMAIN_SAVE_RUNNING)   # virsh restore
-    t_restored = time.monotonic()
-    hb.wait_for("naive-dst", 100, 60)
-    t_to = time.monotonic()
-    bytes1 = link_bytes()
-    watch.close()
-    counted = flows.read()
-    gap = hb.analyse("naive-src", "naive-dst", t_from, t_to)
-    chan = guest.GuestChannel(unix_path=os.path.join(recv_dir, guest.CMD_SOCK))
-    with chan:
-        chan.wait_ready(60)
-        check_state(expected, parse_observation(chan.run(OBSERVE)), "naive restored guest")
-    out = {"total_s": round(t_restored - t0, 3), "downtime_s": gap["downtime_s"],
-           "phases_s": {"save": round(t_saved - t0, 3),
-                        "compress_send_decompress": round(t_sent - t_saved, 3),
-                        "restore": round(t_restored - t_sent, 3)},
-           "payload_bytes": sum(sent.values()), "compressed_bytes": sent,
-           "plain_bytes": sizes, "heartbeat": gap,
-           "how": "virsh save (libvirt dom.save) -> zstd -3 -c of the disk's qcow2 top layer "
-                  "and of the save image, streamed (1 MiB frames, one TCP connection) to a "
-                  "receiver in netns stk-b piping them into zstd -d -> virsh restore "
-                  "(restoreFlags RUNNING) of the received image with the received qcow2 "
-                  "(over the same base disk) and the consoles in the receive directory"}
-    out.update(wire(bytes0, bytes1, t_to - t_from, background, counted))
-    out["timeline_s"] = _timeline(t0, gap, watch, saved=t_saved, received=t_sent,
-                                  restored=t_restored)
-    return out
 
 
 # -- the run ------------------------------------------------------------------------------------
