@@ -1,7 +1,7 @@
 """Handoff compression, engine only (no VM): adaptive against fixed zstd-3 on shaped links.
 
 A synthetic stream of 4 KiB guest pages goes through the handoff encoder
-(``transfer._Encoder``: dedup, records, compression, ``handoff.adaptive``) and the real
+(``source._Encoder``: dedup, records, compression, ``handoff.adaptive``) and the real
 authenticated channel (``handoff.wire``) over a loopback TCP connection to a receiver
 process that reads at a shaped rate (token bucket, 64 KiB burst) and decodes every frame as
 the destination does (``blobcodec.decompress`` + ``records.iter_records``; it checks the
@@ -44,7 +44,7 @@ import time
 from bench import human, log, publish
 from cloudlet_compute.format import blobcodec, records
 from cloudlet_compute.format.records import CHUNK_SIZE, TARGET_MEMORY
-from cloudlet_compute.handoff import transfer, wire
+from cloudlet_compute.handoff import destination, source, wire
 
 RATES = [("5 Mbit/s", 5e6), ("25 Mbit/s", 25e6), ("100 Mbit/s", 100e6), ("unlimited", None)]
 SHORT_MIB = {"5 Mbit/s": 16, "25 Mbit/s": 64, "100 Mbit/s": 128, "unlimited": 200}
@@ -144,7 +144,7 @@ def receiver(url, secret, rate, out):
         kind, payload = channel.receive()
         if kind == wire.END:
             break
-        plain = blobcodec.decompress(payload, transfer.MAX_PLAIN)
+        plain = blobcodec.decompress(payload, destination.MAX_PLAIN)
         count += sum(1 for _ in records.iter_records(plain))
     out.send({"end_at": time.monotonic(), "records": count,
               "bytes_received": channel.bytes_received})
@@ -160,8 +160,8 @@ def run_one(mode, rate, mib, mix=MIX):
     proc.start()
     channel = listener.accept(DEST_UUID, 30)
     channel.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, BUFFER)
-    encoder = transfer._Encoder(channel, EmptyBase(), "zstd-3" if mode == "sequential" else mode,
-                                pipelined=mode != "sequential")
+    encoder = source._Encoder(channel, EmptyBase(), "zstd-3" if mode == "sequential" else mode,
+                              pipelined=mode != "sequential")
     stream = pages(mib, mix)
     sent = 0
     t0, c0 = time.monotonic(), time.process_time()

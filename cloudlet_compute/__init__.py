@@ -29,10 +29,10 @@ Layout, in the order the bytes flow: ``format`` (one module per layer: ``saveima
 ``migstream``, ``skeleton``, ``records``, ``blobcodec``, ``meta``, ``package``), ``write``
 (``capture`` -> ``delta`` -> ``dedup`` -> ``pack``; ``overlay.create``), ``read``
 (``fetch`` -> unpack -> ``apply`` -> restore: ``synthesis``; ``overlayinfo`` reads the meta
-alone, without libvirt), ``handoff`` (``transfer`` over the ``wire``), ``host`` (libvirt and
-QEMU: ``domains``, ``domxml``, ``instances``, ``nbd``, ``qemuimg``); at the top the base VM
-store (``bases``), the Glance model (``imagemodel``), ``errors``, ``progress`` and the
-``cloudlet`` CLI (``cli``). Nothing outside ``cloudlet_compute.nova`` imports nova.
+alone, without libvirt), ``handoff`` (``source`` and ``destination`` over the ``wire``),
+``host`` (libvirt and QEMU: ``domains``, ``domxml``, ``instances``, ``nbd``, ``qemuimg``); at
+the top the base VM store (``bases``), the Glance model (``imagemodel``), ``errors``,
+``progress`` and the ``cloudlet`` CLI (``cli``). Nothing outside ``cloudlet_compute.nova`` imports nova.
 """
 
 __version__ = "0.1.0"

@@ -11,7 +11,7 @@ import uuid
 from cloudlet_compute import __version__, bases
 from cloudlet_compute.errors import CloudletError
 from cloudlet_compute.format import blobcodec
-from cloudlet_compute.handoff import adaptive, transfer, wire
+from cloudlet_compute.handoff import adaptive, destination, source, wire
 from cloudlet_compute.host import domains, instances
 from cloudlet_compute.progress import Progress
 from cloudlet_compute.read import overlayinfo, synthesis
@@ -96,9 +96,9 @@ def cmd_handoff_send(args):
         print(ticket, flush=True)
     channel = listener.accept(dest_uuid, args.wait)
     progress = _progress("handing off", 100, unit="%")
-    stats = transfer.send(conn, store, args.domain, channel,
-                          lambda done: progress.update(int(done * 100) - progress.done),
-                          codec=args.compression)
+    stats = source.send(conn, store, args.domain, channel,
+                        lambda done: progress.update(int(done * 100) - progress.done),
+                        codec=args.compression)
     progress.finish()
     domains.destroy(conn, args.domain)
     instances.Placement.in_home(store.home, args.domain).discard()
@@ -116,7 +116,7 @@ def cmd_handoff_receive(args):
     channel = wire.connect(url, dest_uuid, secret)
     placement = instances.Placement(args.name, os.path.join(store.home, "instances", args.name),
                                     uuid=dest_uuid)
-    reception = transfer.receive(conn, store, channel, placement)
+    reception = destination.receive(conn, store, channel, placement)
     reception.running()
     if args.json:
         print(json.dumps(dict(reception.stats, domain=args.name, uuid=dest_uuid), indent=1))

@@ -1,2 +1,3 @@
-"""VM handoff (``doc/handoff.md``): ``transfer`` (what moves, source and destination stages)
+"""VM handoff (``doc/handoff.md``): what moves, ``source`` stages (``send``) and
+``destination`` stages (``receive``), sharing ``protocol`` (header version, memory digest),
 over ``wire`` (the channel: mutual authentication and encrypted frames)."""

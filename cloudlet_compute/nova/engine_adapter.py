@@ -311,10 +311,10 @@ def handoff_send(conn, store, domain_name, listener, dest_uuid, wait, check, pro
     """Wait for destination server ``dest_uuid`` at ``listener``; hand ``domain_name`` off to
     it (``compression``: ``auto`` or a forced codec, ``[cloudlet] handoff_compression``).
     On success the domain is left stopped (nova deletes it); on failure it runs."""
-    from cloudlet_compute.handoff import transfer
+    from cloudlet_compute.handoff import source
     channel = listener.accept(dest_uuid, wait, check)
-    stats = transfer.send(conn, store, domain_name, channel, progress, codec=compression,
-                          result_wait=wait)
+    stats = source.send(conn, store, domain_name, channel, progress, codec=compression,
+                        result_wait=wait)
     LOG.info("handoff of %s: %s", domain_name, stats)
     return stats
 
@@ -326,11 +326,11 @@ def handoff_receive_into(conn, store, source_url, secret_text, base_id, nova_xml
     Returns the engine's ``Reception``: call ``running()`` once nova has the guest running,
     or ``failed(reason)``. On failure here the source has been told and nothing is left.
     """
-    from cloudlet_compute.handoff import transfer, wire
+    from cloudlet_compute.handoff import destination, wire
     placement = placement_for_nova(nova_xml)
     channel = wire.connect(source_url, placement.uuid, wire.parse_secret(secret_text))
-    reception = transfer.receive(conn, store, channel, placement, paused=paused,
-                                 require_base=base_id)
+    reception = destination.receive(conn, store, channel, placement, paused=paused,
+                                    require_base=base_id)
     try:
         _finish_restore(conn, placement, nova_xml)
     except BaseException as exc:

@@ -12,7 +12,7 @@ from cloudlet_compute.cli import build_parser
 from cloudlet_compute.errors import CloudletError, FetchError
 from cloudlet_compute.format import blobcodec
 from cloudlet_compute.format.records import CHUNK_SIZE, TARGET_DISK
-from cloudlet_compute.handoff import adaptive, transfer, wire
+from cloudlet_compute.handoff import adaptive, destination, source, wire
 from cloudlet_compute.nova import conf
 from tests.compute.test_handoff import channels  # noqa: F401 (fixture)
 
@@ -282,10 +282,10 @@ def _chunks(count, seed=7):
 
 @pytest.mark.parametrize("codec", ["auto", "xz-6", "none"])
 def test_round_trip_through_the_receivers_decoding(channels, codec):  # noqa: F811
-    source, dest = channels
+    src, dest = channels
     chunks = _chunks(1500)
     base = FakeBase(len(chunks))
-    state = transfer._Reassembly(base, b"", None)
+    state = destination._Reassembly(base, b"", None)
     received = {}
 
     def receive():
@@ -295,13 +295,13 @@ def test_round_trip_through_the_receivers_decoding(channels, codec):  # noqa: F8
             frame += 1
             if kind == wire.END:
                 return
-            _keys, written = state.take_records(blobcodec.decompress(payload, transfer.MAX_PLAIN),
-                                                frame)
+            plain = blobcodec.decompress(payload, destination.MAX_PLAIN)
+            _keys, written = state.take_records(plain, frame)
             received.update((i, state.disk[i]) for i in written)
 
     receiver = threading.Thread(target=receive)
     receiver.start()
-    encoder = transfer._Encoder(source, base, codec)
+    encoder = source._Encoder(src, base, codec)
     for i, data in chunks.items():
         encoder.add(TARGET_DISK, i, data)
     encoder.flush()

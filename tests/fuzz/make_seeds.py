@@ -21,7 +21,7 @@ from cloudlet_compute.format import blobcodec, meta as metamod, migstream, recor
 from cloudlet_compute.format.records import CHUNK_SIZE, TARGET_DISK, TARGET_MEMORY
 from cloudlet_compute.format.saveimage import SaveHeader
 from cloudlet_compute.format.skeleton import Skeleton
-from cloudlet_compute.handoff import transfer, wire
+from cloudlet_compute.handoff import destination, protocol, wire
 from cloudlet_compute.write.delta import content_sha256
 from tests.fuzz import targets
 
@@ -177,7 +177,7 @@ def _handoff_plaintexts(page):
     memory.add_zero(TARGET_MEMORY, CHUNK_SIZE)
     memory.add_base(TARGET_MEMORY, 2 * CHUNK_SIZE, records.SOURCE_BASE_MEM, offsets[0])
     memory.add_prior(TARGET_MEMORY, 3 * CHUNK_SIZE, TARGET_DISK, 1)
-    state = transfer._Reassembly(base, w.base_mem, w.base_disk)
+    state = destination._Reassembly(base, w.base_mem, w.base_disk)
     state.take_records(bytes(disk.data), 1)
     state.take_setup(setup)
     state.take_records(bytes(memory.data), 3)
@@ -185,7 +185,7 @@ def _handoff_plaintexts(page):
     for index, chunk in state.disk.items():
         digests[32 * index:32 * index + 32] = hashlib.sha256(chunk).digest()
     frames = [
-        (wire.HEADER, msgpack.packb({"version": transfer.PROTOCOL_VERSION,
+        (wire.HEADER, msgpack.packb({"version": protocol.PROTOCOL_VERSION,
                                      "base_vm_sha256": base.id,
                                      "base_memory_sha256": base.memory_sha256,
                                      "disk_size": base.disk_size, "xml": XML})),
@@ -194,7 +194,7 @@ def _handoff_plaintexts(page):
         (wire.RECORDS, blobcodec.compress(bytes(memory.data))),
         (wire.TAIL, blobcodec.compress(tail, blobcodec.NONE)),
         (wire.END, msgpack.packb({
-            "memory_digest": transfer.memory_digest(setup, state.digests, tail),
+            "memory_digest": protocol.memory_digest(setup, state.digests, tail),
             "disk_content_sha256": content_sha256(bytes(digests)), "pages": 4})),
     ]
     return b"".join(struct.pack(">BH", kind, len(p)) + p for kind, p in frames)

@@ -30,7 +30,7 @@ from cloudlet_compute.errors import CloudletError, IntegrityError
 from cloudlet_compute.format import blobcodec, meta as metamod, migstream, records, saveimage
 from cloudlet_compute.format.package import Package
 from cloudlet_compute.format.skeleton import Skeleton
-from cloudlet_compute.handoff import transfer, wire
+from cloudlet_compute.handoff import destination, wire
 from cloudlet_compute.progress import NullProgress
 from cloudlet_compute.read import apply
 from cloudlet_compute.read.fetch import FileSource
@@ -298,9 +298,9 @@ def target_handoff_frames(data):
     stream = _seal(data[1:]) if data[0] & 1 else data[1:]
     w = world()
     channel = wire.Channel(FakeSocket(stream), FRAME_KEY, FRAME_KEY, "fuzz")
-    transfer._expect_header(channel)
-    state = transfer._Reassembly(w.base, w.base_mem, w.base_disk)
-    for _piece in transfer._image_pieces(channel, state, FakeNBD(w.base_disk), {}):
+    destination._expect_header(channel)
+    state = destination._Reassembly(w.base, w.base_mem, w.base_disk)
+    for _piece in destination._image_pieces(channel, state, FakeNBD(w.base_disk), {}):
         pass
 
 
