@@ -64,11 +64,10 @@ class Content:
 def overlay_content(base, memory_path, disk_path, workdir):
     """Reproduce the overlay of a capture (memory image + disk top layer) against ``base``."""
     t0 = time.monotonic()
-    mem = delta.memory_delta(memory_path, base)
-    disk = delta.disk_delta(disk_path, base)
+    mem = delta.memory_delta(memory_path, base, workdir)
+    disk = delta.disk_delta(disk_path, base, workdir)
     chunks = dedup.dedup(mem.changed, disk.changed, base)
-    blobs = pack.build_blobs(chunks)
-    plains = [mem.skeleton.encode()] + [bytes(b.data) for b, _ in blobs]
+    plains = [mem.skeleton.encode()] + [plain for plain, _, _ in pack.build_blobs(chunks)]
     t1 = time.monotonic()
     # The package overhead (zip headers, directory, meta) is measured by writing the real
     # package with codec none; it differs between codecs by a few bytes of meta at most.
@@ -81,13 +80,15 @@ def overlay_content(base, memory_path, disk_path, workdir):
     sources = pack.source_counts(chunks)
     # How much of the literal payload no codec can shrink (a 4 KiB page zstd -1 cannot
     # bring under 4000 bytes is counted incompressible: the workload's random data).
-    literals = [c for c in chunks if c.source == SOURCE_RAW]
-    incompressible = sum(1 for c in literals if len(blobcodec.compress(c.data, blobcodec.ZSTD, 1))
+    literals = [i for i in range(len(chunks)) if chunks.sources[i] == SOURCE_RAW]
+    incompressible = sum(1 for i in literals
+                         if len(blobcodec.compress(chunks.data(i), blobcodec.ZSTD, 1))
                          > INCOMPRESSIBLE_PAGE)
     stats = {"memory_changed": len(mem.changed), "disk_changed": len(disk.changed),
              "sources": sources, "literal_bytes": sources["raw"] * delta.CHUNK_SIZE,
-             "literal_memory_pages": sum(1 for c in literals if c.target == TARGET_MEMORY),
-             "literal_disk_pages": sum(1 for c in literals if c.target != TARGET_MEMORY),
+             "literal_memory_pages": sum(1 for i in literals
+                                         if chunks.target(i)[0] == TARGET_MEMORY),
+             "literal_disk_pages": sum(1 for i in literals if chunks.target(i)[0] != TARGET_MEMORY),
              "incompressible_literal_bytes": incompressible * delta.CHUNK_SIZE,
              "skeleton_plain_bytes": len(plains[0]), "blobs": len(plains) - 1,
              "plain_bytes": sum(len(p) for p in plains), "package_overhead_bytes": overhead,

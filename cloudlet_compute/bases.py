@@ -133,10 +133,11 @@ class BaseVM:
         self.domain_xml = self.manifest["domain_xml"]
         self.disk_path = os.path.join(path, "disk.raw")
         self.memory_path = os.path.join(path, "memory.img")
+        self.disk_digests_path = os.path.join(path, "disk.digests")
 
     def disk_digests(self):
         """Return the concatenated SHA-256 digests of the disk's 4 KiB chunks."""
-        with open(os.path.join(self.path, "disk.digests"), "rb") as f:
+        with open(self.disk_digests_path, "rb") as f:
             return f.read()
 
     def memory_pages(self):

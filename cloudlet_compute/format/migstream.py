@@ -78,8 +78,13 @@ def _need(buf, pos, length, what):
 class _Whole:
     """A stream that is all in memory (a file's mmap or bytes)."""
 
+    drop_at = float("inf")      # walk calls drop() past this position; these sources keep all
+
     def __init__(self, buf):
         self.buf = buf
+
+    def drop(self, pos):
+        return 0
 
     def need(self, pos, length, what):
         _need(self.buf, pos, length, what)
@@ -94,6 +99,9 @@ class StreamFeed:
     Every byte received is kept in ``buf``, so positions reported by ``walk`` stay valid;
     ``received`` counts them and ``finish`` reads up to the end.
     """
+
+    drop_at = _Whole.drop_at
+    drop = _Whole.drop
 
     def __init__(self, recv, piece=1 << 20):
         self.buf = bytearray()
@@ -155,8 +163,9 @@ def _skip_footer(src, pos, section_id):
 
 
 def walk(src, start):
-    """Walk the RAM section of the stream at ``start`` in ``src`` (``StreamFeed`` or any
-    object with ``buf``/``need``/``find``).
+    """Walk the RAM section of the stream at ``start`` in ``src`` (``StreamFeed``,
+    ``write.spool.FileFeed`` or any object with ``buf``/``need``/``find``/``drop``/``drop_at``:
+    past ``drop_at``, ``drop(pos)`` may forget the bytes before ``pos`` and return how many).
 
     Yields ``("setup", blocks, section_id, setup_end)`` once, then ``("page", key,
     payload_offset)`` per page record (offset -1 for a zero page; key = ``block_index << 48
@@ -200,15 +209,19 @@ def walk(src, start):
     pos = _skip_footer(src, pos + 8, section_id)
     yield "setup", blocks, section_id, pos
 
-    block = None
+    block, origin, drop_at = None, 0, src.drop_at   # origin: file offset of buf[0]
     unpack64, need = BE64.unpack_from, src.need
     while True:
         need(pos, 5, "section header")
         kind = buf[pos]
         if kind not in (SECTION_PART, SECTION_END) or BE32.unpack_from(buf, pos + 1)[0] != section_id:
-            raise FormatError("unexpected section type 0x%02x at offset %d inside RAM" % (kind, pos))
+            raise FormatError("unexpected section type 0x%02x at offset %d inside RAM"
+                              % (kind, origin + pos))
         pos += 5
         while True:
+            if pos > drop_at:
+                shift = src.drop(pos)
+                pos, origin, drop_at = pos - shift, origin + shift, src.drop_at
             need(pos, 8 + 1, "page record")
             word = unpack64(buf, pos)[0]
             pos += 8
@@ -221,35 +234,35 @@ def walk(src, start):
                         block = names[bytes(buf[pos + 1:pos + 1 + n])]
                     except KeyError:
                         raise FormatError("page record at offset %d names an unknown RAM block"
-                                          % (pos - 8)) from None
+                                          % (origin + pos - 8)) from None
                     pos += 1 + n
                 elif block is None:
-                    raise FormatError("page record at offset %d continues no block" % (pos - 8))
+                    raise FormatError("page record at offset %d continues no block" % (origin + pos - 8))
                 offset = word & ~0xFFF
                 if offset >= blocks[block][1]:
                     raise FormatError("page record at offset %d addresses %d, beyond block %s"
-                                      % (pos - 8, offset, blocks[block][0]))
+                                      % (origin + pos - 8, offset, blocks[block][0]))
                 if flags & ~FLAG_CONTINUE == FLAG_PAGE:
                     need(pos, PAGE_SIZE, "page payload")
-                    yield "page", block << 48 | offset, pos
+                    yield "page", block << 48 | offset, origin + pos
                     pos += PAGE_SIZE
                 elif flags & ~FLAG_CONTINUE == FLAG_ZERO:
                     if buf[pos]:
                         raise FormatError("zero page record at offset %d has fill byte %d"
-                                          % (pos - 8, buf[pos]))
+                                          % (origin + pos - 8, buf[pos]))
                     yield "page", block << 48 | offset, -1
                     pos += 1
                 else:
                     raise FormatError("page record flags 0x%x at offset %d are not supported"
-                                      % (flags, pos - 8))
+                                      % (flags, origin + pos - 8))
             elif flags == FLAG_EOS:
                 break
             else:
                 raise FormatError("RAM record flags 0x%x at offset %d are not supported "
-                                  "(compression, xbzrle or RDMA)" % (flags, pos - 8))
+                                  "(compression, xbzrle or RDMA)" % (flags, origin + pos - 8))
         pos = _skip_footer(src, pos, section_id)
         if kind == SECTION_END:
-            yield "end", pos
+            yield "end", origin + pos
             return
 
 

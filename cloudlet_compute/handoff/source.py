@@ -186,7 +186,7 @@ def send(conn, store, domain_name, channel, progress=None, codec=adaptive.AUTO,
             "xml": xml}))
         encoder = _Encoder(channel, base, codec, level)
         try:
-            early = delta.disk_delta(disk_path, base).changed
+            early = delta.disk_delta(disk_path, base, store.tmp_dir).changed
         except CloudletError as exc:   # the image moved under us; the final pass covers it
             LOG.info("first disk pass of %s skipped: %s", domain_name, exc)
             early = []
@@ -197,7 +197,7 @@ def send(conn, store, domain_name, channel, progress=None, codec=adaptive.AUTO,
         setup, tail, info = _stream_memory(dom, encoder, progress,
                                            max(1, base.ram_size // CHUNK_SIZE))
         stopped = time.monotonic()
-        final = delta.disk_delta(disk_path, base)
+        final = delta.disk_delta(disk_path, base, store.tmp_dir)
         changed = dict(final.changed)
         with open(base.disk_path, "rb") as base_disk:
             for index in sorted(set(encoder.sent[TARGET_DISK]) - set(changed)):

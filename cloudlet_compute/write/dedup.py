@@ -6,39 +6,42 @@ otherwise the chunk's own bytes. Matching is by SHA-256 of the plaintext.
 """
 
 import hashlib
+import itertools
+from array import array
 
 from cloudlet_compute.format.records import (CHUNK_SIZE, SOURCE_BASE_DISK, SOURCE_BASE_MEM,
                                              SOURCE_RAW, SOURCE_SELF, SOURCE_ZERO, TARGET_DISK,
                                              TARGET_MEMORY, ZERO_CHUNK, ZERO_DIGEST)
+from cloudlet_compute.write.digestindex import DigestIndex
 
 
-class Chunk:
-    """One changed chunk and where its bytes will come from.
+class Chunks:
+    """The changed chunks, memory then disk, numbered 0.. in that order, and their sources.
 
-    ``source`` is a ``records.SOURCE_*``; ``ref`` is the base offset (BASE_*) or the
-    pivot ``Chunk`` (SELF).
+    ``memory`` and ``disk`` are the delta stage's spools; ``sources[i]`` is a
+    ``records.SOURCE_*``, ``refs[i]`` the base offset (BASE_*), the number of the literal
+    it repeats (SELF) or -1; ``repeats`` maps a literal's number to the numbers of its
+    repeats, in order. Only numbers are kept in memory, never chunk bytes.
     """
 
-    __slots__ = ("target", "index", "data", "source", "ref")
+    def __init__(self, memory, disk):
+        self.memory, self.disk = memory, disk
+        self.sources, self.refs, self.repeats = array("B"), array("q"), {}
 
-    def __init__(self, target, index, data):
-        self.target, self.index, self.data = target, index, data
-        self.source, self.ref = SOURCE_RAW, None
+    def __len__(self):
+        return len(self.memory) + len(self.disk)
 
+    def target(self, i):
+        """``(target, index)`` of chunk ``i``."""
+        if i < len(self.memory):
+            return TARGET_MEMORY, self.memory.indexes[i]
+        return TARGET_DISK, self.disk.indexes[i - len(self.memory)]
 
-def base_indexes(base):
-    """Return ``(memory digest -> file offset, disk digest -> byte offset)`` of ``base``."""
-    _blocks, _keys, offsets, digests = base.memory_pages()
-    memory = {}
-    for i, offset in enumerate(offsets):
-        memory.setdefault(digests[32 * i:32 * i + 32], offset)
-    disk_digests = base.disk_digests()
-    disk = {}
-    for i in range(len(disk_digests) // 32):
-        digest = disk_digests[32 * i:32 * i + 32]
-        if digest != ZERO_DIGEST:
-            disk.setdefault(digest, i * CHUNK_SIZE)
-    return memory, disk
+    def data(self, i):
+        """The bytes of chunk ``i`` (read back from its spool)."""
+        if i < len(self.memory):
+            return self.memory.read(i)
+        return self.disk.read(i - len(self.memory))
 
 
 class BaseMatcher:
@@ -46,7 +49,9 @@ class BaseMatcher:
     base disk. Serves the overlay's dedup and the handoff encoder alike."""
 
     def __init__(self, base):
-        self.memory_index, self.disk_index = base_indexes(base)
+        _blocks, _keys, self.memory_offsets, digests = base.memory_pages()
+        self.memory_index = DigestIndex.of_bytes(digests)
+        self.disk_index = DigestIndex.of_file(base.disk_digests_path, skip=ZERO_DIGEST)
 
     def classify(self, data):
         """``(digest, source, ref)`` of chunk ``data`` (None: zeros): source is SOURCE_ZERO,
@@ -54,27 +59,29 @@ class BaseMatcher:
         if data is None or data == ZERO_CHUNK:
             return ZERO_DIGEST, SOURCE_ZERO, None
         digest = hashlib.sha256(data).digest()
-        offset = self.memory_index.get(digest)
-        if offset is not None:
-            return digest, SOURCE_BASE_MEM, offset
-        offset = self.disk_index.get(digest)
-        if offset is not None:
-            return digest, SOURCE_BASE_DISK, offset
+        page = self.memory_index.find(digest)
+        if page is not None:
+            return digest, SOURCE_BASE_MEM, self.memory_offsets[page]
+        chunk = self.disk_index.find(digest)
+        if chunk is not None:
+            return digest, SOURCE_BASE_DISK, chunk * CHUNK_SIZE
         return digest, None, None
 
 
 def dedup(memory_changed, disk_changed, base):
-    """Return the changed chunks (memory first) as ``Chunk`` objects with their sources."""
+    """Classify the changed chunks of two spools (memory first); return ``Chunks``."""
     matcher = BaseMatcher(base)
-    pivots = {}
-    chunks = [Chunk(TARGET_MEMORY, i, d) for i, d in memory_changed]
-    chunks += [Chunk(TARGET_DISK, i, d) for i, d in disk_changed]
-    for chunk in chunks:
-        digest, source, ref = matcher.classify(chunk.data)
-        if source is not None:
-            chunk.source, chunk.ref = source, ref
-        elif digest in pivots:
-            chunk.source, chunk.ref = SOURCE_SELF, pivots[digest]
-        else:
-            pivots[digest] = chunk
+    chunks, pivots = Chunks(memory_changed, disk_changed), {}
+    for i, (_index, data) in enumerate(itertools.chain(memory_changed, disk_changed)):
+        digest, source, ref = matcher.classify(data)
+        if source is None:
+            pivot = pivots.get(digest)
+            if pivot is None:
+                pivots[digest] = i
+                source, ref = SOURCE_RAW, -1
+            else:
+                source, ref = SOURCE_SELF, pivot
+                chunks.repeats.setdefault(pivot, array("Q")).append(i)
+        chunks.sources.append(source)
+        chunks.refs.append(-1 if ref is None else ref)
     return chunks

@@ -9,8 +9,8 @@ Disk: ``qemu-img map`` names the clusters the top layer defines; each 4 KiB chun
 that differs from the base disk at the same offset is a changed chunk.
 """
 
+import bisect
 import hashlib
-import mmap
 import os
 from array import array
 
@@ -19,49 +19,88 @@ from cloudlet_compute.format import migstream, saveimage
 from cloudlet_compute.format.records import CHUNK_SIZE, ZERO_CHUNK
 from cloudlet_compute.format.skeleton import Skeleton
 from cloudlet_compute.host import qemuimg
+from cloudlet_compute.write.spool import FileFeed, ForwardReader, Spool
+
+PIECE = 1 << 20
 
 
 class MemoryDelta:
-    """Changed memory slots ``[(slot, bytes)]``, the skeleton, and the image's SHA-256."""
+    """Changed memory slots (a ``Spool`` of ``(slot, bytes)``), the skeleton, and the
+    image's SHA-256."""
 
     def __init__(self, changed, skeleton, image_sha256, header):
         self.changed, self.skeleton = changed, skeleton
         self.image_sha256, self.header = image_sha256, header
 
 
-def memory_delta(image_path, base):
-    """Compare the memory image at ``image_path`` with ``base``'s; return a MemoryDelta."""
-    blocks, keys, offsets, _digests = base.memory_pages()
-    with open(image_path, "rb") as f, mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as buf, \
-            open(base.memory_path, "rb") as bf, \
-            mmap.mmap(bf.fileno(), 0, prot=mmap.PROT_READ) as base_buf:
-        header = saveimage.SaveHeader.parse(buf)
-        layout = migstream.parse(buf, header.stream_offset)
-        block_map = [blocks.index(name) if name in blocks else -1
-                     for name in layout.block_names()]
-        base_at = dict(zip(keys, offsets))
-        positions, defaults = array("Q"), array("q")
-        changed, pieces, prev = [], [], 0
-        low = (1 << 48) - 1
-        for slot, (pos, key) in enumerate(zip(layout.payload_offsets, layout.page_keys)):
+class BasePages:
+    """Guest address key -> file offset of the base memory image's page, as sorted arrays
+    (the last record wins where a key was sent twice)."""
+
+    def __init__(self, base):
+        blocks, keys, offsets, _digests = base.memory_pages()
+        self.blocks = blocks
+        if any(a >= b for a, b in zip(keys, keys[1:])):
+            order = sorted(range(len(keys)), key=keys.__getitem__)
+            keys = array("Q", (keys[i] for i in order))
+            offsets = array("Q", (offsets[i] for i in order))
+        self.keys, self.offsets = keys, offsets
+
+    def offset(self, key):
+        """The base's file offset for ``key``, or -1 if the base has no such page."""
+        i = bisect.bisect_right(self.keys, key) - 1
+        return self.offsets[i] if i >= 0 and self.keys[i] == key else -1
+
+
+def memory_delta(image_path, base, workdir):
+    """Compare the memory image at ``image_path`` with ``base``'s; return a MemoryDelta.
+
+    Both images are read forward once, a window at a time; changed pages go to a spool
+    in ``workdir``.
+    """
+    lookup = BasePages(base)
+    sha = hashlib.sha256()
+    changed = Spool(workdir)
+    with open(image_path, "rb") as f, open(base.memory_path, "rb") as bf:
+        feed, base_pages = FileFeed(f.fileno(), sha), ForwardReader(bf.fileno(), forget=True)
+        feed.fill(saveimage.HEADER.size)
+        if len(feed.buf) >= saveimage.HEADER.size:
+            feed.fill(saveimage.HEADER.size + saveimage.HEADER.unpack_from(feed.buf)[2])
+        header = saveimage.SaveHeader.parse(feed.buf)
+        positions, defaults, skeleton = array("Q"), array("q"), bytearray()
+        buf, prev, low, slot = feed.buf, 0, (1 << 48) - 1, 0
+        for event in migstream.walk(feed, header.stream_offset):
+            if event[0] == "setup":
+                block_map = [lookup.blocks.index(name) if name in lookup.blocks else -1
+                             for name, _ in event[1]]
+                continue
+            if event[0] == "end":
+                ram_end = event[1]
+                continue
+            _, key, pos = event
+            if pos < 0:
+                continue
             base_block = block_map[key >> 48]
-            default = base_at.get(base_block << 48 | key & low, -1) if base_block >= 0 else -1
-            page = buf[pos:pos + CHUNK_SIZE]
-            same = base_buf[default:default + CHUNK_SIZE] if default >= 0 else ZERO_CHUNK
-            if page != same:
-                changed.append((slot, page))
-            pieces.append(buf[prev:pos])
+            default = lookup.offset(base_block << 48 | key & low) if base_block >= 0 else -1
+            rel = pos - feed.origin
+            page = buf[rel:rel + CHUNK_SIZE]
+            if page != (base_pages.read(default) if default >= 0 else ZERO_CHUNK):
+                changed.add(slot, page)
+            skeleton += buf[prev - feed.origin:rel]
             positions.append(pos - CHUNK_SIZE * slot)
             defaults.append(default)
-            prev = pos + CHUNK_SIZE
-        pieces.append(buf[prev:])
-        image_sha256 = hashlib.sha256(buf).hexdigest()
-    return MemoryDelta(changed, Skeleton(positions, defaults, b"".join(pieces)),
-                       image_sha256, header)
+            prev = feed.keep = pos + CHUNK_SIZE
+            slot += 1
+        feed.finish()
+        migstream.check_end(buf, ram_end - feed.origin)
+        skeleton += buf[prev - feed.origin:]
+    return MemoryDelta(changed, Skeleton(positions, defaults, bytes(skeleton)),
+                       sha.hexdigest(), header)
 
 
 class DiskDelta:
-    """Changed disk chunks ``[(chunk index, bytes)]`` and the disk content SHA-256."""
+    """Changed disk chunks (a ``Spool`` of ``(chunk index, bytes)``) and the disk content
+    SHA-256."""
 
     def __init__(self, changed, content_sha256):
         self.changed, self.content_sha256 = changed, content_sha256
@@ -72,30 +111,54 @@ def content_sha256(chunk_digests):
     return hashlib.sha256(chunk_digests).hexdigest()
 
 
-def disk_delta(top_path, base):
-    """Compare the qcow2 ``top_path`` (backed by ``base``'s disk) with the base disk."""
-    digests = bytearray(base.disk_digests())
-    changed = []
+def _patched_content_sha256(base, indexes, digests):
+    """The content hash of ``base``'s disk with chunk ``indexes[k]`` (ascending) changed to
+    one of digest ``digests[32k:32k+32]``, reading the base's chunk digests forward."""
+    whole, at = hashlib.sha256(), 0
+    with open(base.disk_digests_path, "rb") as f:
+        def copy(n):
+            while n > 0:
+                piece = f.read(min(n, PIECE))
+                if not piece:
+                    return
+                whole.update(piece)
+                n -= len(piece)
+        for k, index in enumerate(indexes):
+            copy(32 * (index - at))
+            f.seek(32, os.SEEK_CUR)
+            whole.update(digests[32 * k:32 * k + 32])
+            at = index + 1
+        copy(float("inf"))
+    return whole.hexdigest()
+
+
+def disk_delta(top_path, base, workdir):
+    """Compare the qcow2 ``top_path`` (backed by ``base``'s disk) with the base disk, a
+    slice at a time; changed chunks go to a spool in ``workdir``."""
+    changed, digests, end = Spool(workdir), bytearray(), 0
     sha = hashlib.sha256
     with open(top_path, "rb") as top, open(base.disk_path, "rb") as base_disk:
         for start, length, zero, host_offset in qemuimg.allocated_extents(top_path):
             if start % CHUNK_SIZE or length % CHUNK_SIZE or start + length > base.disk_size:
                 raise FormatError("disk extent %d+%d is not 4 KiB aligned or beyond the base disk"
                                   % (start, length))
-            old = os.pread(base_disk.fileno(), length, start)
-            if zero:
-                new = bytes(length)
-            elif host_offset is None:
+            if start < end:
+                raise FormatError("disk extent at %d overlaps the one before" % start)
+            if not zero and host_offset is None:
                 raise FormatError("disk extent at %d is compressed or not in the image file; "
                                   "cannot read it" % start)
-            else:
-                new = os.pread(top.fileno(), length, host_offset)
-                if len(new) != length:
+            end = start + length
+            for at in range(0, length, PIECE):
+                n = min(PIECE, length - at)
+                old = os.pread(base_disk.fileno(), n, start + at)
+                new = bytes(n) if zero else os.pread(top.fileno(), n, host_offset + at)
+                if len(new) != n:
                     raise FormatError("qcow2 %s is truncated at %d" % (top_path, host_offset))
-            for pos in range(0, length, CHUNK_SIZE):
-                chunk = new[pos:pos + CHUNK_SIZE]
-                if chunk != old[pos:pos + CHUNK_SIZE]:
-                    index = (start + pos) // CHUNK_SIZE
-                    changed.append((index, chunk))
-                    digests[32 * index:32 * index + 32] = sha(chunk).digest()
-    return DiskDelta(changed, content_sha256(bytes(digests)))
+                if new == old:
+                    continue
+                for pos in range(0, n, CHUNK_SIZE):
+                    chunk = new[pos:pos + CHUNK_SIZE]
+                    if chunk != old[pos:pos + CHUNK_SIZE]:
+                        changed.add((start + at + pos) // CHUNK_SIZE, chunk)
+                        digests += sha(chunk).digest()
+    return DiskDelta(changed, _patched_content_sha256(base, changed.indexes, digests))

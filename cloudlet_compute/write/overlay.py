@@ -1,6 +1,7 @@
 """VM overlay creation: capture -> delta -> dedup -> pack (reading one: ``read.overlayinfo``)."""
 
 import logging
+import os
 import shutil
 import time
 
@@ -48,8 +49,9 @@ def create(conn, store, domain_name, out_path, codec=blobcodec.DEFAULT_CODEC, le
         base = store.get(base_id)
         t1 = time.monotonic()
         timings["capture"], timings["downtime"] = t1 - t0, cap.downtime
-        mem = delta.memory_delta(cap.memory_path, base)
-        disk = delta.disk_delta(cap.disk_path, base)
+        mem = delta.memory_delta(cap.memory_path, base, work)
+        os.unlink(cap.memory_path)
+        disk = delta.disk_delta(cap.disk_path, base, work)
         t2 = time.monotonic()
         timings["delta"] = t2 - t1
         chunks = dedup.dedup(mem.changed, disk.changed, base)

@@ -3,8 +3,10 @@
 A literal chunk and every later chunk that repeats it go into the same blob (the repeats
 right after it), so each blob decodes on its own. Blobs close at ``BLOB_TARGET`` bytes of
 plaintext: small enough to fetch, decompress and apply in a pipeline, large enough to
-compress well (see ``doc/overlay-format.md``). Blobs are compressed on a thread pool
-(the codecs release the GIL).
+compress well (see ``doc/overlay-format.md``). Blobs are built one at a time, reading
+literals back from the delta spools, and compressed on a thread pool (the codecs release
+the GIL) with at most ``IN_FLIGHT`` per worker queued, written in order as they complete:
+memory holds a few blobs, whatever the size of the overlay.
 """
 
 import collections
@@ -18,77 +20,93 @@ from cloudlet_compute.format.records import (OVERLAY_SOURCES, SOURCE_NAMES, SOUR
                                              SOURCE_SELF, SOURCE_ZERO, TARGET_DISK, BlobBuilder)
 
 BLOB_TARGET = 4 << 20
+IN_FLIGHT = 2
 
 
 def _ordered(chunks):
-    """Yield chunks with the repeats of each literal right after it."""
-    repeats = collections.defaultdict(list)
-    for chunk in chunks:
-        if chunk.source == SOURCE_SELF:
-            repeats[id(chunk.ref)].append(chunk)
-    for chunk in chunks:
-        if chunk.source == SOURCE_SELF:
-            continue
-        yield chunk
-        yield from repeats.get(id(chunk), ())
+    """Yield chunk numbers with the repeats of each literal right after it."""
+    sources, repeats = chunks.sources, chunks.repeats
+    for i in range(len(chunks)):
+        if sources[i] != SOURCE_SELF:
+            yield i
+            yield from repeats.get(i, ())
 
 
 def build_blobs(chunks):
-    """Return the plaintexts of the blobs for ``chunks``, and per-blob record counts."""
-    blobs, builder, literal_at = [], BlobBuilder(), {}
+    """Yield ``(plaintext, records, counts)`` of each blob for ``chunks`` (``dedup.Chunks``)."""
+    builder, literal_at = BlobBuilder(), {}
     counts = collections.Counter()
-    for chunk in _ordered(chunks):
-        if chunk.source == SOURCE_RAW:
+    for i in _ordered(chunks):
+        source, ref = chunks.sources[i], chunks.refs[i]
+        target, index = chunks.target(i)
+        if source == SOURCE_RAW:
             if len(builder) >= BLOB_TARGET:
-                blobs.append((builder, counts))
+                yield bytes(builder.data), builder.records, counts
                 builder, counts, literal_at = BlobBuilder(), collections.Counter(), {}
-            literal_at[id(chunk)] = builder.add_raw(chunk.target, chunk.index, chunk.data)
-        elif chunk.source == SOURCE_SELF:
-            builder.add_self(chunk.target, chunk.index, literal_at[id(chunk.ref)])
-        elif chunk.source == SOURCE_ZERO:
-            builder.add_zero(chunk.target, chunk.index)
+            literal_at[i] = builder.add_raw(target, index, chunks.data(i))
+        elif source == SOURCE_SELF:
+            builder.add_self(target, index, literal_at[ref])
+        elif source == SOURCE_ZERO:
+            builder.add_zero(target, index)
         else:
-            builder.add_base(chunk.target, chunk.index, chunk.source, chunk.ref)
-        counts["disk_chunks" if chunk.target == TARGET_DISK else "memory_chunks"] += 1
+            builder.add_base(target, index, source, ref)
+        counts["disk_chunks" if target == TARGET_DISK else "memory_chunks"] += 1
     if builder.records:
-        blobs.append((builder, counts))
-    return blobs
+        yield bytes(builder.data), builder.records, counts
 
 
 def source_counts(chunks):
     """Count chunks by source kind (for the meta and ``overlay info``)."""
-    counts = collections.Counter(SOURCE_NAMES[c.source] for c in chunks)
-    return {SOURCE_NAMES[s]: counts.get(SOURCE_NAMES[s], 0) for s in OVERLAY_SOURCES}
+    counts = collections.Counter(chunks.sources)
+    return {SOURCE_NAMES[s]: counts.get(s, 0) for s in OVERLAY_SOURCES}
+
+
+class _Members:
+    """Members compressed on ``pool`` and written in submission order, with at most
+    ``limit`` compressions queued; ``done`` lists ``(name, stored size, raw size, sha256
+    hex, info)`` of each member written."""
+
+    def __init__(self, writer, pool, codec, level, limit):
+        self.writer, self.pool, self.codec, self.level = writer, pool, codec, level
+        self.limit, self.queue, self.done = limit, collections.deque(), []
+
+    def submit(self, name, plain, info=None):
+        future = self.pool.submit(blobcodec.compress, plain, self.codec, self.level)
+        self.queue.append((name, future, len(plain), info))
+        while len(self.queue) > self.limit:
+            self._write_oldest()
+
+    def finish(self):
+        while self.queue:
+            self._write_oldest()
+
+    def _write_oldest(self):
+        name, future, raw_size, info = self.queue.popleft()
+        stored = future.result()
+        self.writer.add(name, stored)
+        self.done.append((name, len(stored), raw_size, hashlib.sha256(stored).hexdigest(), info))
 
 
 def write_package(path, chunks, skeleton, meta_fields, codec, level, progress):
     """Write the overlay package for ``chunks`` and ``skeleton`` to ``path``; return its meta."""
-    blobs = build_blobs(chunks)
     writer = PackageWriter(path)
+    workers = max(1, min(4, os.cpu_count() or 1))
     try:
-        skeleton_plain = skeleton.encode()
-        with concurrent.futures.ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as pool:
-            skeleton_future = pool.submit(blobcodec.compress, skeleton_plain, codec, level)
-            futures = [pool.submit(blobcodec.compress, bytes(b.data), codec, level)
-                       for b, _ in blobs]
-            stored_skeleton = skeleton_future.result()
-            writer.add(metamod.MEMBER_SKELETON, stored_skeleton)
-            entries = []
-            for i, ((builder, counts), future) in enumerate(zip(blobs, futures)):
-                stored = future.result()
-                name = "blob-%05d" % i
-                writer.add(name, stored)
-                entries.append({"member": name, "size": len(stored), "raw_size": len(builder),
-                                "sha256": hashlib.sha256(stored).hexdigest(),
-                                "records": builder.records,
-                                "memory_chunks": counts["memory_chunks"],
-                                "disk_chunks": counts["disk_chunks"]})
+        with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+            members = _Members(writer, pool, codec, level, IN_FLIGHT * workers)
+            members.submit(metamod.MEMBER_SKELETON, skeleton.encode())
+            for n, (plain, records, counts) in enumerate(build_blobs(chunks)):
+                members.submit("blob-%05d" % n, plain, (records, counts))
                 progress.update(1)
+            members.finish()
+        (_, skeleton_size, skeleton_raw, skeleton_sha), blobs = members.done[0][:4], members.done[1:]
         meta = dict(meta_fields)
-        meta["memory"] = dict(meta["memory"], skeleton_size=len(stored_skeleton),
-                              skeleton_raw_size=len(skeleton_plain),
-                              skeleton_sha256=hashlib.sha256(stored_skeleton).hexdigest())
-        meta["blobs"] = entries
+        meta["memory"] = dict(meta["memory"], skeleton_size=skeleton_size,
+                              skeleton_raw_size=skeleton_raw, skeleton_sha256=skeleton_sha)
+        meta["blobs"] = [{"member": name, "size": size, "raw_size": raw_size, "sha256": sha,
+                          "records": records, "memory_chunks": counts["memory_chunks"],
+                          "disk_chunks": counts["disk_chunks"]}
+                         for name, size, raw_size, sha, (records, counts) in blobs]
         meta["sources"] = source_counts(chunks)
         meta["codec"] = blobcodec.NAMES[codec]
         writer.finish(meta)

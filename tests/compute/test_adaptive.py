@@ -3,6 +3,7 @@
 receiver's decoding over a real loopback channel. No libvirt."""
 
 import hashlib
+import os
 import random
 import threading
 
@@ -251,6 +252,8 @@ def test_abort_drops_what_is_queued():
 # --- round trip through the receiver's decoding -----------------------------------------
 class FakeBase:
     """A base VM with nothing in it (no page or chunk is found there)."""
+
+    disk_digests_path = os.devnull
 
     def __init__(self, chunks):
         self.disk_size = chunks * CHUNK_SIZE

@@ -30,26 +30,39 @@ def _be64(v):
     return struct.pack(">Q", v)
 
 
-def memory_image(pages, device_state=b"\x04device-state"):
-    """A save image whose RAM block ``pc.ram`` holds ``pages`` ({ram offset: bytes})."""
-    stream = bytearray(b"QEVM" + _be32(3) + b"\x07" + _be32(2) + b"pc")
-    stream += b"\x01" + _be32(2) + b"\x03ram" + _be32(0) + _be32(4)
-    stream += _be64(RAM_SIZE | 0x04) + b"\x06pc.ram" + _be64(RAM_SIZE) + _be64(0x10)
-    stream += b"\x7e" + _be32(2)
-    for part, (lo, hi) in enumerate(((0, RAM_SIZE // 2), (RAM_SIZE // 2, RAM_SIZE))):
-        stream += (b"\x02" if part == 0 else b"\x03") + _be32(2)
+def stream_pieces(ram_size, page_at, device_state=b"\x04device-state", piece=4 << 20):
+    """Yield, in pieces of about ``piece`` bytes, the QEMU stream of one RAM block ``pc.ram``
+    of ``ram_size`` bytes whose page at address ``a`` is ``page_at(a)`` (zeros: a zero
+    page record), sent in two sections, then ``device_state``, EOF and the vmdesc."""
+    out = bytearray(b"QEVM" + _be32(3) + b"\x07" + _be32(2) + b"pc")
+    out += b"\x01" + _be32(2) + b"\x03ram" + _be32(0) + _be32(4)
+    out += _be64(ram_size | 0x04) + b"\x06pc.ram" + _be64(ram_size) + _be64(0x10)
+    out += b"\x7e" + _be32(2)
+    zero = bytes(PAGE)
+    for part, (lo, hi) in enumerate(((0, ram_size // 2), (ram_size // 2, ram_size))):
+        out += (b"\x02" if part == 0 else b"\x03") + _be32(2)
         for addr in range(lo, hi, PAGE):
-            page = pages.get(addr, bytes(PAGE))
+            page = page_at(addr)
             name = b"" if addr else b"\x06pc.ram"
             cont = 0x20 if addr else 0
-            if page == bytes(PAGE):
-                stream += _be64(addr | 0x02 | cont) + name + b"\x00"
+            if page == zero:
+                out += _be64(addr | 0x02 | cont) + name + b"\x00"
             else:
-                stream += _be64(addr | 0x08 | cont) + name + page
-        stream += _be64(0x10) + b"\x7e" + _be32(2)
+                out += _be64(addr | 0x08 | cont) + name + page
+            if len(out) >= piece:
+                yield bytes(out)
+                out = bytearray()
+        out += _be64(0x10) + b"\x7e" + _be32(2)
     vmdesc = json.dumps({"page_size": PAGE, "devices": []}).encode()
-    stream += device_state + b"\x00\x06" + _be32(len(vmdesc)) + vmdesc
-    return SaveHeader(XML, "<cookie/>").encode() + bytes(stream)
+    out += device_state + b"\x00\x06" + _be32(len(vmdesc)) + vmdesc
+    yield bytes(out)
+
+
+def memory_image(pages, device_state=b"\x04device-state"):
+    """A save image whose RAM block ``pc.ram`` holds ``pages`` ({ram offset: bytes})."""
+    zero = bytes(PAGE)
+    return SaveHeader(XML, "<cookie/>").encode() + b"".join(
+        stream_pieces(RAM_SIZE, lambda addr: pages.get(addr, zero), device_state))
 
 
 def world(seed=7):
@@ -103,8 +116,8 @@ def make_overlay(base, workdir, out_path, seed=7, codec=ZSTD, level=3):
             f.write(chunk)
         subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -s %s %d %d"
                         % (data, index * PAGE, PAGE), top], check=True, capture_output=True)
-    mem = delta.memory_delta(image_path, base)
-    disk = delta.disk_delta(top, base)
+    mem = delta.memory_delta(image_path, base, workdir)
+    disk = delta.disk_delta(top, base, workdir)
     chunks = dedup.dedup(mem.changed, disk.changed, base)
     fields = dict(overlay.meta_fields(base, mem, disk), created_by="tests")
     meta = pack.write_package(out_path, chunks, mem.skeleton, fields, codec, level,

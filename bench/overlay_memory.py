@@ -1,0 +1,90 @@
+"""Peak memory of overlay creation (issue 13, "bounded memory"): delta -> dedup -> pack.
+
+No libvirt, no VM: for each RAM size (default 256 MiB and 1 GiB) a synthetic base and a
+customized VM differing from it by a fixed 48 MiB (40 MiB of memory, 8 MiB of disk; see
+``tests/support/bigvm.py``) are written, then the write path after capture runs in a
+child process, first with the engine of ``--old-rev`` (extracted with ``git archive``),
+then with this tree's. Each child reports its peak RSS (``VmHWM``), wall and CPU time and
+the SHA-256 of the overlay it wrote: both must write the same overlay.
+
+``python -m bench.overlay_memory`` (from the repository's root; ~1 min, 2.2 GiB of scratch
+disk under ``.state/bench``). JSON on stdout (also ``.state/bench/overlay_memory.json``),
+a table on stderr. Exits non-zero if the two overlays differ.
+"""
+
+import argparse
+import datetime
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+from bench import log, publish, state_dir
+from tests.support import bigvm
+
+OLD_REV = "11e2b9b"       # the last commit with the in-memory write path
+DELTA_MEMORY, DELTA_DISK, DISK_SIZE = 40 << 20, 8 << 20, 64 << 20
+
+
+def _table(doc):
+    rows = ["%-9s %-4s %12s %8s %8s  %s" % ("RAM", "path", "peak RSS", "wall s", "cpu s",
+                                             "same overlay")]
+    for size in doc["sizes"]:
+        for path in ("old", "new"):
+            r = size[path]
+            rows.append("%-9s %-4s %8.0f MiB %8.2f %8.2f  %s" % (
+                "%d MiB" % (size["ram_bytes"] >> 20), path, r["peak_rss_bytes"] / 2 ** 20,
+                r["wall_s"], r["cpu_s"], size["identical"]))
+        rows.append("%-9s new/old: peak RSS %.3f, wall %.2f" % (
+            "", size["rss_new_over_old"], size["wall_new_over_old"]))
+    return "\n".join(rows)
+
+
+def measure(root, mib, old_tree):
+    """Both write paths on the VM pair of ``mib`` MiB of RAM."""
+    work = os.path.join(root, "ram-%d" % mib)
+    os.mkdir(work)
+    log("writing the synthetic base and customized VM of %d MiB RAM", mib)
+    pair = bigvm.make_pair(work, mib << 20, DELTA_MEMORY, DELTA_DISK, DISK_SIZE)
+    result = {"ram_bytes": mib << 20, "image_bytes": os.path.getsize(pair["image"])}
+    for path, tree in (("old", old_tree), ("new", bigvm.REPO_DIR)):
+        log("%d MiB: %s write path", mib, path)
+        result[path] = bigvm.run_child(pair, os.path.join(work, path + ".zip"), tree,
+                                       old=path == "old")
+    shutil.rmtree(work)
+    old, new = result["old"], result["new"]
+    result["identical"] = old["overlay_sha256"] == new["overlay_sha256"]
+    result["rss_new_over_old"] = round(new["peak_rss_bytes"] / old["peak_rss_bytes"], 3)
+    result["wall_new_over_old"] = round(new["wall_s"] / max(old["wall_s"], 0.01), 3)
+    return result
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default="256,1024", help="RAM sizes in MiB, comma-separated")
+    parser.add_argument("--old-rev", default=OLD_REV, help="the engine to compare with")
+    args = parser.parse_args(argv)
+    t0 = time.monotonic()
+    root = tempfile.mkdtemp(prefix="membench-", dir=state_dir())
+    try:
+        old_tree = os.path.join(root, "old")
+        os.mkdir(old_tree)
+        archive = subprocess.run(["git", "-C", bigvm.REPO_DIR, "archive", args.old_rev,
+                                  "cloudlet_compute"], check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", old_tree], input=archive, check=True)
+        doc = {"bench": "overlay_memory", "old_rev": args.old_rev,
+               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+               "delta_memory_bytes": DELTA_MEMORY, "delta_disk_bytes": DELTA_DISK,
+               "disk_bytes": DISK_SIZE, "cpus": os.cpu_count(),
+               "sizes": [measure(root, int(mib), old_tree) for mib in args.sizes.split(",")]}
+        doc["bench_wall_s"] = round(time.monotonic() - t0, 1)
+        publish("overlay_memory.json", doc, _table(doc))
+        return 0 if all(s["identical"] for s in doc["sizes"]) else 1
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

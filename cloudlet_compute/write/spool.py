@@ -1,0 +1,155 @@
+"""Bounded-memory helpers of overlay creation: chunks spilled to disk, files read forward.
+
+A ``Spool`` keeps changed chunks in an unlinked file of the work directory and only their
+indexes in memory; a ``ForwardReader`` serves 4 KiB reads from a large window that moves
+forward through a file, so a pass over a file costs one sequential read; a ``FileFeed`` is
+the migration stream source of ``migstream.walk`` that keeps only a window of the file.
+"""
+
+import os
+import tempfile
+from array import array
+
+from cloudlet_compute.errors import FormatError
+from cloudlet_compute.format.records import CHUNK_SIZE
+
+WINDOW = 1 << 20
+PIECE = 4 << 20
+
+
+def drop_cache(fd, start, end):
+    """Tell the kernel the bytes ``start:end`` of ``fd`` will not be read again."""
+    if end > start:
+        os.posix_fadvise(fd, start, end - start, os.POSIX_FADV_DONTNEED)
+
+
+class ForwardReader:
+    """``read(offset)``: the chunk at ``offset`` of a file, from a window read ahead.
+
+    A read at or just past the window moves it forward (one large ``pread``); any other
+    miss is a single chunk read. ``forget`` drops the cache behind the window.
+    """
+
+    def __init__(self, fd, forget=False):
+        self.fd, self.forget = fd, forget
+        self._start, self._data = 0, b""
+
+    def read(self, offset, length=CHUNK_SIZE):
+        rel = offset - self._start
+        if 0 <= rel and rel + length <= len(self._data):
+            return self._data[rel:rel + length]
+        if 0 <= rel <= len(self._data) + WINDOW or not self._data:
+            if self.forget:
+                drop_cache(self.fd, self._start, self._start + len(self._data))
+            self._start, self._data = offset, os.pread(self.fd, max(WINDOW, length), offset)
+            return self._data[:length]
+        return os.pread(self.fd, length, offset)
+
+
+class Spool:
+    """Chunks ``(index, 4096 bytes)`` appended in order, kept in a file in ``workdir``.
+
+    ``indexes`` is an array; ``len``, iteration (``(index, bytes)`` in order) and
+    ``read(i)`` (the bytes of the i-th chunk) read the file back.
+    """
+
+    def __init__(self, workdir):
+        self._file = tempfile.TemporaryFile(prefix="spool-", dir=workdir)
+        self.fd = self._file.fileno()
+        self.indexes = array("Q")
+        self._pending, self._written = bytearray(), 0
+        self._reader = ForwardReader(self.fd)
+
+    def add(self, index, data):
+        self.indexes.append(index)
+        self._pending += data
+        if len(self._pending) >= PIECE:
+            self._flush()
+
+    def _flush(self):
+        if self._pending:
+            os.pwrite(self.fd, self._pending, self._written)
+            self._written += len(self._pending)
+            self._pending.clear()
+
+    def __len__(self):
+        return len(self.indexes)
+
+    def read(self, i):
+        self._flush()
+        return self._reader.read(i * CHUNK_SIZE)
+
+    def __iter__(self):
+        self._flush()
+        for first in range(0, len(self.indexes), PIECE // CHUNK_SIZE):
+            piece = os.pread(self.fd, PIECE, first * CHUNK_SIZE)
+            for n in range(len(piece) // CHUNK_SIZE):
+                yield self.indexes[first + n], piece[n * CHUNK_SIZE:(n + 1) * CHUNK_SIZE]
+
+    def close(self):
+        self._file.close()
+
+
+class FileFeed:
+    """A stream read from file descriptor ``fd`` in large pieces, keeping only a window.
+
+    ``buf`` holds the file from offset ``origin`` on; ``migstream.walk`` calls ``drop`` as
+    it goes, which forgets what lies before both its position and ``keep`` (set by the
+    consumer to the first byte it still needs). ``sha`` hashes every byte read, in file
+    order; ``finish`` reads up to the end. The page cache is left alone: the captured image
+    was just written, its pages may still be dirty, and dropping them would write out a
+    file that is deleted next.
+    """
+
+    WINDOW = 8 << 20
+
+    def __init__(self, fd, sha, piece=4 << 20):
+        self.buf = bytearray()
+        self.fd, self.sha, self._piece = fd, sha, piece
+        self.origin = self.keep = 0
+        self.drop_at = self.WINDOW
+        self.eof = False
+
+    def _fill(self):
+        data = b"" if self.eof else os.pread(self.fd, self._piece, self.origin + len(self.buf))
+        if not data:
+            self.eof = True
+            return False
+        self.sha.update(data)
+        self.buf += data
+        return True
+
+    def fill(self, end):
+        """Read up to file offset ``end`` (or the end of the file); False if it ends first."""
+        while self.origin + len(self.buf) < end:
+            if not self._fill():
+                return False
+        return True
+
+    def need(self, pos, length, what):
+        if pos + length > len(self.buf) and not self.fill(self.origin + pos + length):
+            raise FormatError("migration stream truncated: expected %d bytes of %s at offset "
+                              "%d, got %d" % (length, what, self.origin + pos,
+                                              max(0, len(self.buf) - pos)))
+
+    def find(self, pattern, start, end):
+        while True:
+            found = self.buf.find(pattern, start, end)
+            if found >= 0 or len(self.buf) >= end or not self._fill():
+                return found
+
+    def drop(self, pos):
+        """Forget ``buf`` before ``pos`` and ``keep``; return how many bytes went."""
+        n = min(pos, self.keep - self.origin)
+        if n < self.WINDOW // 2:
+            self.drop_at = pos + self.WINDOW // 2
+            return 0
+        del self.buf[:n]
+        self.origin += n
+        self.drop_at = pos - n + self.WINDOW
+        return n
+
+    def finish(self):
+        """Read the rest of the file."""
+        while self._fill():
+            pass

@@ -1,0 +1,136 @@
+"""Synthetic base and customized VMs of any RAM size, on disk, and the overlay write path
+after capture (delta -> dedup -> pack) run in a child process that reports its peak RSS.
+
+The customized VM differs from its base by ``delta_memory`` bytes of pages (new random
+pages, copies of other base pages, pages that became zeros, repeats of new pages) and
+``delta_disk`` bytes of disk (new data, then repeats of new memory pages), whatever the
+RAM size; one base page in 64 is zeros. Everything is deterministic for a seed. For
+``bench/overlay_memory.py`` and ``tests/compute/test_bounded_memory.py``.
+
+``python -m tests.support.bigvm HOME BASE_ID IMAGE TOP OUT [--old]`` is the child: it runs
+the write path of whatever ``cloudlet_compute`` comes first on ``sys.path`` (``--old``: the
+API before the delta stage took a work directory) and prints one JSON line.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+PAGE = 4096
+ZERO_EVERY = 64
+REPO_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def make_pair(root, ram_size, delta_memory=40 << 20, delta_disk=8 << 20, disk_size=64 << 20,
+              seed=13):
+    """Write a base VM (registered in a store under ``root``) and a customized memory image
+    and qcow2; return ``{"home", "base_id", "image", "top"}``."""
+    from cloudlet_compute import bases
+    from cloudlet_compute.format.saveimage import SaveHeader
+    from tests.support import synthetic
+
+    rnd, pages, zero = random.Random(seed), ram_size // PAGE, bytes(PAGE)
+
+    def base_page(addr):
+        if (addr // PAGE) % ZERO_EVERY == 0:
+            return zero
+        return random.Random(seed * 1000003 + addr).randbytes(PAGE)
+
+    changed, literals = {}, []
+    for n, page in enumerate(sorted(rnd.sample(range(1, pages), delta_memory // PAGE))):
+        kind = n % 32
+        if kind == 0:
+            changed[page * PAGE] = zero
+        elif kind == 1:
+            changed[page * PAGE] = base_page((page + 7) % pages * PAGE)
+        elif kind == 2 and literals:
+            changed[page * PAGE] = literals[-1]
+        else:
+            changed[page * PAGE] = rnd.randbytes(PAGE)
+            literals.append(changed[page * PAGE])
+    header = SaveHeader(synthetic.XML, "<cookie/>").encode()
+    images = {}
+    for name, page_at in (("base", base_page), ("custom", lambda a: changed.get(a) or base_page(a))):
+        images[name] = os.path.join(root, name + ".img")
+        with open(images[name], "wb") as f:
+            f.write(header)
+            for piece in synthetic.stream_pieces(ram_size, page_at):
+                f.write(piece)
+    disk = os.path.join(root, "disk.raw")
+    with open(disk, "wb") as f:
+        for i in range(disk_size // PAGE):
+            f.write(rnd.randbytes(PAGE) if i % 3 == 0 else zero)
+    store = bases.BaseStore(os.path.join(root, "home"))
+    base = store.add(disk, images["base"], "bigvm-%d" % ram_size)
+    top = os.path.join(root, "custom.qcow2")
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b",
+                    base.disk_path, top], check=True)
+    data = os.path.join(root, "disk-delta")
+    new = delta_disk * 3 // 4 // PAGE * PAGE
+    with open(data, "wb") as f:
+        f.write(rnd.randbytes(new))
+        for i in range((delta_disk - new) // PAGE):
+            f.write(literals[i % len(literals)])
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -s %s %d %d"
+                    % (data, disk_size // 8, delta_disk), top], check=True, capture_output=True)
+    os.unlink(data)
+    return {"home": store.home, "base_id": base.id, "image": images["custom"], "top": top}
+
+
+def write_path(home, base_id, image, top, out, old=False):
+    """Run delta -> dedup -> pack into ``out``; return the figures of this process."""
+    import cloudlet_compute
+    from cloudlet_compute import bases
+    from cloudlet_compute.format.blobcodec import ZSTD
+    from cloudlet_compute.progress import NullProgress
+    from cloudlet_compute.write import dedup, delta, overlay, pack
+
+    t0, cpu0 = time.monotonic(), time.process_time()
+    base = bases.BaseStore(home).get(base_id)
+    work = tempfile.mkdtemp(dir=os.path.dirname(out))
+    extra = () if old else (work,)
+    mem = delta.memory_delta(image, base, *extra)
+    disk = delta.disk_delta(top, base, *extra)
+    chunks = dedup.dedup(mem.changed, disk.changed, base)
+    fields = dict(overlay.meta_fields(base, mem, disk), created_by="bigvm")
+    pack.write_package(out, chunks, mem.skeleton, fields, ZSTD, 3, NullProgress())
+    shutil.rmtree(work)
+    wall, cpu = time.monotonic() - t0, time.process_time() - cpu0
+    with open("/proc/self/status") as f:   # not ru_maxrss: it keeps the forking parent's peak
+        peak = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    with open(out, "rb") as f:
+        sha = hashlib.file_digest(f, "sha256").hexdigest()
+    return {"engine": os.path.dirname(cloudlet_compute.__file__), "peak_rss_bytes": peak * 1024,
+            "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
+            "overlay_bytes": os.path.getsize(out), "overlay_sha256": sha}
+
+
+def run_child(pair, out, engine_dir=REPO_DIR, old=False):
+    """``write_path`` in a new process importing ``cloudlet_compute`` from ``engine_dir``."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([engine_dir, REPO_DIR]))
+    cmd = [sys.executable, "-m", "tests.support.bigvm", pair["home"], pair["base_id"],
+           pair["image"], pair["top"], out] + (["--old"] if old else [])
+    done = subprocess.run(cmd, env=env, cwd=engine_dir, check=True, capture_output=True,
+                          text=True)
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    for name in ("home", "base_id", "image", "top", "out"):
+        parser.add_argument(name)
+    parser.add_argument("--old", action="store_true")
+    args = parser.parse_args(argv)
+    print(json.dumps(write_path(args.home, args.base_id, args.image, args.top, args.out,
+                                args.old)))
+
+
+if __name__ == "__main__":
+    main()
