@@ -152,12 +152,13 @@ def _find_ram_section(src, start):
     raise FormatError("no RAM section in the migration stream starting at offset %d" % start)
 
 
-def _skip_footer(src, pos, section_id):
+def _skip_footer(src, pos, section_id, origin=0):
     src.need(pos, 1, "section footer")
     if src.buf[pos] == SECTION_FOOTER:
         src.need(pos, 5, "section footer")
         if BE32.unpack_from(src.buf, pos + 1)[0] != section_id:
-            raise FormatError("section footer at offset %d closes another section" % pos)
+            raise FormatError("section footer at offset %d closes another section"
+                              % (origin + pos))
         return pos + 5
     return pos
 
@@ -260,7 +261,7 @@ def walk(src, start):
             else:
                 raise FormatError("RAM record flags 0x%x at offset %d are not supported "
                                   "(compression, xbzrle or RDMA)" % (flags, origin + pos - 8))
-        pos = _skip_footer(src, pos, section_id)
+        pos = _skip_footer(src, pos, section_id, origin)
         if kind == SECTION_END:
             yield "end", origin + pos
             return

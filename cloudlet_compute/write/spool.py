@@ -101,13 +101,11 @@ class FileFeed:
     file that is deleted next.
     """
 
-    WINDOW = 8 << 20
-
-    def __init__(self, fd, sha, piece=4 << 20):
+    def __init__(self, fd, sha, piece=4 << 20, window=8 << 20):
         self.buf = bytearray()
-        self.fd, self.sha, self._piece = fd, sha, piece
+        self.fd, self.sha, self._piece, self._window = fd, sha, piece, window
         self.origin = self.keep = 0
-        self.drop_at = self.WINDOW
+        self.drop_at = window
         self.eof = False
 
     def _fill(self):
@@ -141,12 +139,12 @@ class FileFeed:
     def drop(self, pos):
         """Forget ``buf`` before ``pos`` and ``keep``; return how many bytes went."""
         n = min(pos, self.keep - self.origin)
-        if n < self.WINDOW // 2:
-            self.drop_at = pos + self.WINDOW // 2
+        if n < self._window // 2:
+            self.drop_at = pos + self._window // 2
             return 0
         del self.buf[:n]
         self.origin += n
-        self.drop_at = pos - n + self.WINDOW
+        self.drop_at = pos - n + self._window
         return n
 
     def finish(self):

@@ -13,6 +13,7 @@ the corpus and the regressions.
 """
 
 import atexit
+import hashlib
 import io
 import mmap
 import os
@@ -34,6 +35,7 @@ from cloudlet_compute.handoff import destination, wire
 from cloudlet_compute.progress import NullProgress
 from cloudlet_compute.read import apply
 from cloudlet_compute.read.fetch import FileSource
+from cloudlet_compute.write.spool import FileFeed
 from tests.support import synthetic
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -256,15 +258,46 @@ def _walk_events(src):
         return None, str(exc)
 
 
+def _file_events(data):
+    """``_walk_events`` through a ``FileFeed`` with a tiny window that forgets what the
+    consumer is done with, as ``delta.memory_delta`` reads it; every payload must still be
+    in the window when its event comes, and every byte hashed in order."""
+    fd = os.memfd_create("fuzz-stream")
+    try:
+        os.write(fd, data)
+        feed = FileFeed(fd, hashlib.sha256(), piece=7, window=16)
+        events = []
+        for event in migstream.walk(feed, 0):
+            events.append(tuple(event))
+            if event[0] == "page" and event[2] >= 0:
+                rel = event[2] - feed.origin
+                if feed.buf[rel:rel + 4096] != data[event[2]:event[2] + 4096]:
+                    raise Bug("page payload at %d left the window too early" % event[2])
+                feed.keep = event[2] + 4096
+        feed.finish()
+        if feed.sha.digest() != hashlib.sha256(data).digest():
+            raise Bug("FileFeed hashed other bytes than the file's")
+        return events, None
+    except CloudletError as exc:
+        return None, str(exc)
+    finally:
+        os.close(fd)
+
+
 def target_migstream(data):
-    """QEMU migration stream: RAM section parsed whole and as it arrives in small pieces
-    (the two must agree), then rewritten canonically and parsed again."""
+    """QEMU migration stream: RAM section parsed whole, as it arrives in small pieces and
+    from a file through a sliding window (the three must agree), then rewritten canonically
+    and parsed again."""
     whole = _walk_events(migstream._Whole(data))
     feed_in = io.BytesIO(data)
     fed = _walk_events(migstream.StreamFeed(lambda n: feed_in.read(min(n, 7)), piece=7))
     if whole != fed:
         raise Bug("stream parsed whole and fed in pieces disagree: %r / %r"
                   % (whole[1], fed[1]))
+    filed = _file_events(data)
+    if whole != filed:
+        raise Bug("stream parsed whole and from a file window disagree: %r / %r"
+                  % (whole[1], filed[1]))
     layout = migstream.parse(data, 0)
     canonical = migstream.canonical(data, 0, layout)
     again = migstream.parse(canonical, 0)
