@@ -238,7 +238,8 @@ def walk(src, start):
                                           % (origin + pos - 8)) from None
                     pos += 1 + n
                 elif block is None:
-                    raise FormatError("page record at offset %d continues no block" % (origin + pos - 8))
+                    raise FormatError("page record at offset %d continues no block"
+                                      % (origin + pos - 8))
                 offset = word & ~0xFFF
                 if offset >= blocks[block][1]:
                     raise FormatError("page record at offset %d addresses %d, beyond block %s"

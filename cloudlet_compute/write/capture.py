@@ -5,9 +5,9 @@ while QEMU pre-copies its RAM (re-sending pages it dirties) and stops only for t
 round. The stream reaches us through a socket pair whose one end is handed to QEMU
 (``getfd``), so no socket file is ever exposed. While QEMU holds the guest stopped, the
 disk file is copied; then the guest continues. The stream is rewritten with each page
-once (``migstream.canonical``) behind a libvirt header carrying the domain's migratable
-XML, which makes it an ordinary save image. Whatever fails, a guest we stopped is
-resumed: a capture never loses a VM.
+once (``canonical.rewrite``: ``migstream.canonical`` file to file, in bounded memory)
+behind a libvirt header carrying the domain's migratable XML, which makes it an ordinary
+save image. Whatever fails, a guest we stopped is resumed: a capture never loses a VM.
 
 libvirt marks a domain whose monitor we used as tainted ("custom-monitor"); stock
 libvirt has no API that migrates live into a file.
@@ -17,7 +17,6 @@ import contextlib
 import errno
 import json
 import logging
-import mmap
 import os
 import socket
 import time
@@ -26,8 +25,9 @@ import libvirt
 import libvirt_qemu
 
 from cloudlet_compute.errors import ConflictError, HypervisorError
-from cloudlet_compute.format import migstream, saveimage
+from cloudlet_compute.format import saveimage
 from cloudlet_compute.host import domains, domxml
+from cloudlet_compute.write import canonical
 
 LOG = logging.getLogger(__name__)
 FD_NAME = "cloudlet-capture"
@@ -178,11 +178,9 @@ def capture(conn, name, workdir):
     finally:
         resume_guest(dom)
     downtime = time.monotonic() - stopped + qemu_downtime / 1000.0
-    with open(stream_path, "rb") as f, mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as buf:
-        stream = migstream.canonical(buf, 0, migstream.parse(buf, 0))
-    os.unlink(stream_path)
     with open(memory_path, "wb") as out:
         out.write(saveimage.SaveHeader(xml, "").encode())
-        out.write(stream)
+        canonical.rewrite(stream_path, out)
+    os.unlink(stream_path)
     LOG.info("captured %s (guest stopped %.3f s)", name, downtime)
     return Capture(memory_path, disk_copy, disk_format, xml, downtime)

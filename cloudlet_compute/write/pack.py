@@ -99,7 +99,7 @@ def write_package(path, chunks, skeleton, meta_fields, codec, level, progress):
                 members.submit("blob-%05d" % n, plain, (records, counts))
                 progress.update(1)
             members.finish()
-        (_, skeleton_size, skeleton_raw, skeleton_sha), blobs = members.done[0][:4], members.done[1:]
+        (_, skeleton_size, skeleton_raw, skeleton_sha, _), *blobs = members.done
         meta = dict(meta_fields)
         meta["memory"] = dict(meta["memory"], skeleton_size=skeleton_size,
                               skeleton_raw_size=skeleton_raw, skeleton_sha256=skeleton_sha)

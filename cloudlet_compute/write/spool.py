@@ -95,8 +95,8 @@ class FileFeed:
 
     ``buf`` holds the file from offset ``origin`` on; ``migstream.walk`` calls ``drop`` as
     it goes, which forgets what lies before both its position and ``keep`` (set by the
-    consumer to the first byte it still needs). ``sha`` hashes every byte read, in file
-    order; ``finish`` reads up to the end. The page cache is left alone: the captured image
+    consumer to the first byte it still needs). ``sha`` (if not None) hashes every byte
+    read, in file order; ``finish`` reads up to the end. The page cache is left alone: the captured image
     was just written, its pages may still be dirty, and dropping them would write out a
     file that is deleted next.
     """
@@ -113,7 +113,8 @@ class FileFeed:
         if not data:
             self.eof = True
             return False
-        self.sha.update(data)
+        if self.sha is not None:
+            self.sha.update(data)
         self.buf += data
         return True
 

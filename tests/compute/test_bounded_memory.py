@@ -1,15 +1,19 @@
 """Overlay creation in bounded memory (issue 13): the streamed write path (delta -> dedup ->
 pack after capture) writes the overlay the in-memory one wrote, byte for byte, and its
-peak RSS follows the delta, not the VM's RAM. No libvirt (``tests/support/bigvm.py``)."""
+peak RSS follows the delta, not the VM's RAM; the capture's file-to-file rewrite of the
+stream is ``migstream.canonical``'s. No libvirt (``tests/support/bigvm.py``)."""
 
 import hashlib
+import io
 import random
 from array import array
 
 import pytest
 
+from cloudlet_compute.format import migstream
 from cloudlet_compute.format.records import ZERO_DIGEST
-from cloudlet_compute.write import delta, digestindex, pack, spool
+from cloudlet_compute.write import canonical, delta, digestindex, pack, spool
+from tests.fuzz import make_seeds
 from tests.support import bigvm
 
 # SHA-256 of the overlay of make_pair(16 MiB RAM, 6 MiB memory + 2 MiB disk delta, 8 MiB
@@ -41,7 +45,7 @@ def test_streamed_writer_reproduces_the_in_memory_writer(pair, windows, monkeypa
     _, vm = pair
     out = tmp_path / "overlay.zip"
     result = bigvm.write_path(vm["home"], vm["base_id"], vm["image"], vm["top"], str(out))
-    assert result["overlay_sha256"] == GOLDEN_SHA256
+    assert result["output_sha256"] == GOLDEN_SHA256
 
 
 def test_peak_rss_follows_the_delta_not_the_ram(tmp_path):
@@ -81,3 +85,34 @@ def test_digest_index_finds_the_first_equal_digest(piece, monkeypatch, tmp_path)
         first = digests.index(digest) if digest in digests else None
         assert in_memory.find(digest) == first
         assert on_disk.find(digest) == (None if digest == ZERO_DIGEST else first)
+
+
+@pytest.mark.parametrize("window", [8 << 20, 64])
+def test_rewrite_writes_the_canonical_stream(window, monkeypatch, tmp_path):
+    """A live stream (two blocks; a page re-sent, one re-sent as zeros, one never sent),
+    rewritten file to file, is what ``migstream.canonical`` makes of it in memory."""
+    real = spool.FileFeed.__init__
+    monkeypatch.setattr(spool.FileFeed, "__init__", lambda self, fd, sha: real(
+        self, fd, sha, piece=100, window=window))
+    rnd = random.Random(5)
+    blocks = [(b"pc.ram", 6), (b"vga.vram", 3)]
+    pages = {(b, i): rnd.randbytes(4096) for b, (_, n) in enumerate(blocks) for i in range(n)
+             if (b, i) != (0, 2)}
+    seed = make_seeds.tiny_stream(blocks, pages)
+    layout = migstream.parse(seed, 0)
+    names, sid = layout.block_names(), layout.section_id
+    key = lambda b, i: b << 48 | i * 4096   # noqa: E731
+    first = [(key(b, i), pages.get((b, i))) for b, n in ((0, 5), (1, 3)) for i in range(n)]
+    again = [(key(0, 1), None), (key(1, 0), rnd.randbytes(4096)), (key(0, 3), pages[(1, 1)])]
+    stream = b"".join([seed[:layout.setup_end],
+                       *migstream.ram_section(migstream.SECTION_PART, sid, names, first),
+                       *migstream.ram_section(migstream.SECTION_END, sid, names, again),
+                       seed[layout.ram_end:]])
+    path = tmp_path / "stream"
+    path.write_bytes(stream)
+    out = io.BytesIO()
+    canonical.rewrite(str(path), out)
+    expected = migstream.canonical(stream, 0, migstream.parse(stream, 0))
+    assert out.getvalue() == expected
+    latest = migstream.parse(expected, 0).latest
+    assert latest[key(0, 1)] == -1 and key(0, 5) not in latest and len(latest) == 8

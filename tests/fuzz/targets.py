@@ -35,6 +35,7 @@ from cloudlet_compute.handoff import destination, wire
 from cloudlet_compute.progress import NullProgress
 from cloudlet_compute.read import apply
 from cloudlet_compute.read.fetch import FileSource
+from cloudlet_compute.write import canonical as canonical_writer
 from cloudlet_compute.write.spool import FileFeed
 from tests.support import synthetic
 
@@ -284,6 +285,17 @@ def _file_events(data):
         os.close(fd)
 
 
+def _rewritten(data):
+    fd = os.memfd_create("fuzz-canonical")
+    try:
+        os.write(fd, data)
+        out = io.BytesIO()
+        canonical_writer.rewrite("/proc/self/fd/%d" % fd, out)
+        return out.getvalue()
+    finally:
+        os.close(fd)
+
+
 def target_migstream(data):
     """QEMU migration stream: RAM section parsed whole, as it arrives in small pieces and
     from a file through a sliding window (the three must agree), then rewritten canonically
@@ -300,6 +312,8 @@ def target_migstream(data):
                   % (whole[1], filed[1]))
     layout = migstream.parse(data, 0)
     canonical = migstream.canonical(data, 0, layout)
+    if _rewritten(data) != canonical:
+        raise Bug("canonical.rewrite (file to file) and migstream.canonical disagree")
     again = migstream.parse(canonical, 0)
     pages = lambda lay, buf: {k: (bytes(buf[o:o + 4096]) if o >= 0 else None)  # noqa: E731
                               for k, o in lay.latest.items()}

@@ -7,9 +7,10 @@ pages, copies of other base pages, pages that became zeros, repeats of new pages
 RAM size; one base page in 64 is zeros. Everything is deterministic for a seed. For
 ``bench/overlay_memory.py`` and ``tests/compute/test_bounded_memory.py``.
 
-``python -m tests.support.bigvm HOME BASE_ID IMAGE TOP OUT [--old]`` is the child: it runs
-the write path of whatever ``cloudlet_compute`` comes first on ``sys.path`` (``--old``: the
-API before the delta stage took a work directory) and prints one JSON line.
+``python -m tests.support.bigvm HOME BASE_ID IMAGE TOP OUT [--old] [--stage rewrite]`` is
+the child: it runs the write path (or capture's canonical rewrite of the image's stream) of
+whatever ``cloudlet_compute`` comes first on ``sys.path`` (``--old``: the in-memory API of
+before) and prints one JSON line.
 """
 
 import argparse
@@ -57,7 +58,8 @@ def make_pair(root, ram_size, delta_memory=40 << 20, delta_disk=8 << 20, disk_si
             literals.append(changed[page * PAGE])
     header = SaveHeader(synthetic.XML, "<cookie/>").encode()
     images = {}
-    for name, page_at in (("base", base_page), ("custom", lambda a: changed.get(a) or base_page(a))):
+    custom_page = lambda a: changed.get(a) or base_page(a)   # noqa: E731
+    for name, page_at in (("base", base_page), ("custom", custom_page)):
         images[name] = os.path.join(root, name + ".img")
         with open(images[name], "wb") as f:
             f.write(header)
@@ -86,7 +88,6 @@ def make_pair(root, ram_size, delta_memory=40 << 20, delta_disk=8 << 20, disk_si
 
 def write_path(home, base_id, image, top, out, old=False):
     """Run delta -> dedup -> pack into ``out``; return the figures of this process."""
-    import cloudlet_compute
     from cloudlet_compute import bases
     from cloudlet_compute.format.blobcodec import ZSTD
     from cloudlet_compute.progress import NullProgress
@@ -102,21 +103,47 @@ def write_path(home, base_id, image, top, out, old=False):
     fields = dict(overlay.meta_fields(base, mem, disk), created_by="bigvm")
     pack.write_package(out, chunks, mem.skeleton, fields, ZSTD, 3, NullProgress())
     shutil.rmtree(work)
+    return _figures(out, t0, cpu0)
+
+
+def rewrite_path(image, out, old=False):
+    """Rewrite the stream of the memory image ``image`` canonically into ``out``, as capture
+    does (``--old``: ``migstream.canonical`` over a map of the whole file)."""
+    from cloudlet_compute.format import saveimage
+
+    t0, cpu0 = time.monotonic(), time.process_time()
+    with open(image, "rb") as f:
+        start = saveimage.SaveHeader.parse(f.read(1 << 20)).stream_offset
+    with open(out, "wb") as dest:
+        if old:
+            import mmap
+            from cloudlet_compute.format import migstream
+            with open(image, "rb") as f, mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as buf:
+                dest.write(migstream.canonical(buf, start, migstream.parse(buf, start)))
+        else:
+            from cloudlet_compute.write import canonical
+            canonical.rewrite(image, dest, start)
+    return _figures(out, t0, cpu0)
+
+
+def _figures(out, t0, cpu0):
     wall, cpu = time.monotonic() - t0, time.process_time() - cpu0
     with open("/proc/self/status") as f:   # not ru_maxrss: it keeps the forking parent's peak
         peak = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
     with open(out, "rb") as f:
         sha = hashlib.file_digest(f, "sha256").hexdigest()
+    import cloudlet_compute
     return {"engine": os.path.dirname(cloudlet_compute.__file__), "peak_rss_bytes": peak * 1024,
             "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
-            "overlay_bytes": os.path.getsize(out), "overlay_sha256": sha}
+            "output_bytes": os.path.getsize(out), "output_sha256": sha}
 
 
-def run_child(pair, out, engine_dir=REPO_DIR, old=False):
-    """``write_path`` in a new process importing ``cloudlet_compute`` from ``engine_dir``."""
+def run_child(pair, out, engine_dir=REPO_DIR, old=False, stage="write"):
+    """``write_path`` (or ``rewrite_path``, ``stage="rewrite"``) in a new process importing
+    ``cloudlet_compute`` from ``engine_dir``."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([engine_dir, REPO_DIR]))
     cmd = [sys.executable, "-m", "tests.support.bigvm", pair["home"], pair["base_id"],
-           pair["image"], pair["top"], out] + (["--old"] if old else [])
+           pair["image"], pair["top"], out, "--stage", stage] + (["--old"] if old else [])
     done = subprocess.run(cmd, env=env, cwd=engine_dir, check=True, capture_output=True,
                           text=True)
     return json.loads(done.stdout.splitlines()[-1])
@@ -127,9 +154,13 @@ def main(argv=None):
     for name in ("home", "base_id", "image", "top", "out"):
         parser.add_argument(name)
     parser.add_argument("--old", action="store_true")
+    parser.add_argument("--stage", choices=("write", "rewrite"), default="write")
     args = parser.parse_args(argv)
-    print(json.dumps(write_path(args.home, args.base_id, args.image, args.top, args.out,
-                                args.old)))
+    if args.stage == "rewrite":
+        figures = rewrite_path(args.image, args.out, args.old)
+    else:
+        figures = write_path(args.home, args.base_id, args.image, args.top, args.out, args.old)
+    print(json.dumps(figures))
 
 
 if __name__ == "__main__":
