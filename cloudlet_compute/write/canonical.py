@@ -32,9 +32,10 @@ def rewrite(src_path, out, start=0):
                           for _, length in blocks]
             else:
                 ram_end = event[1]
-            feed.keep = feed.origin + len(feed.buf)
+            feed.keep = feed.origin + feed.end
         feed.finish()
-        migstream.check_end(feed.buf, ram_end - feed.origin)
+        tail = feed.tail(ram_end)
+        migstream.check_end(tail, 0)
         reader = ForwardReader(f.fileno())
 
         def pages():
@@ -46,5 +47,5 @@ def rewrite(src_path, out, start=0):
 
         setup = os.pread(f.fileno(), setup_end - start, start)
         for piece in migstream.write_canonical(setup, section_id, [name for name, _ in blocks],
-                                               pages(), feed.buf[ram_end - feed.origin:]):
+                                               pages(), tail):
             out.write(piece)

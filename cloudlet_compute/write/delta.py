@@ -63,37 +63,39 @@ def memory_delta(image_path, base, workdir):
     changed = Spool(workdir)
     with open(image_path, "rb") as f, open(base.memory_path, "rb") as bf:
         feed, base_pages = FileFeed(f.fileno(), sha), ForwardReader(bf.fileno(), forget=True)
-        feed.fill(saveimage.HEADER.size)
-        if len(feed.buf) >= saveimage.HEADER.size:
+        if feed.fill(saveimage.HEADER.size):
             feed.fill(saveimage.HEADER.size + saveimage.HEADER.unpack_from(feed.buf)[2])
-        header = saveimage.SaveHeader.parse(feed.buf)
+        header = saveimage.SaveHeader.parse(feed.tail(0))
         positions, defaults, skeleton = array("Q"), array("q"), bytearray()
         buf, prev, low, slot = feed.buf, 0, (1 << 48) - 1, 0
+        base_offset, read_base = lookup.offset, base_pages.read
         for event in migstream.walk(feed, header.stream_offset):
-            if event[0] == "setup":
-                block_map = [lookup.blocks.index(name) if name in lookup.blocks else -1
-                             for name, _ in event[1]]
-                continue
-            if event[0] == "end":
-                ram_end = event[1]
+            if event[0] != "page":
+                if event[0] == "setup":
+                    block_map = [lookup.blocks.index(name) << 48 if name in lookup.blocks
+                                 else -1 for name, _ in event[1]]
+                else:
+                    ram_end = event[1]
                 continue
             _, key, pos = event
             if pos < 0:
                 continue
             base_block = block_map[key >> 48]
-            default = lookup.offset(base_block << 48 | key & low) if base_block >= 0 else -1
-            rel = pos - feed.origin
+            default = base_offset(base_block | key & low) if base_block >= 0 else -1
+            origin = feed.origin
+            rel = pos - origin
             page = buf[rel:rel + CHUNK_SIZE]
-            if page != (base_pages.read(default) if default >= 0 else ZERO_CHUNK):
+            if page != (read_base(default) if default >= 0 else ZERO_CHUNK):
                 changed.add(slot, page)
-            skeleton += buf[prev - feed.origin:rel]
+            skeleton += buf[prev - origin:rel]
             positions.append(pos - CHUNK_SIZE * slot)
             defaults.append(default)
             prev = feed.keep = pos + CHUNK_SIZE
             slot += 1
         feed.finish()
-        migstream.check_end(buf, ram_end - feed.origin)
-        skeleton += buf[prev - feed.origin:]
+        tail = feed.tail(prev)
+        migstream.check_end(tail, ram_end - prev)
+        skeleton += tail
     return MemoryDelta(changed, Skeleton(positions, defaults, bytes(skeleton)),
                        sha.hexdigest(), header)
 

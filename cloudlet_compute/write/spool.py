@@ -24,25 +24,26 @@ def drop_cache(fd, start, end):
 
 
 class ForwardReader:
-    """``read(offset)``: the chunk at ``offset`` of a file, from a window read ahead.
+    """``read(offset)``: the chunk at ``offset`` of a file, from a window read ahead into
+    one reused buffer.
 
-    A read at or just past the window moves it forward (one large ``pread``); any other
-    miss is a single chunk read. ``forget`` drops the cache behind the window.
+    A read at or just past the window moves it forward (one large read); any other miss
+    is a single chunk read. ``forget`` drops the cache behind the window.
     """
 
     def __init__(self, fd, forget=False):
         self.fd, self.forget = fd, forget
-        self._start, self._data = 0, b""
+        self._start, self._len, self._data = 0, 0, bytearray(WINDOW)
 
     def read(self, offset, length=CHUNK_SIZE):
         rel = offset - self._start
-        if 0 <= rel and rel + length <= len(self._data):
+        if 0 <= rel and rel + length <= self._len:
             return self._data[rel:rel + length]
-        if 0 <= rel <= len(self._data) + WINDOW or not self._data:
+        if length <= WINDOW and (0 <= rel <= self._len + WINDOW or not self._len):
             if self.forget:
-                drop_cache(self.fd, self._start, self._start + len(self._data))
-            self._start, self._data = offset, os.pread(self.fd, max(WINDOW, length), offset)
-            return self._data[:length]
+                drop_cache(self.fd, self._start, self._start + self._len)
+            self._start, self._len = offset, os.preadv(self.fd, [self._data], offset)
+            return self._data[:min(length, self._len)]
         return os.pread(self.fd, length, offset)
 
 
@@ -93,48 +94,54 @@ class Spool:
 class FileFeed:
     """A stream read from file descriptor ``fd`` in large pieces, keeping only a window.
 
-    ``buf`` holds the file from offset ``origin`` on; ``migstream.walk`` calls ``drop`` as
-    it goes, which forgets what lies before both its position and ``keep`` (set by the
-    consumer to the first byte it still needs). ``sha`` (if not None) hashes every byte
-    read, in file order; ``finish`` reads up to the end. The page cache is left alone: the captured image
-    was just written, its pages may still be dirty, and dropping them would write out a
-    file that is deleted next.
+    ``buf[:end]`` holds the file from offset ``origin`` on (``buf`` is one buffer, reused:
+    read into, compacted, grown only if a consumer keeps more than the window);
+    ``migstream.walk`` calls ``drop`` as it goes, which forgets what lies before both its
+    position and ``keep`` (set by the consumer to the first byte it still needs). ``sha``
+    (if not None) hashes every byte read, in file order; ``finish`` reads up to the end.
+    The page cache is left alone: the captured image was just written, its pages may still
+    be dirty, and dropping them would write out a file that is deleted next.
     """
 
-    def __init__(self, fd, sha, piece=4 << 20, window=8 << 20):
-        self.buf = bytearray()
+    def __init__(self, fd, sha, piece=1 << 20, window=8 << 20):
+        self.buf = bytearray(window + 2 * piece)
         self.fd, self.sha, self._piece, self._window = fd, sha, piece, window
-        self.origin = self.keep = 0
+        self.origin = self.keep = self.end = 0
         self.drop_at = window
         self.eof = False
 
     def _fill(self):
-        data = b"" if self.eof else os.pread(self.fd, self._piece, self.origin + len(self.buf))
-        if not data:
+        if self.eof:
+            return False
+        if self.end + self._piece > len(self.buf):
+            self.buf.extend(bytes(len(self.buf)))
+        with memoryview(self.buf) as view, view[self.end:self.end + self._piece] as room:
+            n = os.preadv(self.fd, [room], self.origin + self.end)
+            if self.sha is not None:
+                self.sha.update(room[:n])
+        if not n:
             self.eof = True
             return False
-        if self.sha is not None:
-            self.sha.update(data)
-        self.buf += data
+        self.end += n
         return True
 
     def fill(self, end):
         """Read up to file offset ``end`` (or the end of the file); False if it ends first."""
-        while self.origin + len(self.buf) < end:
+        while self.origin + self.end < end:
             if not self._fill():
                 return False
         return True
 
     def need(self, pos, length, what):
-        if pos + length > len(self.buf) and not self.fill(self.origin + pos + length):
+        if pos + length > self.end and not self.fill(self.origin + pos + length):
             raise FormatError("migration stream truncated: expected %d bytes of %s at offset "
                               "%d, got %d" % (length, what, self.origin + pos,
-                                              max(0, len(self.buf) - pos)))
+                                              max(0, self.end - pos)))
 
     def find(self, pattern, start, end):
         while True:
-            found = self.buf.find(pattern, start, end)
-            if found >= 0 or len(self.buf) >= end or not self._fill():
+            found = self.buf.find(pattern, start, min(end, self.end))
+            if found >= 0 or self.end >= end or not self._fill():
                 return found
 
     def drop(self, pos):
@@ -143,8 +150,9 @@ class FileFeed:
         if n < self._window // 2:
             self.drop_at = pos + self._window // 2
             return 0
-        del self.buf[:n]
+        self.buf[:self.end - n] = self.buf[n:self.end]
         self.origin += n
+        self.end -= n
         self.drop_at = pos - n + self._window
         return n
 
@@ -152,3 +160,7 @@ class FileFeed:
         """Read the rest of the file."""
         while self._fill():
             pass
+
+    def tail(self, start):
+        """The bytes read from file offset ``start`` (still in the window) to the end."""
+        return bytes(self.buf[start - self.origin:self.end])
