@@ -10,6 +10,8 @@ from array import array
 
 import pytest
 
+from cloudlet_compute import bases
+from cloudlet_compute.errors import FormatError
 from cloudlet_compute.format import migstream
 from cloudlet_compute.format.records import ZERO_DIGEST
 from cloudlet_compute.write import canonical, delta, digestindex, pack, spool
@@ -116,3 +118,15 @@ def test_rewrite_writes_the_canonical_stream(window, monkeypatch, tmp_path):
     assert out.getvalue() == expected
     latest = migstream.parse(expected, 0).latest
     assert latest[key(0, 1)] == -1 and key(0, 5) not in latest and len(latest) == 8
+
+
+@pytest.mark.parametrize("cut", [0, 10, 91, 200, 70000, 5 * MiB + 3, -5000, -30, -1])
+def test_streamed_delta_of_a_truncated_image_is_a_format_error(pair, cut, tmp_path):
+    _, vm = pair
+    with open(vm["image"], "rb") as f:
+        data = f.read()
+    path = tmp_path / "cut.img"
+    path.write_bytes(data[:cut])
+    base = bases.BaseStore(vm["home"]).get(vm["base_id"])
+    with pytest.raises(FormatError):
+        delta.memory_delta(str(path), base, str(tmp_path))
