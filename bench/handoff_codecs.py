@@ -60,6 +60,7 @@ class EmptyBase:
     """A base VM holding nothing: only zero pages are found without sending them."""
 
     disk_size = 0
+    disk_digests_path = os.devnull
 
     def memory_pages(self):
         return [], [], [], b""

@@ -29,7 +29,7 @@ from array import array
 
 import msgpack
 
-from cloudlet_compute import imagemodel
+from cloudlet_compute import imagemodel, pagefile
 from cloudlet_compute.errors import (CloudletError, ConflictError, FormatError,
                                      IntegrityError, NotFoundError)
 from cloudlet_compute.format import migstream, saveimage
@@ -140,13 +140,14 @@ class BaseVM:
         with open(self.disk_digests_path, "rb") as f:
             return f.read()
 
-    def memory_pages(self):
-        """Return ``(blocks, keys, offsets, digests)`` of the memory image's page payloads."""
-        with open(os.path.join(self.path, "memory.pages"), "rb") as f:
-            pages = msgpack.unpackb(f.read())
+    def memory_pages(self, digests=True):
+        """Return ``(blocks, keys, offsets, digests)`` of the memory image's page payloads
+        (digests None unless asked for)."""
+        pages = pagefile.read(os.path.join(self.path, "memory.pages"),
+                              skip=() if digests else ("digests",))
         keys, offsets = array("Q"), array("Q")
-        keys.frombytes(pages["keys"])
-        offsets.frombytes(pages["offsets"])
+        keys.frombytes(pages.pop("keys"))
+        offsets.frombytes(pages.pop("offsets"))
         return pages["blocks"], keys, offsets, pages["digests"]
 
     def overlay_size_bound(self):

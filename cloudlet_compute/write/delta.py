@@ -38,7 +38,7 @@ class BasePages:
     (the last record wins where a key was sent twice)."""
 
     def __init__(self, base):
-        blocks, keys, offsets, _digests = base.memory_pages()
+        blocks, keys, offsets, _ = base.memory_pages(digests=False)
         self.blocks = blocks
         if any(a >= b for a, b in zip(keys, keys[1:])):
             order = sorted(range(len(keys)), key=keys.__getitem__)

@@ -30,10 +30,9 @@ class DigestIndex:
         self.digest_at = digest_at
         sorted_pieces = []
         for first, data in pieces:
-            prefixes = array("Q")
-            prefixes.frombytes(data)
-            keys = [(p & self.high) | (first + k) for k, p in enumerate(prefixes[0::4])
-                    if skip is None or data[DIGEST * k:DIGEST * k + DIGEST] != skip]
+            with memoryview(data) as view, view.cast("Q") as words:
+                keys = [(p & self.high) | (first + k) for k, p in enumerate(words[0::4])
+                        if skip is None or data[DIGEST * k:DIGEST * k + DIGEST] != skip]
             keys.sort()
             sorted_pieces.append(array("Q", keys))
         self.keys = (sorted_pieces[0] if len(sorted_pieces) == 1 else

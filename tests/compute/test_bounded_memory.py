@@ -8,9 +8,10 @@ import io
 import random
 from array import array
 
+import msgpack
 import pytest
 
-from cloudlet_compute import bases
+from cloudlet_compute import bases, pagefile
 from cloudlet_compute.errors import FormatError
 from cloudlet_compute.format import migstream
 from cloudlet_compute.format.records import ZERO_DIGEST
@@ -66,8 +67,8 @@ def test_peak_rss_follows_the_delta_not_the_ram(tmp_path):
 
 def test_base_pages_lookup_keeps_the_last_copy_of_a_resent_page():
     class Base:
-        def memory_pages(self):
-            return ["pc.ram"], array("Q", [5, 1, 9, 1, 3]), array("Q", [50, 10, 90, 11, 30]), b""
+        def memory_pages(self, digests=True):
+            return ["pc.ram"], array("Q", [5, 1, 9, 1, 3]), array("Q", [50, 10, 90, 11, 30]), None
 
     lookup = delta.BasePages(Base())
     assert [lookup.offset(k) for k in (0, 1, 3, 5, 9, 10)] == [-1, 11, 30, 50, 90, -1]
@@ -130,3 +131,15 @@ def test_streamed_delta_of_a_truncated_image_is_a_format_error(pair, cut, tmp_pa
     base = bases.BaseStore(vm["home"]).get(vm["base_id"])
     with pytest.raises(FormatError):
         delta.memory_delta(str(path), base, str(tmp_path))
+
+
+def test_page_file_reads_what_msgpack_wrote(tmp_path):
+    pages = {"blocks": ["pc.ram", "vga"], "keys": bytes(range(256)) * 300, "n": 7,
+             "offsets": b"", "digests": b"\x01" * 70000}
+    path = tmp_path / "memory.pages"
+    path.write_bytes(msgpack.packb(pages))
+    assert pagefile.read(str(path)) == pages
+    assert pagefile.read(str(path), skip=("keys",)) == dict(pages, keys=None)
+    path.write_bytes(msgpack.packb(pages)[:-10])
+    with pytest.raises(FormatError, match="truncated"):
+        pagefile.read(str(path))
