@@ -64,11 +64,11 @@ def source_counts(chunks):
 class _Members:
     """Members compressed on ``pool`` and written in submission order, with at most
     ``limit`` compressions queued; ``done`` lists ``(name, stored size, raw size, sha256
-    hex, info)`` of each member written."""
+    hex, info)`` of each member written; ``progress`` counts the blobs (info not None)."""
 
-    def __init__(self, writer, pool, codec, level, limit):
+    def __init__(self, writer, pool, codec, level, limit, progress):
         self.writer, self.pool, self.codec, self.level = writer, pool, codec, level
-        self.limit, self.queue, self.done = limit, collections.deque(), []
+        self.limit, self.progress, self.queue, self.done = limit, progress, collections.deque(), []
 
     def submit(self, name, plain, info=None):
         future = self.pool.submit(blobcodec.compress, plain, self.codec, self.level)
@@ -85,6 +85,8 @@ class _Members:
         stored = future.result()
         self.writer.add(name, stored)
         self.done.append((name, len(stored), raw_size, hashlib.sha256(stored).hexdigest(), info))
+        if info is not None:
+            self.progress.update(1)
 
 
 def write_package(path, chunks, skeleton, meta_fields, codec, level, progress):
@@ -93,11 +95,10 @@ def write_package(path, chunks, skeleton, meta_fields, codec, level, progress):
     workers = max(1, min(4, os.cpu_count() or 1))
     try:
         with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-            members = _Members(writer, pool, codec, level, IN_FLIGHT * workers)
+            members = _Members(writer, pool, codec, level, IN_FLIGHT * workers, progress)
             members.submit(metamod.MEMBER_SKELETON, skeleton.encode())
             for n, (plain, records, counts) in enumerate(build_blobs(chunks)):
                 members.submit("blob-%05d" % n, plain, (records, counts))
-                progress.update(1)
             members.finish()
         (_, skeleton_size, skeleton_raw, skeleton_sha, _), *blobs = members.done
         meta = dict(meta_fields)
