@@ -18,6 +18,13 @@ SMALL_READ = 4096
 def read(path, skip=()):
     """Return ``{key: value}`` of the msgpack map in file ``path``: a bin as bytes read
     straight from the file (None for a key in ``skip``), anything else as msgpack decodes it."""
+    try:
+        return _read(path, skip)
+    except (ValueError, msgpack.UnpackException) as exc:   # OutOfData, bad types
+        raise FormatError("%s is damaged: %s" % (path, str(exc) or "truncated")) from None
+
+
+def _read(path, skip):
     out = {}
     with open(path, "rb") as f:
         unpacker = msgpack.Unpacker(f, read_size=SMALL_READ)
@@ -28,14 +35,20 @@ def read(path, skip=()):
             key = unpacker.unpack()
             pos += unpacker.tell()
             f.seek(pos)
-            head = BIN_HEADS.get(f.read(1)[0])
+            byte = f.read(1)
+            if not byte:
+                raise FormatError("%s is truncated after its %r key" % (path, key))
+            head = BIN_HEADS.get(byte[0])
             if head is None:
                 f.seek(pos)
                 unpacker = msgpack.Unpacker(f, read_size=SMALL_READ)
                 out[key] = unpacker.unpack()
                 pos += unpacker.tell()
                 continue
-            (length,) = head.unpack(f.read(head.size))
+            size = f.read(head.size)
+            if len(size) != head.size:
+                raise FormatError("%s is truncated in its %r entry" % (path, key))
+            (length,) = head.unpack(size)
             pos += 1 + head.size + length
             if key in skip:
                 out[key] = None
