@@ -6,6 +6,7 @@ stream is ``migstream.canonical``'s. No libvirt (``tests/support/bigvm.py``)."""
 import hashlib
 import io
 import random
+import shutil
 from array import array
 
 import msgpack
@@ -28,7 +29,8 @@ MiB = 1 << 20
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
     root = tmp_path_factory.mktemp("bounded")
-    return root, bigvm.make_pair(str(root), 16 * MiB, 6 * MiB, 2 * MiB, 8 * MiB, seed=5)
+    yield root, bigvm.make_pair(str(root), 16 * MiB, 6 * MiB, 2 * MiB, 8 * MiB, seed=5)
+    shutil.rmtree(root)
 
 
 @pytest.mark.parametrize("windows", ["default", "tiny"])
@@ -61,6 +63,7 @@ def test_peak_rss_follows_the_delta_not_the_ram(tmp_path):
         root.mkdir()
         vm = bigvm.make_pair(str(root), ram * MiB, 8 * MiB, 2 * MiB, 8 * MiB)
         peaks[ram] = bigvm.run_child(vm, str(root / "overlay.zip"))["peak_rss_bytes"]
+        shutil.rmtree(root)           # 0.6 GiB of images
     assert peaks[256] - peaks[32] < 24 * MiB, peaks
     assert peaks[256] < 256 * MiB, peaks
 
@@ -131,6 +134,7 @@ def test_streamed_delta_of_a_truncated_image_is_a_format_error(pair, cut, tmp_pa
     base = bases.BaseStore(vm["home"]).get(vm["base_id"])
     with pytest.raises(FormatError):
         delta.memory_delta(str(path), base, str(tmp_path))
+    path.unlink()
 
 
 def test_page_file_reads_what_msgpack_wrote(tmp_path):
