@@ -302,7 +302,26 @@ class Embedded(Target):
 
 
 class _Systemd(Target):
-    """A layout whose services are systemd units (``self.units``, ``self.horizon_units``)."""
+    """A layout in /etc/nova whose services are systemd units (``self.units``,
+    ``self.horizon_units``); a subclass says its compute config file, its admin cloud, where
+    its nova-compute is and its units."""
+
+    compute_conf_name = admin_cloud = None
+
+    def _locate(self):
+        self.nova_conf = "/etc/nova/nova.conf"
+        self.compute_confs = [self.nova_conf, os.path.join("/etc/nova", self.compute_conf_name)]
+        self.default_paste_ini = "/etc/nova/api-paste.ini"
+        self.clouds_yaml, self.cloud = "/etc/openstack/clouds.yaml", self.admin_cloud
+        self.python = self._find_python()
+        self.units, self.horizon_units = self._find_units()
+
+    def _find_python(self):
+        raise NotImplementedError
+
+    def _find_units(self):
+        """({"nova-api": unit, "nova-compute": unit}, [Horizon's unit] or [])."""
+        raise NotImplementedError
 
     def _restart(self, services):
         units = []
@@ -322,39 +341,41 @@ class _Systemd(Target):
         return True, ""
 
 
+def _web_units():
+    """Horizon's web server unit here, if any: [apache2] or [httpd] or []."""
+    return [u for u in ("apache2", "httpd") if _unit_exists(u)][:1]
+
+
 class Devstack(_Systemd):
     """DevStack: /etc/nova, its venv under /opt/stack, devstack@ units."""
 
     layout = "devstack"
+    compute_conf_name, admin_cloud = "nova-cpu.conf", "devstack-admin"
 
-    def _locate(self):
-        self.nova_conf = "/etc/nova/nova.conf"
-        self.compute_confs = [self.nova_conf, "/etc/nova/nova-cpu.conf"]
-        self.default_paste_ini = "/etc/nova/api-paste.ini"
-        self.clouds_yaml, self.cloud = "/etc/openstack/clouds.yaml", "devstack-admin"
-        self.python = None
+    def _find_python(self):
+        python = None
         for p in ("/opt/stack/data/venv/bin/nova-compute", "/usr/local/bin/nova-compute"):
-            self.python = self.python or _shebang_python(p)
-        self.units = {"nova-api": "devstack@n-api", "nova-compute": "devstack@n-cpu"}
-        self.horizon_units = [u for u in ("apache2", "httpd") if _unit_exists(u)][:1]
+            python = python or _shebang_python(p)
+        return python
+
+    def _find_units(self):
+        return {"nova-api": "devstack@n-api", "nova-compute": "devstack@n-cpu"}, _web_units()
 
 
 class Packages(_Systemd):
     """A distribution's packages: /etc/nova, /usr/bin/nova-compute, nova-* units."""
 
     layout = "packages"
+    compute_conf_name, admin_cloud = "nova-compute.conf", "admin"
 
-    def _locate(self):
-        self.nova_conf = "/etc/nova/nova.conf"
-        self.compute_confs = [self.nova_conf, "/etc/nova/nova-compute.conf"]
-        self.default_paste_ini = "/etc/nova/api-paste.ini"
-        self.clouds_yaml, self.cloud = "/etc/openstack/clouds.yaml", "admin"
-        self.python = _shebang_python("/usr/bin/nova-compute") or _shebang_python(
+    def _find_python(self):
+        return _shebang_python("/usr/bin/nova-compute") or _shebang_python(
             shutil.which("nova-compute") or "/nonexistent")
-        web = [u for u in ("apache2", "httpd") if _unit_exists(u)][:1]
-        self.units = {"nova-api": "nova-api" if _unit_exists("nova-api") else
-                      (web[0] if web else "nova-api"), "nova-compute": "nova-compute"}
-        self.horizon_units = web
+
+    def _find_units(self):
+        web = _web_units()
+        return {"nova-api": "nova-api" if _unit_exists("nova-api") else
+                (web[0] if web else "nova-api"), "nova-compute": "nova-compute"}, web
 
 
 LAYOUTS = {cls.layout: cls for cls in (Embedded, Devstack, Packages)}
