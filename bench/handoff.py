@@ -24,7 +24,6 @@ the bench's subprocesses in ``bench/handoff_procs.py``.
 """
 
 import argparse
-import datetime
 import json
 import os
 import re
@@ -41,7 +40,7 @@ from bench.handoff_measure import HB_PERIOD_US, POLL, DomainWatch, FlowCounter, 
     background_rate, link_bytes, start_heartbeat, timeline, wire
 from bench.handoff_naive import run_naive
 from bench.handoff_procs import Procs, finish, netns_argv, stderr_tail
-from bench.run import BenchError, check_state, host_info
+from bench.run import BenchError, check_state, end_doc, start_doc
 from cloudlet_compute import bases
 from stack import links, topology  # links: the veth pair and its shaping
 from stack.guest import guest
@@ -123,12 +122,7 @@ def run(rate):
     conn = libvirt.open("qemu:///system")
     prefix = "bho-%s" % uuid.uuid4().hex[:6]
     story = Story(conn, tempfile.mkdtemp(prefix="run-", dir=state_dir()), prefix)
-    doc = {"bench": "handoff",
-           "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-           "host": host_info(conn)}
-    doc["host"]["loadavg_start"] = [round(x, 2) for x in os.getloadavg()]
-    doc["host"]["other_domains_running"] = conn.numOfDomains()
-    t_start = time.monotonic()
+    doc, t_start = start_doc("handoff", conn)
     procs, hb, flows = Procs(), Heartbeats(), FlowCounter("BHO-" + prefix[4:])
     made_link = False
     libvirt.registerErrorHandler(lambda *_: None, None)   # lookups of absent domains: quiet
@@ -191,9 +185,7 @@ def run(rate):
             flows.close()
         finally:
             story.cleanup()
-    doc["host"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
-    doc["bench_wall_s"] = round(time.monotonic() - t_start, 1)
-    return doc
+    return end_doc(doc, t_start)
 
 
 def table(doc):

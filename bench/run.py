@@ -165,15 +165,28 @@ def host_info(conn):
             "accel": "tcg", "note": "shared host: other VMs may run on the same 2 cores"}
 
 
+def start_doc(bench, conn):
+    """A bench's JSON document as it starts: its name, the date, the host and its load now;
+    and the start time, for ``end_doc``."""
+    doc = {"bench": bench, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
+        timespec="seconds"), "host": host_info(conn)}
+    doc["host"]["loadavg_start"] = [round(x, 2) for x in os.getloadavg()]
+    doc["host"]["other_domains_running"] = conn.numOfDomains()
+    return doc, time.monotonic()
+
+
+def end_doc(doc, t_start):
+    """``doc`` with the load at the end and the bench's wall time since ``t_start``."""
+    doc["host"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    doc["bench_wall_s"] = round(time.monotonic() - t_start, 1)
+    return doc
+
+
 def run(runs, with_codecs=True):
     conn = domains.connect()
     prefix = "bench-%s" % uuid.uuid4().hex[:6]
     story = Story(conn, tempfile.mkdtemp(prefix="run-", dir=state_dir()), prefix)
-    doc = {"bench": "overlay", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
-        timespec="seconds"), "host": host_info(conn)}
-    doc["host"]["loadavg_start"] = [round(x, 2) for x in os.getloadavg()]
-    doc["host"]["other_domains_running"] = conn.numOfDomains()
-    t_start = time.monotonic()
+    doc, t_start = start_doc("overlay", conn)
     try:
         log("booting the tiny guest (domains %s-*)", prefix)
         source = story.boot_source()
@@ -249,9 +262,7 @@ def run(runs, with_codecs=True):
                         "synthesized and of the restored guest, /mnt/file4m read from disk"}
     finally:
         story.cleanup()
-    doc["host"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
-    doc["bench_wall_s"] = round(time.monotonic() - t_start, 1)
-    return doc
+    return end_doc(doc, t_start)
 
 
 def table(doc):

@@ -6,7 +6,6 @@ import uuid
 
 import pytest
 
-from client.core.bases import import_base_package
 from stack import story as storymod
 from stack.guest import guest
 from tests.support import cloud
@@ -103,7 +102,5 @@ def base_story(libvirt_conn):
 def base_images(clouds, base_story):
     """The base package imported into Glance as the demo user: ``{cloudlet_type: id}``."""
     demo, _ = clouds
-    ids = import_base_package(demo, base_story.package, name="e2e-%s" % uuid.uuid4().hex[:6])
-    yield ids
-    for image_id in ids.values():
-        demo.image.delete_image(image_id, ignore_missing=True)
+    with cloud.imported_base(demo, base_story.package, "e2e") as ids:
+        yield ids

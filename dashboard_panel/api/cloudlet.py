@@ -274,12 +274,23 @@ def overlay_meta(request, url):
     parsed = urllib.parse.urlsplit(url)
     if parsed.scheme not in OVERLAY_URL_SCHEMES or not parsed.hostname:
         raise CloudletAPIError("%s is not an http(s) URL" % url)
-    policy = fetchpolicy.FetchPolicy(
-        getattr(settings, "CLOUDLET_OVERLAY_ALLOWED_HOSTS", ()),
-        getattr(settings, "CLOUDLET_OVERLAY_DISALLOWED_HOSTS", ()),
-        getattr(settings, "CLOUDLET_OVERLAY_ALLOWED_PORTS", fetchpolicy.DEFAULT_PORTS))
     return synthesis.read_meta(url, getattr(settings, "FILE_UPLOAD_TEMP_DIR", None),
-                               policy=policy, max_bytes=META_READ_MAX)
+                               policy=fetch_policy(), max_bytes=META_READ_MAX)
+
+
+def fetch_policy():
+    """This Horizon's overlay fetch policy from its CLOUDLET_OVERLAY_* settings: built once
+    per value of those settings (and kept, with the host addresses it finds on first use),
+    not once per request."""
+    return _fetch_policy(
+        tuple(getattr(settings, "CLOUDLET_OVERLAY_ALLOWED_HOSTS", ())),
+        tuple(getattr(settings, "CLOUDLET_OVERLAY_DISALLOWED_HOSTS", ())),
+        tuple(getattr(settings, "CLOUDLET_OVERLAY_ALLOWED_PORTS", fetchpolicy.DEFAULT_PORTS)))
+
+
+@functools.lru_cache(maxsize=8)
+def _fetch_policy(allowed_hosts, disallowed_hosts, allowed_ports):
+    return fetchpolicy.FetchPolicy(allowed_hosts, disallowed_hosts, allowed_ports)
 
 
 # --- instances ----------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from .constants import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, EXTENSION_ALIAS
 from .plan import apply_plan, forget, install_plan, load_manifest, uninstall_apply, \
     uninstall_check, utcnow
 from .report import Failed, Refused, log
-from .target import Target
+from .target import find_target
 
 
 def restart(t, services, opts):
@@ -57,7 +57,7 @@ def verify(t, api, want, compute_since, timeout):
 
 def probe(opts):
     """The checks of install (read-only; refuses like install) and what the target has."""
-    t = Target(opts)
+    t = find_target(opts)
     f = t.probe()
     if opts.get("check"):
         check_target(t)
@@ -66,7 +66,7 @@ def probe(opts):
 
 
 def install(opts):
-    t = Target(opts)
+    t = find_target(opts)
     log("target: %s" % t.describe())
     m = load_manifest(t)
     if m:
@@ -91,7 +91,7 @@ def install(opts):
 
 
 def uninstall(opts):
-    t = Target(opts)
+    t = find_target(opts)
     m = load_manifest(t)
     if not m:
         log("nothing to uninstall: no manifest at %s" % t.manifest_path)

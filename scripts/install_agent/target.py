@@ -111,16 +111,20 @@ print(json.dumps({"name": name, "link_ip": topology.Cloud(name, state).link_ip,
 
 
 class Target:
-    """What the agent found on this machine: layout, files, python, how to restart."""
+    """What the agent found on this machine: layout, files, python, how to restart.
+
+    The shared part; one subclass per install layout (``Embedded``, ``Devstack``,
+    ``Packages``) says where that layout keeps its files, which python runs nova-compute and
+    how its services restart. ``find_target(opts)`` picks the subclass (detecting it for
+    ``--layout auto``)."""
+
+    layout = None
+    restart_cwd = "/"
 
     def __init__(self, opts):
         self.opts = opts
-        self.layout = opts.get("layout") or "auto"
         self.state_dir = opts.get("state_dir")
-        if self.layout == "auto":
-            self.layout = self._detect_layout()
-        self.restart_cwd = "/"
-        getattr(self, "_init_" + self.layout)()
+        self._locate()
         self.python = opts.get("python") or self.python
         if not self.python or not os.path.exists(self.python):
             raise Refused("cannot find the Python of the target's OpenStack (nova-compute's "
@@ -138,26 +142,97 @@ class Target:
             self.cloud = opts["cloud"]
         if opts.get("restart_hook"):
             self.restart_cwd = "/"
-            self.restart_cmd = lambda services: ["sh", "-c", opts["restart_hook"], "restart-hook"
-                                                 ] + list(services)
         self.facts = None
 
-    # layouts
-    def _detect_layout(self):
-        if self.state_dir:
-            if not os.path.exists(os.path.join(self.state_dir, "settings.json")):
-                raise Refused("%s is not a state directory of the embedded stack (no "
-                              "settings.json)" % self.state_dir)
-            return "embedded"
-        if os.path.exists("/etc/nova/nova.conf"):
-            if os.path.isdir("/opt/stack") and (_unit_exists("devstack@n-api")
-                                               or _unit_exists("devstack@n-cpu")):
-                return "devstack"
-            return "packages"
-        raise Refused("no OpenStack found here: no /etc/nova/nova.conf (for the embedded stack "
-                      "give --state-dir)")
+    # what differs per layout
+    def _locate(self):
+        """Set nova_conf, compute_confs, default_paste_ini, clouds_yaml, cloud, python (None
+        when not found) and what restart needs."""
+        raise NotImplementedError
 
-    def _init_embedded(self):
+    def _restart(self, services):
+        """The argv that restarts ``services`` in this layout, or None."""
+        raise NotImplementedError
+
+    def compute_process_alive(self):
+        """(alive, why-not)."""
+        raise NotImplementedError
+
+    def _config_dir(self):
+        return "/etc/nova"
+
+    # shared
+    def restart_cmd(self, services):
+        hook = self.opts.get("restart_hook")
+        if hook:
+            return ["sh", "-c", hook, "restart-hook"] + list(services)
+        return self._restart(services)
+
+    def _compute_conf(self):
+        """The file whose [DEFAULT] compute_driver nova-compute uses: the last of its config
+        files that sets it, else its own file (or nova.conf)."""
+        existing = [f for f in self.compute_confs if os.path.exists(f)]
+        setting = [f for f in existing if ini_get(read_text(f), "DEFAULT", "compute_driver")]
+        if setting:
+            return setting[-1]
+        return existing[-1] if existing else self.compute_confs[-1]
+
+    # facts from the OpenStack python
+    def probe(self):
+        if self.facts is None:
+            r = sh([self.python, "-c", _PROBE, self.clouds_yaml or ""], timeout=120)
+            if r.returncode != 0:
+                raise Refused("the target's python %s does not run the probe: %s" % (
+                    self.python, (r.stderr.strip().splitlines() or ["?"])[-1]))
+            self.facts = json.loads(r.stdout.strip().splitlines()[-1])
+        return self.facts
+
+    def cloudlet_options(self):
+        """[(key, value, comment)] for nova.conf's [cloudlet]: the options given, and what the
+        layout adds (for the embedded stack its hand-off address and overlay fetch policy)."""
+        out = []
+        for key in CLOUDLET_OPTIONS:
+            value = self.opts.get(key) or self._default_cloudlet_option(key)
+            if value:
+                out.append((key, value, CLOUDLET_COMMENTS.get(key)))
+        return out + self._extra_cloudlet_options()
+
+    def _default_cloudlet_option(self, key):
+        """The layout's value for a [cloudlet] option not given, or None."""
+        return None
+
+    def _extra_cloudlet_options(self):
+        """[(key, value, comment)] the layout always adds to [cloudlet]."""
+        return []
+
+    def compute_host(self):
+        for f in self.compute_confs:
+            if os.path.exists(f):
+                h = ini_get(read_text(f), "DEFAULT", "host")
+                if h:
+                    return h
+        return socket.gethostname()
+
+    def libvirt_uri(self):
+        if self.opts.get("libvirt_uri"):
+            return self.opts["libvirt_uri"]
+        for f in reversed(self.compute_confs):
+            if os.path.exists(f):
+                uri = ini_get(read_text(f), "libvirt", "connection_uri")
+                if uri:
+                    return uri
+        return DEFAULT_LIBVIRT_URI
+
+    def describe(self):
+        return "%s layout (%s), python %s" % (self.layout, self._config_dir(), self.python)
+
+
+class Embedded(Target):
+    """The embedded stack (``python -m stack``): everything below its state directory."""
+
+    layout = "embedded"
+
+    def _locate(self):
         s = self.state_dir = os.path.abspath(self.state_dir or "")
         if not os.path.exists(os.path.join(s, "settings.json")):
             raise Refused("%s is not a state directory of the embedded stack (no settings.json)"
@@ -190,79 +265,30 @@ class Target:
             self.python = venv_python
         self.horizon_units = []
 
-        def restart(services):
-            name = self.embedded().get("name")
-            return [self.opts.get("python") or self.python, "-m", "stack", "restart",
-                    "--state-dir", s] + (["--name", name] if name and name != "a" else []) + [
+    def _restart(self, services):
+        name = self.embedded().get("name")
+        return [self.opts.get("python") or self.python, "-m", "stack", "restart",
+                "--state-dir", self.state_dir] + (
+                    ["--name", name] if name and name != "a" else []) + [
                         x for x in services if x != "horizon"]
-        self.restart_cmd = restart
 
-    def _init_devstack(self):
-        self.nova_conf = "/etc/nova/nova.conf"
-        self.compute_confs = [self.nova_conf, "/etc/nova/nova-cpu.conf"]
-        self.default_paste_ini = "/etc/nova/api-paste.ini"
-        self.clouds_yaml, self.cloud = "/etc/openstack/clouds.yaml", "devstack-admin"
-        self.python = None
-        for p in ("/opt/stack/data/venv/bin/nova-compute", "/usr/local/bin/nova-compute"):
-            self.python = self.python or _shebang_python(p)
-        self.units = {"nova-api": "devstack@n-api", "nova-compute": "devstack@n-cpu"}
-        self.horizon_units = [u for u in ("apache2", "httpd") if _unit_exists(u)][:1]
-        self.restart_cmd = self._systemctl_restart
+    def compute_process_alive(self):
+        pf = os.path.join(self.state_dir, "run", "nova-compute.pid")
+        pid = _pid_from(pf)
+        if not _pid_alive(pid):
+            return False, "nova-compute is not running (%s: %s)" % (
+                pf, "pid %d is gone" % pid if pid else "no pid file")
+        return True, ""
 
-    def _init_packages(self):
-        self.nova_conf = "/etc/nova/nova.conf"
-        self.compute_confs = [self.nova_conf, "/etc/nova/nova-compute.conf"]
-        self.default_paste_ini = "/etc/nova/api-paste.ini"
-        self.clouds_yaml, self.cloud = "/etc/openstack/clouds.yaml", "admin"
-        self.python = _shebang_python("/usr/bin/nova-compute") or _shebang_python(
-            shutil.which("nova-compute") or "/nonexistent")
-        web = [u for u in ("apache2", "httpd") if _unit_exists(u)][:1]
-        self.units = {"nova-api": "nova-api" if _unit_exists("nova-api") else
-                      (web[0] if web else "nova-api"), "nova-compute": "nova-compute"}
-        self.horizon_units = web
-        self.restart_cmd = self._systemctl_restart
+    def _default_cloudlet_option(self, key):
+        # as `python -m stack up --cloudlet` writes it
+        return self.embedded().get("link_ip") if key == "handoff_host" else None
 
-    def _systemctl_restart(self, services):
-        units = []
-        for s in services:
-            for u in (self.horizon_units if s == "horizon" else [self.units[s]]):
-                if u not in units:
-                    units.append(u)
-        return ["systemctl", "restart"] + units if units else None
+    def _extra_cloudlet_options(self):
+        return [tuple(o) for o in self.embedded().get("cloudlet_options", ())]
 
-    def _compute_conf(self):
-        """The file whose [DEFAULT] compute_driver nova-compute uses: the last of its config
-        files that sets it, else its own file (or nova.conf)."""
-        existing = [f for f in self.compute_confs if os.path.exists(f)]
-        setting = [f for f in existing if ini_get(read_text(f), "DEFAULT", "compute_driver")]
-        if setting:
-            return setting[-1]
-        return existing[-1] if existing else self.compute_confs[-1]
-
-    # facts from the OpenStack python
-    def probe(self):
-        if self.facts is None:
-            r = sh([self.python, "-c", _PROBE, self.clouds_yaml or ""], timeout=120)
-            if r.returncode != 0:
-                raise Refused("the target's python %s does not run the probe: %s" % (
-                    self.python, (r.stderr.strip().splitlines() or ["?"])[-1]))
-            self.facts = json.loads(r.stdout.strip().splitlines()[-1])
-        return self.facts
-
-    def cloudlet_options(self):
-        """[(key, value, comment)] for nova.conf's [cloudlet]: the options given, and for the
-        embedded stack its hand-off address and overlay fetch policy (as `python -m stack up
-        --cloudlet` writes them)."""
-        out = []
-        for key in CLOUDLET_OPTIONS:
-            value = self.opts.get(key)
-            if not value and key == "handoff_host" and self.layout == "embedded":
-                value = self.embedded().get("link_ip")
-            if value:
-                out.append((key, value, CLOUDLET_COMMENTS.get(key)))
-        if self.layout == "embedded":
-            out += [tuple(o) for o in self.embedded().get("cloudlet_options", ())]
-        return out
+    def _config_dir(self):
+        return self.state_dir
 
     def embedded(self):
         """The embedded stack's facts from stack/topology.py: its name and link address."""
@@ -274,23 +300,38 @@ class Target:
                 self._embedded = json.loads(r.stdout.strip().splitlines()[-1])
         return self._embedded
 
-    def compute_host(self):
-        for f in self.compute_confs:
-            if os.path.exists(f):
-                h = ini_get(read_text(f), "DEFAULT", "host")
-                if h:
-                    return h
-        return socket.gethostname()
+
+class _Systemd(Target):
+    """A layout in /etc/nova whose services are systemd units (``self.units``,
+    ``self.horizon_units``); a subclass says its compute config file, its admin cloud, where
+    its nova-compute is and its units."""
+
+    compute_conf_name = admin_cloud = None
+
+    def _locate(self):
+        self.nova_conf = "/etc/nova/nova.conf"
+        self.compute_confs = [self.nova_conf, os.path.join("/etc/nova", self.compute_conf_name)]
+        self.default_paste_ini = "/etc/nova/api-paste.ini"
+        self.clouds_yaml, self.cloud = "/etc/openstack/clouds.yaml", self.admin_cloud
+        self.python = self._find_python()
+        self.units, self.horizon_units = self._find_units()
+
+    def _find_python(self):
+        raise NotImplementedError
+
+    def _find_units(self):
+        """({"nova-api": unit, "nova-compute": unit}, [Horizon's unit] or [])."""
+        raise NotImplementedError
+
+    def _restart(self, services):
+        units = []
+        for s in services:
+            for u in (self.horizon_units if s == "horizon" else [self.units[s]]):
+                if u not in units:
+                    units.append(u)
+        return ["systemctl", "restart"] + units if units else None
 
     def compute_process_alive(self):
-        """(alive, why-not)."""
-        if self.layout == "embedded":
-            pf = os.path.join(self.state_dir, "run", "nova-compute.pid")
-            pid = _pid_from(pf)
-            if not _pid_alive(pid):
-                return False, "nova-compute is not running (%s: %s)" % (
-                    pf, "pid %d is gone" % pid if pid else "no pid file")
-            return True, ""
         unit = self.units["nova-compute"]
         if shutil.which("systemctl"):
             r = sh(["systemctl", "is-active", unit])
@@ -299,18 +340,67 @@ class Target:
                     unit, r.stdout.strip() or r.stderr.strip())
         return True, ""
 
-    def libvirt_uri(self):
-        if self.opts.get("libvirt_uri"):
-            return self.opts["libvirt_uri"]
-        for f in reversed(self.compute_confs):
-            if os.path.exists(f):
-                uri = ini_get(read_text(f), "libvirt", "connection_uri")
-                if uri:
-                    return uri
-        return DEFAULT_LIBVIRT_URI
 
-    def describe(self):
-        return "%s layout (%s), python %s" % (
-            self.layout, self.state_dir if self.layout == "embedded" else "/etc/nova",
-            self.python)
+def _web_units():
+    """Horizon's web server unit here, if any: [apache2] or [httpd] or []."""
+    return [u for u in ("apache2", "httpd") if _unit_exists(u)][:1]
 
+
+class Devstack(_Systemd):
+    """DevStack: /etc/nova, its venv under /opt/stack, devstack@ units."""
+
+    layout = "devstack"
+    compute_conf_name, admin_cloud = "nova-cpu.conf", "devstack-admin"
+
+    def _find_python(self):
+        python = None
+        for p in ("/opt/stack/data/venv/bin/nova-compute", "/usr/local/bin/nova-compute"):
+            python = python or _shebang_python(p)
+        return python
+
+    def _find_units(self):
+        return {"nova-api": "devstack@n-api", "nova-compute": "devstack@n-cpu"}, _web_units()
+
+
+class Packages(_Systemd):
+    """A distribution's packages: /etc/nova, /usr/bin/nova-compute, nova-* units."""
+
+    layout = "packages"
+    compute_conf_name, admin_cloud = "nova-compute.conf", "admin"
+
+    def _find_python(self):
+        return _shebang_python("/usr/bin/nova-compute") or _shebang_python(
+            shutil.which("nova-compute") or "/nonexistent")
+
+    def _find_units(self):
+        web = _web_units()
+        return {"nova-api": "nova-api" if _unit_exists("nova-api") else
+                (web[0] if web else "nova-api"), "nova-compute": "nova-compute"}, web
+
+
+LAYOUTS = {cls.layout: cls for cls in (Embedded, Devstack, Packages)}
+
+
+def detect_layout(state_dir):
+    """The layout of this machine: embedded when given a state directory, else devstack or
+    packages by what /etc/nova, /opt/stack and the systemd units show."""
+    if state_dir:
+        if not os.path.exists(os.path.join(state_dir, "settings.json")):
+            raise Refused("%s is not a state directory of the embedded stack (no "
+                          "settings.json)" % state_dir)
+        return "embedded"
+    if os.path.exists("/etc/nova/nova.conf"):
+        if os.path.isdir("/opt/stack") and (_unit_exists("devstack@n-api")
+                                           or _unit_exists("devstack@n-cpu")):
+            return "devstack"
+        return "packages"
+    raise Refused("no OpenStack found here: no /etc/nova/nova.conf (for the embedded stack "
+                  "give --state-dir)")
+
+
+def find_target(opts):
+    """The Target for ``opts``: of the layout given (``--layout``), or detected for auto."""
+    layout = opts.get("layout") or "auto"
+    if layout == "auto":
+        layout = detect_layout(opts.get("state_dir"))
+    return LAYOUTS[layout](opts)

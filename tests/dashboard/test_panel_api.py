@@ -2,6 +2,7 @@
 SDK objects."""
 
 import types
+import urllib.parse
 from unittest import mock
 
 from dashboard_panel.api import cloudlet as api
@@ -58,6 +59,39 @@ class ApiTests(PanelTestCase):
             with self.assertRaisesRegex(CloudletAPIError,
                                         "not allowed by this cloud's overlay fetch policy"):
                 api.overlay_meta(mock.Mock(), url)
+
+    def test_overlay_meta_uses_overridden_fetch_policy_settings(self):
+        """CLOUDLET_OVERLAY_* settings changed (here by the test) are what the next request
+        checks against; back to the defaults afterwards."""
+        url = "http://127.0.0.1:5000/o.zip"
+        with self.settings(CLOUDLET_OVERLAY_ALLOWED_HOSTS=["127.0.0.1"],
+                           CLOUDLET_OVERLAY_ALLOWED_PORTS=[]), \
+                mock.patch.object(api.synthesis, "read_meta", return_value={"m": 1}) as read:
+            self.assertEqual(api.overlay_meta(mock.Mock(), url), {"m": 1})
+        read.call_args.kwargs["policy"].check(urllib.parse.urlsplit(url))   # no RefusedURL
+        with self.assertRaisesRegex(CloudletAPIError,
+                                    "not allowed by this cloud's overlay fetch policy"):
+            api.overlay_meta(mock.Mock(), url)
+
+    def test_fetch_policy_is_built_once_per_settings_value(self):
+        api._fetch_policy.cache_clear()
+        real = api.fetchpolicy.FetchPolicy
+        with mock.patch.object(api.fetchpolicy, "FetchPolicy", side_effect=real) as built, \
+                mock.patch.object(api.synthesis, "read_meta", return_value={}) as read:
+            for _ in range(3):
+                api.overlay_meta(mock.Mock(), "http://192.0.2.1/o.zip")
+            self.assertEqual(built.call_count, 1)
+            policies = {id(c.kwargs["policy"]) for c in read.call_args_list}
+            self.assertEqual(len(policies), 1)
+            with self.settings(CLOUDLET_OVERLAY_DISALLOWED_HOSTS=["192.0.2.0/24"]):
+                api.overlay_meta(mock.Mock(), "http://192.0.2.1/o.zip")
+                api.overlay_meta(mock.Mock(), "http://192.0.2.1/o.zip")
+                self.assertEqual(built.call_count, 2)
+                self.assertEqual(built.call_args.args, ((), ("192.0.2.0/24",),
+                                                        api.fetchpolicy.DEFAULT_PORTS))
+            api.overlay_meta(mock.Mock(), "http://192.0.2.1/o.zip")
+            self.assertEqual(built.call_count, 2)   # the defaults' policy, kept
+            self.assertIs(read.call_args.kwargs["policy"], read.call_args_list[0].kwargs["policy"])
 
     def test_delete_base_deletes_linked_images_then_disk(self):
         conn = mock.Mock()

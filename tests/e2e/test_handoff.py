@@ -18,7 +18,6 @@ import uuid
 import pytest
 
 from client.core import handoff as handoff_ops
-from client.core.bases import import_base_package
 from cloudlet_compute import imagemodel as model
 from cloudlet_compute.errors import CloudletError
 from cloudlet_compute.handoff import wire
@@ -35,11 +34,10 @@ AFTER = "echo after=$(md5sum < /mnt/after)"
 
 @pytest.fixture(scope="module")
 def base_images_b(cloud_b, base_story):
+    """The base package imported into cloud b's Glance as b's demo user."""
     demo_b, _ = cloud_b
-    ids = import_base_package(demo_b, base_story.package, name="ho-%s" % uuid.uuid4().hex[:6])
-    yield ids
-    for image_id in ids.values():
-        demo_b.image.delete_image(image_id, ignore_missing=True)
+    with cloud.imported_base(demo_b, base_story.package, "ho") as ids:
+        yield ids
 
 
 def _observe(admin, server_id):

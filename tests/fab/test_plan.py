@@ -19,8 +19,9 @@ import pytest
 import fabfile
 import stack
 from scripts.install_agent import agent, constants, ini, plan
+from scripts.install_agent import target as target_mod
 from scripts.install_agent.report import Refused
-from scripts.install_agent.target import Target
+from scripts.install_agent.target import Target, find_target
 from stack import configs, paths
 from stack.guest import guest
 
@@ -71,7 +72,7 @@ def target(tmp_path):
              "dashboard": str(tmp_path / "site" / "openstack_dashboard"), "clouds": None}
 
     def make(**over):
-        t = Target(dict(opts, **over))
+        t = find_target(dict(opts, **over))
         t.facts = dict(facts)
         return t
     make.opts, make.facts, make.state, make.tmp = opts, facts, state, tmp_path
@@ -235,9 +236,52 @@ def test_libvirt_refusal_changes_nothing(target, monkeypatch):
 
 
 def test_layout_detection(target, tmp_path):
-    assert target().layout == "embedded"
+    t = target()
+    assert t.layout == "embedded" and isinstance(t, target_mod.Embedded)
+    assert isinstance(target(layout="embedded"), target_mod.Embedded)
     with pytest.raises(Refused, match="not a state directory"):
-        Target({"state_dir": str(tmp_path / "nothing"), "python": sys.executable})
+        find_target({"state_dir": str(tmp_path / "nothing"), "python": sys.executable})
+    with pytest.raises(Refused, match="not a state directory"):
+        find_target({"layout": "embedded", "state_dir": str(tmp_path / "nothing"),
+                     "python": sys.executable})
+
+
+@pytest.mark.parametrize("layout, units, compute_conf, cloud", [
+    ("devstack", ["devstack@n-api", "devstack@n-cpu", "apache2"], "/etc/nova/nova-cpu.conf",
+     "devstack-admin"),
+    ("packages", ["nova-api", "nova-compute", "apache2"], "/etc/nova/nova-compute.conf",
+     "admin"),
+])
+def test_systemd_layouts(monkeypatch, layout, units, compute_conf, cloud):
+    """The DevStack and packages layouts (no such installation here: /etc/nova absent, the
+    units faked): their files, restart through systemctl, the restart hook over it."""
+    if os.path.exists("/etc/nova"):
+        pytest.skip("this machine has an /etc/nova of its own")
+    monkeypatch.setattr(target_mod, "_unit_exists", lambda name: name in (
+        "apache2", "nova-api", "devstack@n-api", "devstack@n-cpu"))
+    t = find_target({"layout": layout, "python": sys.executable})
+    assert type(t) is target_mod.LAYOUTS[layout] and t.layout == layout
+    assert (t.nova_conf, t.compute_conf, t.paste_ini, t.clouds_yaml, t.cloud) == (
+        "/etc/nova/nova.conf", compute_conf, "/etc/nova/api-paste.ini",
+        "/etc/openstack/clouds.yaml", cloud)
+    assert t.restart_cmd(["nova-api", "nova-compute", "horizon"]) == \
+        ["systemctl", "restart"] + units
+    assert t.restart_cwd == "/" and t.horizon_units == ["apache2"]
+    assert t.describe() == "%s layout (/etc/nova), python %s" % (layout, sys.executable)
+    hooked = find_target({"layout": layout, "python": sys.executable, "restart_hook": "x"})
+    assert hooked.restart_cmd(["nova-api"]) == ["sh", "-c", "x", "restart-hook", "nova-api"]
+
+
+def test_embedded_restart(target):
+    t = target()
+    t._embedded = {"name": "b"}
+    assert t.restart_cmd(["nova-api", "horizon"]) == [
+        sys.executable, "-m", "stack", "restart", "--state-dir", t.state_dir, "--name", "b",
+        "nova-api"]
+    assert t.restart_cwd == ROOT
+    hooked = target(restart_hook="x")
+    assert hooked.restart_cmd(["horizon"]) == ["sh", "-c", "x", "restart-hook", "horizon"]
+    assert hooked.restart_cwd == "/"
 
 
 # --- the agent as one file (as fab ships it) -------------------------------------------------

@@ -116,11 +116,7 @@ def test_server_on_cloud_b(clouds_ab):
             t1 - t0, t_active, t_tcp))
     finally:
         if server is not None:
-            try:
-                demo.compute.delete_server(server, ignore_missing=True)
-                demo.compute.wait_for_delete(server, interval=1, wait=120)
-            except Exception:
-                pass
+            cloud.delete_server(demo, server.id)
         for img in images:
             demo.image.delete_image(img, ignore_missing=True)
 

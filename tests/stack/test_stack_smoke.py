@@ -98,10 +98,6 @@ def test_server_on_provider_network(running_stack, guest_dir):
               "delete %.1fs" % (t_upload, t_active, t_ping, t_delete))
     finally:
         if server is not None:
-            try:
-                demo.compute.delete_server(server, ignore_missing=True)
-                demo.compute.wait_for_delete(server, interval=1, wait=120)
-            except Exception:
-                pass
+            cloud.delete_server(demo, server.id)
         for img in created_images:
             demo.image.delete_image(img, ignore_missing=True)

@@ -10,13 +10,16 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
 
 import stack
+from client.core.bases import import_base_package
 from stack.guest import guest
 from stack.novastory import NovaStory, delete_server, guest_channel, server_action, wait_for
 
 __all__ = ["NovaStory", "boot_properties", "delete_server", "env", "guest_channel", "http_get",
-           "server_action", "stack", "up", "upload_guest", "upload_kernel", "wait_for"]
+           "imported_base", "server_action", "stack", "up", "upload_guest", "upload_kernel",
+           "wait_for"]
 
 
 def up():
@@ -82,6 +85,18 @@ def upload_kernel(conn, tag, guest_dir, created):
         container_format="ari", visibility="private")
     created.append(ramdisk)
     return kernel, ramdisk
+
+
+@contextlib.contextmanager
+def imported_base(conn, package, prefix):
+    """The base package imported into Glance as ``conn``'s user, named ``PREFIX-<random>``:
+    ``{cloudlet_type: id}``; its images deleted afterwards."""
+    ids = import_base_package(conn, package, name="%s-%s" % (prefix, uuid.uuid4().hex[:6]))
+    try:
+        yield ids
+    finally:
+        for image_id in ids.values():
+            conn.image.delete_image(image_id, ignore_missing=True)
 
 
 @contextlib.contextmanager
