@@ -2,7 +2,9 @@
 
 Python's ``http.server`` ignores ``Range``; overlays are read by range. Faults can be
 injected: ``no_ranges`` (answer 200 with the whole body), ``cut_after`` (close the
-connection after that many body bytes of every response).
+connection after that many body bytes of a response: of every one, or of the first ``cuts``
+that are longer), ``hold_after`` (after that many body bytes of a longer response, set
+``held`` and wait for ``release``). ``sent`` counts the body bytes served.
 """
 
 import http.server
@@ -51,14 +53,24 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if head:
             return
         server.requests.append((self.command, self.headers.get("Range")))
-        limit = server.cut_after if server.cut_after is not None else length
+        limit = length
+        if server.cut_after is not None and server.cut_after < length and server.cuts != 0:
+            limit = server.cut_after
+            server.cuts = server.cuts - 1 if server.cuts else server.cuts
+        hold = server.hold_after if server.hold_after is not None else length
         with open(path, "rb") as f:
             f.seek(start)
             sent = 0
-            while sent < min(length, limit):
-                piece = f.read(min(1 << 16, min(length, limit) - sent))
+            while sent < limit:
+                if sent >= hold:
+                    self.wfile.flush()
+                    server.held.set()
+                    server.release.wait()
+                    hold = length
+                piece = f.read(min(1 << 16, limit - sent, max(hold - sent, 1)))
                 self.wfile.write(piece)
                 sent += len(piece)
+                server.sent += len(piece)
         if sent < length:
             self.close_connection = True
             self.wfile.flush()
@@ -70,10 +82,11 @@ class FileServer(http.server.ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, root, no_ranges=False, cut_after=None):
+    def __init__(self, root, no_ranges=False, cut_after=None, cuts=None, hold_after=None):
         super().__init__(("127.0.0.1", 0), _Handler)
-        self.root, self.no_ranges, self.cut_after = root, no_ranges, cut_after
-        self.requests = []
+        self.root, self.no_ranges, self.cut_after, self.cuts = root, no_ranges, cut_after, cuts
+        self.hold_after, self.held, self.release = hold_after, threading.Event(), threading.Event()
+        self.requests, self.sent = [], 0
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)
 
     def url(self, name):

@@ -32,6 +32,7 @@ from cloudlet_compute.nova import destination
 from cloudlet_compute.nova import engine_adapter
 from cloudlet_compute.nova.exception import CloudletTaskFailed
 from cloudlet_compute.nova import glance
+from cloudlet_compute.nova import recovery
 from cloudlet_compute.nova import rpc
 from cloudlet_compute.nova import snapshots
 from cloudlet_compute.nova import taps
@@ -90,6 +91,11 @@ def _overlay_name(plan):
     return plan.overlay_url or "image %s" % plan.overlay_image_id
 
 
+def _host_error(exc):
+    """A failure of this host's file system (``OSError``) without the path it names."""
+    return "%s on the compute node" % exc.strerror
+
+
 class CloudletDriver(libvirt_driver.LibvirtDriver):
     """LibvirtDriver that resumes base VMs, synthesizes VMs and builds overlays."""
 
@@ -107,6 +113,11 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
         self._receptions = {}   # instance uuid -> handed-off VM waiting for nova's spawn
         self._shelved = {}      # instance uuid -> (workdir, overlay, base id) being shelved
         self.rpc_endpoint = rpc.register(virtapi, self)
+
+    def init_host(self, host):
+        super().init_host(host)
+        recovery.recover(host, self.bases.store, CONF.instances_path, self._host,
+                         self._image_api)
 
     # --- spawn: resume base / synthesis ----------------------------------------------
     def spawn(self, context, instance, image_meta, injected_files,
@@ -247,6 +258,8 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
                 reason = exc.format_message()
             elif isinstance(exc, CloudletError):
                 reason = str(exc)
+            elif isinstance(exc, OSError) and exc.strerror:
+                reason = _host_error(exc)
             else:
                 LOG.exception("cloudlet %s failed", plan.mode, instance=instance)
                 reason = "%s: %s" % (type(exc).__name__, exc)
@@ -398,3 +411,7 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
             yield
         except CloudletError as exc:
             raise CloudletTaskFailed(task=task, reason=str(exc)) from exc
+        except OSError as exc:
+            if not exc.strerror:
+                raise
+            raise CloudletTaskFailed(task=task, reason=_host_error(exc)) from exc

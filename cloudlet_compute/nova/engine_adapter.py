@@ -126,6 +126,12 @@ def restored_base_id(domain_xml):
     return domxml.base_id_of(domain_xml)
 
 
+def discard_domain(conn, name):
+    """Stop and forget domain ``name`` if it exists (cleanups)."""
+    from cloudlet_compute.host import domains
+    domains.destroy(conn, name)
+
+
 def create_base(conn, store, domain_name, name):
     """Snapshot running domain ``domain_name`` into a new base VM (it keeps running)."""
     return store.create_from_domain(conn, domain_name, name)

@@ -9,3 +9,8 @@ class CloudletTaskFailed(exception.NovaException):
 
 class CloudletBaseUnavailable(exception.NovaException):
     msg_fmt = "Cloudlet base VM %(base_id)s is not usable on this host: %(reason)s"
+
+
+class CloudletBuildInterrupted(exception.NovaException):
+    msg_fmt = ("Build interrupted: nova-compute restarted before the server was running; "
+               "delete it and create it again")

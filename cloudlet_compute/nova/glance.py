@@ -10,8 +10,13 @@ Records are created here, empty (status ``queued``); nova-compute uploads the da
 :func:`upload` and they become ``active``.
 """
 
+import threading
+import time
+
 from oslo_log import log as logging
 from oslo_utils import excutils
+
+from nova import exception
 
 LOG = logging.getLogger(__name__)
 
@@ -56,11 +61,17 @@ def _create(context, image_api, name, props):
 
 
 def _delete_quietly(context, image_api, image_ids):
+    """Delete what can be deleted now; return the ids that Glance could not delete."""
+    left = []
     for image_id in image_ids:
         try:
             image_api.delete(context, image_id)
+        except exception.ImageNotFound:
+            pass
         except Exception as exc:  # best effort: the original error matters more
             LOG.warning("could not delete image %s after a failure: %s", image_id, exc)
+            left.append(image_id)
+    return left
 
 
 def create_base_records(context, image_api, instance, name):
@@ -92,9 +103,30 @@ def create_overlay_record(context, image_api, instance, name):
     return _create(context, image_api, name, _properties(context, instance, OVERLAY, extra))
 
 
+# Records Glance could not delete after a failure (Glance down) are tried again in the
+# background, every RETRY_INTERVAL seconds for RETRY_FOR seconds.
+RETRY_INTERVAL = 5.0
+RETRY_FOR = 600.0
+
+
 def delete_records(context, image_api, image_ids):
-    """Delete image records (best effort), e.g. when the RPC cast cannot be sent."""
-    _delete_quietly(context, image_api, image_ids)
+    """Delete image records (best effort), e.g. after a failed upload; those Glance cannot
+    delete now are retried in a background thread."""
+    left = _delete_quietly(context, image_api, image_ids)
+    if left:
+        threading.Thread(target=_retry_deletes, args=(context, image_api, left),
+                         name='cloudlet-image-cleanup', daemon=True).start()
+
+
+def _retry_deletes(context, image_api, image_ids):
+    deadline = time.monotonic() + RETRY_FOR
+    while image_ids and time.monotonic() < deadline:
+        time.sleep(RETRY_INTERVAL)
+        image_ids = _delete_quietly(context, image_api, image_ids)
+    if image_ids:
+        LOG.error("gave up deleting unfinished images %s", image_ids)
+    else:
+        LOG.info("deleted the unfinished images left by a failure")
 
 
 def upload(context, image_api, image_id, path, properties=None):

@@ -10,6 +10,7 @@ connection's peer is checked before a byte is sent and redirects are refused.
 import logging
 import os
 import tempfile
+import time
 import urllib.parse
 
 import requests
@@ -22,6 +23,10 @@ from cloudlet_compute.errors import FetchError, NotFoundError
 LOG = logging.getLogger(__name__)
 STREAM_PIECE = 1 << 20
 TIMEOUT = (10, 60)   # connect, read (seconds)
+# A ranged stream that breaks is asked again from the byte where it broke, this many
+# times, after RESUME_DELAY seconds, doubled each time (0.5 + 1 + 2 s at most).
+RESUMES = 3
+RESUME_DELAY = 0.5
 
 
 class FileSource:
@@ -75,7 +80,7 @@ class HttpSource:
             resp = self._session.get(self.location, headers=headers, stream=stream,
                                      timeout=TIMEOUT, allow_redirects=self._policy is None)
         except requests.RequestException as exc:
-            raise FetchError("cannot fetch %s: %s" % (self.location, _reason(exc))) from exc
+            raise _Unreachable("cannot fetch %s: %s" % (self.location, _reason(exc))) from exc
         if resp.is_redirect:
             resp.close()
             raise FetchError("overlay URL %s answered with a redirect (HTTP %d); redirects are "
@@ -109,10 +114,29 @@ class HttpSource:
         return b"".join(self.stream(start, length))
 
     def stream(self, start, length):
-        """Yield the bytes of ``[start, start+length)`` from one streamed Range request."""
+        """Yield the bytes of ``[start, start+length)`` from a streamed Range request; a
+        broken connection is resumed where it broke, at most ``RESUMES`` times."""
+        pos, end = start, start + length
+        for attempt in range(RESUMES + 1):
+            try:
+                for piece in self._stream_range(pos, end - pos):
+                    pos += len(piece)
+                    yield piece
+                return
+            except _Broken as exc:
+                if attempt == RESUMES:
+                    raise FetchError("%s; gave up after %d resumes" % (exc, RESUMES)) from exc
+                LOG.warning("%s; resuming at byte %d", exc, pos)
+                time.sleep(RESUME_DELAY * 2 ** attempt)
+
+    def _stream_range(self, start, length):
         if length == 0:
             return
-        resp = self._request({"Range": "bytes=%d-%d" % (start, start + length - 1)}, stream=True)
+        try:
+            resp = self._request({"Range": "bytes=%d-%d" % (start, start + length - 1)},
+                                 stream=True)
+        except _Unreachable as exc:
+            raise _Broken(str(exc)) from exc
         if resp.status_code != 206:
             resp.close()
             raise FetchError("overlay URL %s stopped honouring Range requests" % self.location)
@@ -125,13 +149,13 @@ class HttpSource:
                                      % (self.location, length))
                 yield piece
         except (requests.RequestException, OSError) as exc:
-            raise FetchError("connection to %s closed after %d of %d bytes (%s)"
-                             % (self.location, got, length, type(exc).__name__)) from exc
+            raise _Broken("connection to %s closed after %d of %d bytes (%s)"
+                          % (self.location, got, length, type(exc).__name__)) from exc
         finally:
             resp.close()
         if got != length:
-            raise FetchError("connection to %s closed after %d of %d bytes"
-                             % (self.location, got, length))
+            raise _Broken("connection to %s closed after %d of %d bytes"
+                          % (self.location, got, length))
 
     def close(self):
         self._session.close()
@@ -171,6 +195,14 @@ class _PolicyAdapter(requests.adapters.HTTPAdapter):
 def _too_big(url, max_bytes):
     return FetchError("overlay at %s is larger than the %d bytes an overlay of this base can "
                       "take" % (url, max_bytes))
+
+
+class _Unreachable(FetchError):
+    """A request got no response (connection refused, reset, timed out)."""
+
+
+class _Broken(FetchError):
+    """A ranged response ended before its last byte."""
 
 
 class _NoRanges(Exception):
@@ -220,12 +252,19 @@ def _download(resp, url, workdir, progress, max_bytes):
     if max_bytes is not None and expected is not None and expected > max_bytes:
         resp.close()
         raise _too_big(url, max_bytes)
-    fd, path = tempfile.mkstemp(prefix=".overlay-", dir=workdir)
+    try:
+        fd, path = tempfile.mkstemp(prefix=".overlay-", dir=workdir)
+    except OSError as exc:
+        resp.close()
+        raise _unstorable(url, exc) from exc
     got = 0
     try:
-        with os.fdopen(fd, "wb") as out:
+        with os.fdopen(fd, "wb", buffering=0) as out:   # a write error is raised here
             for piece in resp.iter_content(STREAM_PIECE):
-                out.write(piece)
+                try:
+                    _write_all(out, piece)
+                except OSError as exc:
+                    raise _unstorable(url, exc) from exc
                 got += len(piece)
                 if max_bytes is not None and got > max_bytes:
                     raise _too_big(url, max_bytes)
@@ -242,6 +281,18 @@ def _download(resp, url, workdir, progress, max_bytes):
         raise
     finally:
         resp.close()
+
+
+def _write_all(out, data):
+    view = memoryview(data)
+    while view:
+        view = view[out.write(view):]
+
+
+def _unstorable(url, exc):
+    """The download of ``url`` cannot be stored here (``exc``: an OSError; its path is not
+    said)."""
+    return FetchError("cannot store the download of %s on this host: %s" % (url, exc.strerror))
 
 
 def open_source(location, workdir, progress, tail_hint=64 << 10, policy=None,
