@@ -271,8 +271,9 @@ def _finished(demo, image_id):
 def test_compute_killed_mid_overlay_creation_keeps_the_vm(clouds, prepared):
     demo, admin = clouds
     overlay_id = start_overlay(demo, prepared)
-    cloud.wait_for(lambda: faults.entries(faults.scratch_dir()), 120,
-                   "the overlay capture to start", interval=0.02)
+    # A file inside the engine's scratch directory: the capture is writing.
+    cloud.wait_for(lambda: any(os.sep in e for e in faults.entries(faults.scratch_dir())),
+                   120, "the overlay capture to start", interval=0.02)
     faults.kill("nova-compute")
     faults.restart_compute(admin)
     image_gone(demo, overlay_id)
