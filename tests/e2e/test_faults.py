@@ -39,6 +39,7 @@ class Prepared:
     def __init__(self, story, server_id, expected):
         self.story, self.server_id, self.expected = story, server_id, expected
         self.served = story.scratch
+        self.faults_before = 0      # faults of the server before the last overlay creation
 
 
 @pytest.fixture(scope="module")
@@ -110,13 +111,31 @@ def create(demo, prepared, image_id, overlay_url=None, networks="none"):
     return server
 
 
-def start_overlay(demo, prepared):
-    """cloudlet-overlay-finish of the prepared server (not waited for); its image id."""
+def start_overlay(demo, prepared, until=None):
+    """cloudlet-overlay-finish of the prepared server, waited for only until its task state
+    is ``until`` (if given); its image id."""
+    prepared.faults_before = len(faults.fault_messages(prepared.server_id))
     resp = cloud.server_action(demo, prepared.server_id, {"cloudlet-overlay-finish": {
         "overlay-name": "%s-ov-%s" % (prepared.story.tag, uuid.uuid4().hex[:4])}})
     assert resp.status_code == 202, resp.text
     prepared.story.images.append(resp.json()["overlay-id"])
+    if until:
+        cloud.wait_for(lambda: task_state(demo, prepared) == until, 120,
+                       "the prepared server's task state %s" % until, interval=0.1)
     return resp.json()["overlay-id"]
+
+
+def new_faults(prepared):
+    """The faults recorded since the last overlay creation on the prepared server began."""
+    return faults.fault_messages(prepared.server_id)[prepared.faults_before:]
+
+
+def action_fault(prepared):
+    """The one fault the last overlay creation on the prepared server recorded (one line)."""
+    new = new_faults(prepared)
+    assert len(new) == 1, new
+    assert_one_line(new[0])
+    return new[0]
 
 
 def task_state(demo, prepared):
@@ -217,8 +236,7 @@ def test_cache_full_during_overlay_creation(clouds, prepared):
         overlay_id = start_overlay(demo, prepared)
         settled(demo, prepared)
         image_gone(demo, overlay_id)
-        message = faults.last_fault(prepared.server_id)
-        assert_one_line(message)
+        message = action_fault(prepared)
         assert "No space left on device" in message, message
         assert_clean(admin)
     assert_source_intact(demo, prepared)
@@ -227,17 +245,14 @@ def test_cache_full_during_overlay_creation(clouds, prepared):
 # --- f: Glance down during the overlay upload --------------------------------------------
 def test_glance_down_during_overlay_upload(clouds, prepared):
     demo, admin = clouds
-    overlay_id = start_overlay(demo, prepared)
-    cloud.wait_for(lambda: task_state(demo, prepared) == "image_pending_upload", 120,
-                   "the overlay capture to start", interval=0.1)
+    overlay_id = start_overlay(demo, prepared, until="image_pending_upload")
     with faults.stopped("glance") as down:
         # Frozen before the upload starts: the upload connects, then Glance dies under it.
         cloud.wait_for(lambda: task_state(demo, prepared) != "image_pending_upload", 300,
                        "the overlay upload to start", interval=0.1)
         down()
         settled(demo, prepared)
-    message = faults.last_fault(prepared.server_id)
-    assert_one_line(message)
+    message = action_fault(prepared)
     assert "cloudlet-overlay-finish" in message or "glance" in message.lower(), message
     image_gone(demo, overlay_id)    # deleted once Glance is back
     assert_clean(admin)
@@ -247,15 +262,15 @@ def test_glance_down_during_overlay_upload(clouds, prepared):
 # --- c: RabbitMQ restarted during an overlay creation ------------------------------------
 def test_rabbitmq_restarted_during_overlay_creation(clouds, prepared):
     demo, admin = clouds
-    overlay_id = start_overlay(demo, prepared)
-    cloud.wait_for(lambda: task_state(demo, prepared) == "image_pending_upload", 120,
-                   "the overlay capture to start", interval=0.1)
+    overlay_id = start_overlay(demo, prepared, until="image_pending_upload")
     faults.restart_rabbitmq()
     settled(demo, prepared)
     image = cloud.wait_for(lambda: _finished(demo, overlay_id), 120,
                            "image %s to be active or deleted" % overlay_id)
-    if image == "deleted":
-        assert_one_line(faults.last_fault(prepared.server_id))
+    if image == "deleted":      # failed cleanly: with a reason
+        action_fault(prepared)
+    else:
+        assert new_faults(prepared) == []
     assert_clean(admin)
     assert_compute_works(demo, prepared)
 

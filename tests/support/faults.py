@@ -159,11 +159,10 @@ def nothing_left(admin):
         time.sleep(0.5)
 
 
-def last_fault(server_id):
-    """The message of the newest instance fault of ``server_id`` (nova's API shows faults
-    of ERROR servers only; a failed action on an ACTIVE one records one too), or None."""
+def fault_messages(server_id):
+    """The messages of every instance fault of ``server_id``, oldest first (nova's API
+    shows the last one of ERROR servers only; a failed action on an ACTIVE server records
+    one too)."""
     r = infra.mysql(stack_paths(), "SELECT message FROM %s.instance_faults WHERE "
-                    "instance_uuid='%s' ORDER BY id DESC LIMIT 1"
-                    % (stack.cloud("a").db("nova"), server_id))
-    lines = r.stdout.splitlines()
-    return lines[1] if len(lines) > 1 else None
+                    "instance_uuid='%s' ORDER BY id" % (stack.cloud("a").db("nova"), server_id))
+    return r.stdout.splitlines()[1:]
