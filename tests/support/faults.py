@@ -18,7 +18,10 @@ from stack import infra, paths, processes
 from stack.novastory import wait_for
 from tests.e2e.test_lifecycle import compute_reported_since
 
-UUID_DIR = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
+# An instance directory: the server's UUID, or with a suffix nova gives it on the way out
+# (``_del``, ``_resize``).
+INSTANCE_DIR = re.compile(r"([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
+                          r"(_\w+)?\Z")
 
 
 def stack_paths():
@@ -143,10 +146,14 @@ def leftovers(admin):
         "domains": [d for d in stack_domains() if d not in names],
         "qemu-nbd": nbd_processes(),
         "scratch": entries(scratch_dir()),
-        "instance dirs": sorted(d for d in os.listdir(instances)
-                                if UUID_DIR.match(d) and d not in ids),
+        "instance dirs": sorted(d for d in os.listdir(instances) if _stray_dir(d, ids)),
         "ports": ports,
     }
+
+
+def _stray_dir(name, server_ids):
+    match = INSTANCE_DIR.match(name)
+    return bool(match) and (bool(match.group(2)) or match.group(1) not in server_ids)
 
 
 def nothing_left(admin):
