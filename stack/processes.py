@@ -14,7 +14,7 @@ import urllib.error
 import urllib.request
 
 from . import topology
-from .paths import VBIN, StackError
+from .paths import ROOT, VBIN, StackError
 
 
 def sh(argv, check=True, env=None, timeout=300, quiet=True):
@@ -137,6 +137,9 @@ def service_env(p, extra=None):
                             "/usr/bin", "/sbin", "/bin"])
     env["HOME"] = p.state
     env["PYTHONDONTWRITEBYTECODE"] = "1"
+    # This checkout's packages (the driver, the API router), not those of the checkout whose
+    # editable install the venv holds (a worktree shares the main checkout's venv).
+    env["PYTHONPATH"] = ROOT
     if extra:
         env.update(extra)
     return env

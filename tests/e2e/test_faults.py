@@ -198,7 +198,7 @@ def test_overlay_server_cut_without_ranges_fails_cleanly(clouds, base_images, pr
         failed = create(demo, prepared, base_images[model.BASE_DISK], server.url(OVERLAY),
                         networks=[{"uuid": provider_net.id}])
         message = error_fault(demo, failed)
-    assert "VM synthesis failed" in message and "closed after" in message, message
+    assert "VM synthesis (fetching" in message and "closed after" in message, message
     assert_clean(admin)     # nova removed the failed build's port already
     cloud.delete_server(demo, failed.id)
     assert_clean(admin)
