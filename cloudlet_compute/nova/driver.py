@@ -337,9 +337,10 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
         update_task_state(task_states.IMAGE_UPLOADING, task_states.IMAGE_PENDING_UPLOAD)
         files = base.image_files()
         # The disk goes last: when it is active, the images it links are too.
-        for image_type in glance.LINKED_TYPES + (glance.BASE_DISK,):
-            glance.upload(context, self.bases.image_api, image_ids[image_type],
-                          files[image_type], {glance.PROPERTY_BASE_ID: base.id})
+        with self._task_errors('cloudlet-base'):
+            for image_type in glance.LINKED_TYPES + (glance.BASE_DISK,):
+                glance.upload(context, self.bases.image_api, image_ids[image_type],
+                              files[image_type], {glance.PROPERTY_BASE_ID: base.id})
         return base.id
 
     def cloudlet_overlay_finish(self, context, instance, overlay_id, update_task_state):
@@ -353,9 +354,10 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
             with self._task_errors('cloudlet-overlay-finish'):
                 meta = engine_adapter.create_overlay(self._host.get_connection(),
                                                      self.bases.store, guest.name, path)
-            update_task_state(task_states.IMAGE_UPLOADING, task_states.IMAGE_PENDING_UPLOAD)
-            glance.upload(context, self.bases.image_api, overlay_id, path,
-                          {glance.PROPERTY_BASE_ID: meta['base_vm_sha256']})
+                update_task_state(task_states.IMAGE_UPLOADING,
+                                  task_states.IMAGE_PENDING_UPLOAD)
+                glance.upload(context, self.bases.image_api, overlay_id, path,
+                              {glance.PROPERTY_BASE_ID: meta['base_vm_sha256']})
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
@@ -415,3 +417,7 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
             if not exc.strerror:
                 raise
             raise CloudletTaskFailed(task=task, reason=_host_error(exc)) from exc
+        except exception.GlanceConnectionFailed as exc:
+            # nova's message names Glance's internal URL, several times over.
+            raise CloudletTaskFailed(task=task, reason="the image service cannot be reached; "
+                                     "nothing was stored") from exc
