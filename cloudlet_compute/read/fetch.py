@@ -126,7 +126,7 @@ class HttpSource:
             except _Broken as exc:
                 if attempt == RESUMES:
                     raise FetchError("%s; gave up after %d resumes" % (exc, RESUMES)) from exc
-                LOG.warning("%s; resuming at byte %d", exc, pos)
+                LOG.info("%s; resuming at byte %d", exc, pos)
                 time.sleep(RESUME_DELAY * 2 ** attempt)
 
     def _stream_range(self, start, length):
