@@ -35,12 +35,12 @@ import uuid
 
 import libvirt
 
-from bench import human, log, publish, state_dir
+from bench import human, log, state_dir
 from bench.handoff_measure import HB_PERIOD_US, POLL, DomainWatch, FlowCounter, Heartbeats, \
     background_rate, link_bytes, start_heartbeat, switch_figures, timeline
 from bench.handoff_naive import run_naive
 from bench.handoff_procs import Procs, finish, netns_argv, stderr_tail
-from bench.run import BenchError, check_state, end_doc, start_doc
+from bench.run import BenchError, check_state, end_doc, run_and_publish, start_doc
 from cloudlet_compute import bases
 from stack import links, topology  # links: the veth pair and its shaping
 from stack.guest import guest
@@ -223,14 +223,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rate", default="25mbit", help="tbf rate of the link (%(default)s)")
     args = parser.parse_args(argv)
-    try:
-        doc = run(args.rate)
-    except (BenchError, guest.GuestError, links.LinkError, libvirt.libvirtError,
-            subprocess.CalledProcessError) as exc:
-        log("FAILED: %s", exc)
-        return 1
-    publish("handoff.json", doc, table(doc))
-    return 0
+    return run_and_publish("handoff.json", lambda: run(args.rate), table, (
+        links.LinkError, libvirt.libvirtError, subprocess.CalledProcessError))
 
 
 if __name__ == "__main__":
