@@ -1,6 +1,6 @@
 """The overlay format without libvirt: golden file, codecs, records, meta, and fuzzing.
 
-A synthetic base VM and customization (``tests/support/synthetic.py``) exercise every
+A synthetic base VM and customization (``bench/synthetic.py``) exercise every
 record source. ``golden/overlay-v1.zip`` freezes format version 1: today's writer must
 produce it byte for byte, and today's reader must rebuild the customized VM from it.
 """
@@ -23,7 +23,7 @@ from cloudlet_compute.progress import NullProgress
 from cloudlet_compute.read import overlayinfo
 from cloudlet_compute.read.fetch import FileSource
 from cloudlet_compute.read.synthesis import read_overlay
-from tests.support import synthetic
+from bench import synthetic
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "golden", "overlay-v1.zip")
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
