@@ -304,12 +304,18 @@ def main(argv=None):
     parser.add_argument("--runs", type=int, default=3, help="synthesis repetitions (median)")
     parser.add_argument("--no-codecs", action="store_true", help="skip the codec comparison")
     args = parser.parse_args(argv)
+    return run_and_publish("overlay.json", lambda: run(args.runs, not args.no_codecs), table)
+
+
+def run_and_publish(name, produce, table, errors=()):
+    """``publish`` the doc ``produce()`` returns as ``name`` with ``table(doc)``: exit code
+    0; 1 and one FAILED line if it raises ``BenchError``, ``GuestError`` or ``errors``."""
     try:
-        doc = run(args.runs, not args.no_codecs)
-    except (BenchError, guest.GuestError) as exc:
+        doc = produce()
+    except (BenchError, guest.GuestError) + tuple(errors) as exc:
         log("FAILED: %s", exc)
         return 1
-    publish("overlay.json", doc, table(doc))
+    publish(name, doc, table(doc))
     return 0
 
 
