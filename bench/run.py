@@ -3,7 +3,7 @@
 boot the tiny guest -> ``base create`` -> ``resume`` -> customize -> ``overlay create``
 (size, creation time, downtime) -> one more capture of the customized domain for the
 baselines (naive delta and whole VM, compressed with qemu-img -c and xz -6) and the codec
-comparison (``bench/codecs.py``) -> 3 times: ``synthesis`` from a local Range-capable HTTP
+comparison (``bench/codec_choice.py``) -> 3 times: ``synthesis`` from a local Range-capable HTTP
 server, then its floor (``virsh save`` the synthesized VM, time ``virsh restore`` of that
 image); every synthesized and restored guest is checked against the customized one.
 
@@ -24,7 +24,7 @@ import uuid
 
 import libvirt
 
-from bench import codecs as codec_bench
+from bench import codec_choice as codec_bench
 from bench import human, log, median, publish, state_dir
 from cloudlet_compute import bases
 from cloudlet_compute.format import blobcodec
