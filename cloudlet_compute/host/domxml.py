@@ -114,8 +114,9 @@ def with_boot_files(xml, kernel=None, initrd=None, cmdline=None):
         if value is None:
             continue
         node = os_node.find(tag)
-        if node is None:   # right after the boot elements it has (libvirt's order)
-            last = [n for n in os_node if n.tag in BOOT_ELEMENTS][-1]
+        if node is None:   # after those that come before it in libvirt's order
+            earlier = BOOT_ELEMENTS[:BOOT_ELEMENTS.index(tag)]
+            last = [n for n in os_node if n.tag in earlier][-1]
             node = ET.Element(tag)
             os_node.insert(list(os_node).index(last) + 1, node)
         node.text = value
