@@ -34,16 +34,33 @@ def linked_ids(image):
     return {t: props.get(t) for t in model.LINKED_TYPES if props.get(t)}
 
 
+def image_property(image, key):
+    """Property ``key`` of ``image``: openstacksdk makes the ones it knows (``kernel_id``,
+    ``ramdisk_id``, ``os_command_line``) attributes, the others ``properties``."""
+    return getattr(image, key, None) or (image.properties or {}).get(key)
+
+
+def links(disk):
+    """``{cloudlet_type: (property, image id)}`` of every image base disk ``disk`` links:
+    the three linked images, and its kernel and ramdisk if it names them."""
+    found = {t: (t, image_property(disk, t)) for t in model.LINKED_TYPES}
+    found.update({t: (key, image_property(disk, key)) for t, key in model.BOOT_LINKS.items()
+                  if image_property(disk, key)})
+    return found
+
+
 def boot_image_ids(conn, disk):
     """``{cloudlet_type: image id}`` of the kernel and ramdisk images that base disk image
     ``disk`` names and that are this base's own (not images someone else uploaded)."""
-    props, ids = disk.properties or {}, {}
-    for image_type, key in model.BOOT_LINKS.items():
+    base_id, ids = (disk.properties or {}).get(model.PROPERTY_BASE_ID), {}
+    for image_type, (_key, image_id) in links(disk).items():
+        if image_type not in model.BOOT_LINKS:
+            continue
         with api_errors():
-            image = conn.image.find_image(props.get(key) or "", ignore_missing=True)
+            image = conn.image.find_image(image_id, ignore_missing=True)
         theirs = (image.properties or {}) if image is not None else {}
-        if theirs.get(model.PROPERTY_TYPE) == image_type and \
-                theirs.get(model.PROPERTY_BASE_ID) == props.get(model.PROPERTY_BASE_ID):
+        if (theirs.get(model.PROPERTY_TYPE), theirs.get(model.PROPERTY_BASE_ID)) == \
+                (image_type, base_id):
             ids[image_type] = image.id
     return ids
 
@@ -129,15 +146,13 @@ def export_base(conn, ref, package, progress_factory=NullProgress):
     against the base id, and exported from there."""
     disk = lookups.find_image(conn, ref, model.BASE_DISK)
     props = disk.properties or {}
-    links = dict({t: t for t in model.LINKED_TYPES},
-                 **{t: key for t, key in model.BOOT_LINKS.items() if props.get(key)})
     linked = {}
-    for image_type, key in links.items():
+    for image_type, (key, image_id) in links(disk).items():
         with api_errors():
-            image = conn.image.find_image(props.get(key) or "", ignore_missing=True)
+            image = conn.image.find_image(image_id or "", ignore_missing=True)
         if image is None or image.status != "active":
             raise NotFoundError("base VM image %s links %s %s, which is missing or not active"
-                                % (disk.id, key, props.get(key)))
+                                % (disk.id, key, image_id))
         linked[image_type] = image
     scratch = tempfile.mkdtemp(prefix=".cloudlet-export-",
                                dir=os.path.dirname(os.path.abspath(package)))
@@ -158,7 +173,8 @@ def export_base(conn, ref, package, progress_factory=NullProgress):
         name = disk.name[:-len(model.SUFFIXES[model.BASE_DISK])] \
             if disk.name.endswith(model.SUFFIXES[model.BASE_DISK]) else disk.name
         boot = BootFiles({model.BOOT_FILES[t]: files[t] for t in model.BOOT_LINKS if t in files},
-                         props.get(model.PROPERTY_CMDLINE)) if model.BASE_KERNEL in files else None
+                         image_property(disk, model.PROPERTY_CMDLINE)) \
+            if model.BASE_KERNEL in files else None
         base = store.add(files[model.BASE_DISK], files[model.BASE_MEMORY], name, boot=boot)
         if base.id != props.get(model.PROPERTY_BASE_ID):
             raise FormatError("image %s holds base VM %s, its %s says %s"

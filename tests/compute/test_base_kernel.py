@@ -15,6 +15,7 @@ import pytest
 from cloudlet_compute import bases, bootfiles
 from cloudlet_compute import imagemodel as model
 from cloudlet_compute.errors import FormatError, IntegrityError
+from cloudlet_compute.format.saveimage import SaveHeader
 from cloudlet_compute.host import domxml, instances
 from tests.support import synthetic
 
@@ -22,7 +23,8 @@ KERNEL = b"\x7fkernel image " * 1000
 INITRD = b"initramfs " * 3000
 CMDLINE = "console=ttyS0 panic=-1"
 
-DOMAIN = """<domain type='qemu'><name>src</name><os><type arch='x86_64'>hvm</type>
+DOMAIN = """<domain type='qemu'><name>src</name><memory unit='MiB'>1</memory>
+<os><type arch='x86_64'>hvm</type>
 <kernel>{dir}/vmlinuz</kernel><initrd>{dir}/initrd.img</initrd><cmdline>{cmdline}</cmdline>
 </os><devices><disk type='file' device='disk'><source file='{dir}/disk.qcow2'/>
 <target dev='vda'/></disk></devices></domain>"""
@@ -38,10 +40,14 @@ def boot_files(directory, kernel=KERNEL, initrd=INITRD):
 
 
 def make_base(store, directory, boot):
+    """A synthetic base whose memory image is of a domain booting ``directory``'s kernel."""
     base_pages, base_disk, _, _ = synthetic.world()
     disk, memory = directory / "disk.raw", directory / "memory.img"
     disk.write_bytes(base_disk)
-    memory.write_bytes(synthetic.memory_image(base_pages))
+    zero = bytes(synthetic.PAGE)
+    memory.write_bytes(SaveHeader(DOMAIN.format(dir=directory, cmdline=CMDLINE), "<cookie/>")
+                       .encode() + b"".join(synthetic.stream_pieces(
+                           synthetic.RAM_SIZE, lambda addr: base_pages.get(addr, zero))))
     return store.add(str(disk), str(memory), "kernel-base", boot=boot)
 
 
