@@ -237,7 +237,7 @@ class BaseStore:
                     bootfiles.hashed_keys(expected):
                 if expected[key] != manifest.get(key):
                     raise IntegrityError("base package %s is %s, its content gives %s"
-                                         % (key, expected[key], manifest[key]))
+                                         % (key, expected[key], manifest.get(key)))
         final = os.path.join(self.bases_dir, disk_sha)
         if os.path.exists(final):
             raise ConflictError("base VM %s is already registered (%s)"

@@ -158,7 +158,8 @@ def export_base(conn, ref, package, progress_factory=NullProgress):
                                dir=os.path.dirname(os.path.abspath(package)))
     try:
         # NOTE: the hash lists are not part of a package (import recomputes them), so only
-        # the disk and memory images are downloaded; the store recomputes and checks.
+        # the disk and memory images (and kernel, ramdisk) are downloaded; the store
+        # recomputes and checks.
         files = {}
         wanted = {model.BASE_DISK: disk, model.BASE_MEMORY: linked[model.BASE_MEMORY]}
         wanted.update({t: linked[t] for t in model.BOOT_LINKS if t in linked})
