@@ -33,10 +33,11 @@ BOOT_FORMATS = {BASE_KERNEL: 'aki', BASE_RAMDISK: 'ari'}
 SUFFIXES = {BASE_DISK: '-disk', BASE_MEMORY: '-memory',
             BASE_DISK_HASH: '-diskhash', BASE_MEMORY_HASH: '-memhash',
             BASE_KERNEL: '-kernel', BASE_RAMDISK: '-ramdisk'}
-# Keys of the cloudlet-base response (and of the clients' import output), per image type.
+# Keys of the cloudlet-base response, per image type; the clients' import output has the
+# kernel and ramdisk images too.
 RESPONSE_KEYS = {BASE_DISK: 'base-disk', BASE_MEMORY: 'base-memory',
-                 BASE_DISK_HASH: 'base-disk-hash', BASE_MEMORY_HASH: 'base-memory-hash',
-                 BASE_KERNEL: 'base-kernel', BASE_RAMDISK: 'base-ramdisk'}
+                 BASE_DISK_HASH: 'base-disk-hash', BASE_MEMORY_HASH: 'base-memory-hash'}
+IMPORT_KEYS = dict(RESPONSE_KEYS, **{BASE_KERNEL: 'base-kernel', BASE_RAMDISK: 'base-ramdisk'})
 
 # Instance metadata keys that ask for VM synthesis (POST /servers): the overlay at a URL, or
 # a VM overlay image in Glance (fetched through Glance with the user's token).
