@@ -114,8 +114,11 @@ def resume(conn, base, placement, paused=False):
         with open(base.memory_path, "rb") as image, \
                 mmap.mmap(image.fileno(), 0, prot=mmap.PROT_READ) as buf:
             header = saveimage.SaveHeader.parse(buf)
-            start(conn, placement, base, header, [memoryview(buf)[header.stream_offset:]],
-                  paused)
+            stream = memoryview(buf)[header.stream_offset:]
+            try:
+                start(conn, placement, base, header, [stream], paused)
+            finally:
+                stream.release()   # else closing the mmap hides an error behind BufferError
     except BaseException:
         placement.discard()
         raise

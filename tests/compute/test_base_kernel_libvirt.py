@@ -12,6 +12,7 @@ import pytest
 from cloudlet_compute import bases
 from stack import story as storymod
 from stack.guest import guest
+from tests.compute.test_base_kernel import rewrite_package, without_boot_keys
 from tests.conftest import scratch_root
 
 
@@ -87,3 +88,27 @@ def test_unreadable_kernel_file_fails_in_one_line_and_the_source_runs(story, lib
     assert libvirt_conn.lookupByName(source).isActive()
     with story.channel(source) as chan:
         assert chan.run("echo alive").strip() == "alive"
+
+
+def test_old_base_whose_kernel_is_gone_fails_in_one_line(story, libvirt_conn):
+    """What this fixes: a base without copies (an old package) names the files its domain
+    booted; once they are gone, resume fails, in one line, leaving nothing behind."""
+    source = story.boot_source()
+    base_id = story.create_base(source, name="old-style")
+    guest.destroy(libvirt_conn, source)
+    package = os.path.join(story.root, "base.zip")
+    storymod.cloudlet(story.home, "base", "export", base_id, package)
+    old = rewrite_package(package, os.path.join(story.root, "old.zip"), without_boot_keys,
+                          ("kernel", "initrd"))
+    home = storymod.make_dir(os.path.join(story.root, "old-home"))
+    storymod.cloudlet(home, "base", "import", old)
+    shutil.rmtree(story.kernel_dir)
+    name = story.name("old")
+    story.domains.append(name)
+    proc = storymod.cloudlet(home, "resume", base_id, "--name", name, check=False)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 7 and len(lines) == 1, proc.stderr
+    assert "vmlinuz: No such file or directory" in lines[0], lines[0]
+    assert os.listdir(os.path.join(home, "instances")) == []
+    assert os.listdir(os.path.join(home, "tmp")) == []
+    assert name not in [d.name() for d in libvirt_conn.listAllDomains()]
