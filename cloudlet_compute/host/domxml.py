@@ -90,3 +90,34 @@ def for_instance(xml, name, disk_path, workdir, base_id, domain_uuid=None):
         metadata.remove(old)
     ET.SubElement(metadata, "{%s}instance" % NS, base=base_id)
     return ET.tostring(root, encoding="unicode")
+
+
+BOOT_ELEMENTS = ("kernel", "initrd", "cmdline")
+
+
+def boot_files(xml):
+    """``{"kernel": path, "initrd": path, "cmdline": text}`` of a direct-kernel-boot domain's
+    ``<os>`` (None for each element it lacks; all None for a domain with a boot loader)."""
+    os_node = _parse(xml).find("os")
+    return {tag: (os_node.findtext(tag) if os_node is not None else None) or None
+            for tag in BOOT_ELEMENTS}
+
+
+def with_boot_files(xml, kernel=None, initrd=None, cmdline=None):
+    """``xml`` whose ``<os>`` boots ``kernel`` with ``initrd`` and ``cmdline``; an argument
+    left None keeps that element as it is. A domain without ``<kernel>`` is returned as is."""
+    root = _parse(xml)
+    os_node = root.find("os")
+    if os_node is None or os_node.find("kernel") is None:
+        return xml
+    for tag, value in (("kernel", kernel), ("initrd", initrd), ("cmdline", cmdline)):
+        if value is None:
+            continue
+        node = os_node.find(tag)
+        if node is None:   # after those that come before it in libvirt's order
+            earlier = BOOT_ELEMENTS[:BOOT_ELEMENTS.index(tag)]
+            last = [n for n in os_node if n.tag in earlier][-1]
+            node = ET.Element(tag)
+            os_node.insert(list(os_node).index(last) + 1, node)
+        node.text = value
+    return ET.tostring(root, encoding="unicode")

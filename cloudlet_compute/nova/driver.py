@@ -322,11 +322,8 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
                                               guest.name, instance.display_name or
                                               instance.uuid)
         update_task_state(task_states.IMAGE_UPLOADING, task_states.IMAGE_PENDING_UPLOAD)
-        files = base.image_files()
         # The disk goes last: when it is active, the images it links are too.
-        for image_type in glance.LINKED_TYPES + (glance.BASE_DISK,):
-            glance.upload(context, self.bases.image_api, image_ids[image_type],
-                          files[image_type], {glance.PROPERTY_BASE_ID: base.id})
+        glance.upload_base(context, self.bases.image_api, image_ids, base, instance)
         return base.id
 
     def cloudlet_overlay_finish(self, context, instance, overlay_id, update_task_state):
