@@ -17,7 +17,7 @@ from cloudlet_compute import imagemodel as model
 from cloudlet_compute.errors import FormatError, IntegrityError
 from cloudlet_compute.format.saveimage import SaveHeader
 from cloudlet_compute.host import domxml, instances
-from tests.support import synthetic
+from bench import synthetic
 
 KERNEL = b"\x7fkernel image " * 1000
 INITRD = b"initramfs " * 3000
