@@ -1,6 +1,6 @@
-"""Any file-backed domain is a source (issue 13): a raw disk, a qcow2 over a chain of files;
-what a capture cannot take is refused with one line, the domain untouched, nothing left in
-``$CLOUDLET_HOME`` (the XML cases alone: ``test_sources_xml.py``)."""
+"""Any file-backed domain is a source (issue 13): a raw disk; a qcow2 over a chain of files,
+with 2 vCPUs on 2 NUMA cells. What a capture cannot take is refused with one line, the domain
+untouched, nothing left in ``$CLOUDLET_HOME`` (the XML cases alone: ``test_sources_xml.py``)."""
 
 import os
 import shutil
@@ -10,6 +10,7 @@ import uuid
 import libvirt
 import pytest
 
+from cloudlet_compute import bases
 from cloudlet_compute.write import capture
 from cloudlet_compute.write.capture import copy_sparse
 from stack import story as storymod
@@ -86,6 +87,8 @@ def test_source_becomes_base_overlay_and_synthesis(story, boot):
     assert os.path.getsize(base_disk) == os.path.getsize(
         os.path.join(story.image.directory, "disk.raw"))
     assert story.conn.lookupByName(source).state()[0] == libvirt.VIR_DOMAIN_RUNNING
+    blocks = bases.BaseStore(story.home).get(base_id).memory_pages(digests=False)[0]
+    assert ("ram-node1" in blocks) == (boot is sources.boot_chain_source), blocks
     plain = storymod.cloudlet(story.home, "overlay", "create", source, "-o",
                               os.path.join(story.root, "x.zip"), check=False)
     assert plain.returncode == 5 and "was not resumed from a base VM" in plain.stderr
@@ -133,13 +136,6 @@ def test_defined_domain_refused(story, kind):
     assert_refused(story, name, sources.REFUSALS[kind][1])
 
 
-def _boot_xml(story, name, xml, workdir):
-    story.domains.append(name)
-    story.conn.createXML(xml, 0)
-    with guest.GuestChannel(unix_path=os.path.join(workdir, guest.CMD_SOCK)) as chan:
-        chan.wait_ready(60)
-
-
 def test_running_domains_refused(story):
     """Two disks; a raw disk that is not whole 4 KiB chunks: refused while they run, and they
     run on, never paused."""
@@ -147,13 +143,13 @@ def test_running_domains_refused(story):
     raw = os.path.join(workdir, "disk.raw")
     shutil.copyfile(os.path.join(story.image.directory, "disk.raw"), raw)
     name = story.name("two")
-    _boot_xml(story, name, sources.domain_xml(name, workdir, raw, "raw", "two-disks"), workdir)
+    sources.boot_xml(story, name, sources.domain_xml(name, workdir, raw, "raw", "two-disks"), workdir)
     assert_refused(story, name, sources.REFUSALS["two-disks"][1])
     guest.destroy(story.conn, name)
 
     with open(raw, "r+b") as f:
         f.truncate(os.path.getsize(raw) + 1024)
     name = story.name("odd")
-    _boot_xml(story, name, sources.domain_xml(name, workdir, raw, "raw"), workdir)
+    sources.boot_xml(story, name, sources.domain_xml(name, workdir, raw, "raw"), workdir)
     assert_refused(story, name, "not a whole number of 4 KiB chunks")
     guest.destroy(story.conn, name)

@@ -108,9 +108,10 @@ def domain_xml(name, workdir, disk_path, disk_format="qcow2", kind=None):
 
 
 def boot_chain_source(story):
-    """Boot the story's source on ``top.qcow2`` over ``mid.qcow2`` (named relative to top's
-    directory) over the image's raw disk, with a file written while ``mid`` was the top (so
-    only the whole chain holds it); return ``(domain name, the file's content)``."""
+    """Boot the story's source, 2 vCPUs on 2 NUMA cells, on ``top.qcow2`` over ``mid.qcow2``
+    (named relative to top's directory) over the image's raw disk, with a file written while
+    ``mid`` was the top (so only the whole chain holds it); return ``(domain name, the file's
+    content)``."""
     workdir = storymod.make_dir(os.path.join(story.root, "src"))
     mid, top = os.path.join(workdir, "mid.qcow2"), os.path.join(workdir, "top.qcow2")
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b",
@@ -119,9 +120,22 @@ def boot_chain_source(story):
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", "mid.qcow2",
                     top], check=True, cwd=workdir)
     name = story.name("src")
-    story.domains.append(name)
-    guest.boot(story.conn, name, workdir, top, "qcow2")[1].close()
+    root = ET.fromstring(guest.domain_xml(name, workdir, top, "qcow2"))
+    root.find("vcpu").text = "2"
+    cell = "<cell id='%d' cpus='%d' memory='%d' unit='MiB'/>"
+    _sub(root.find("cpu"), "<numa>%s</numa>" % "".join(
+        cell % (n, n, guest.tiny().memory_mib // 2) for n in (0, 1)))
+    boot_xml(story, name, ET.tostring(root, encoding="unicode"), workdir)
     return name, marker
+
+
+def boot_xml(story, name, xml, workdir):
+    """Start transient domain ``xml`` (named ``name``, command socket in ``workdir``) for
+    ``story`` and wait until its shell answers."""
+    story.domains.append(name)
+    story.conn.createXML(xml, 0)
+    with guest.GuestChannel(unix_path=os.path.join(workdir, guest.CMD_SOCK)) as chan:
+        chan.wait_ready(60)
 
 
 def _write_marker(story, disk):
