@@ -285,6 +285,7 @@ class BaseStore:
         and its disk file is copied (``capture``); the copy is then converted to raw.
         """
         from cloudlet_compute.write import capture  # capture needs libvirt; the store does not
+        capture.source(conn, domain_name)       # refuses what it cannot take, touching nothing
         work = self.scratch("create-")
         raw_path = os.path.join(work, "disk.raw")
         try:
