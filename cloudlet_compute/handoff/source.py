@@ -118,6 +118,9 @@ class _Encoder:
 
 
 def _handoff_disk(xml):
+    problem = domxml.source_problem(xml)   # what a capture cannot take, a handoff cannot
+    if problem:
+        raise ConflictError(problem)
     disk_path, disk_format = domxml.file_disk(xml)
     base_id = domxml.base_id_of(xml)
     if base_id is None or disk_format != "qcow2":
