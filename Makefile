@@ -37,7 +37,7 @@ demo: host venv guest
 	@$(PY) -m scripts.demo
 
 test: host venv guest
-	@$(PY) -m pytest -q tests
+	@$(PY) -m pytest -q --durations=25 tests
 
 bench: host venv guest
 	@$(PY) -m bench.run

@@ -2,8 +2,10 @@
 
 ``bench/run.py`` runs the demo workload once and measures overlay size against the naive
 and whole-VM baselines, overlay creation, and synthesis against a plain ``virsh restore``;
-``bench/codecs.py`` compares blob codecs and levels on one captured overlay;
-``bench/overlay_memory.py`` measures overlay creation's peak memory without a VM.
+``bench/codec_choice.py`` compares blob codecs and levels on one captured overlay;
+``bench/overlay_memory.py`` measures overlay creation's peak memory without a VM, on the
+big synthetic VMs of ``bench/bigvm.py`` (made by ``bench/synthetic.py``, which the format
+tests and the fuzzers also use).
 """
 
 import json

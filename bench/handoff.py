@@ -35,12 +35,12 @@ import uuid
 
 import libvirt
 
-from bench import human, log, publish, state_dir
+from bench import human, log, state_dir
 from bench.handoff_measure import HB_PERIOD_US, POLL, DomainWatch, FlowCounter, Heartbeats, \
-    background_rate, link_bytes, start_heartbeat, timeline, wire
+    background_rate, link_bytes, start_heartbeat, switch_figures, timeline
 from bench.handoff_naive import run_naive
 from bench.handoff_procs import Procs, finish, netns_argv, stderr_tail
-from bench.run import BenchError, check_state, end_doc, start_doc
+from bench.run import BenchError, check_state, end_doc, run_and_publish, start_doc
 from cloudlet_compute import bases
 from stack import links, topology  # links: the veth pair and its shaping
 from stack.guest import guest
@@ -94,12 +94,8 @@ def run_ours(story, conn, hb, procs, flows, src, dst, expected, background):
     t_received = time.monotonic()
     send_stats = json.loads(finish(sender, "handoff send", 120))
     t_sent = time.monotonic()
-    hb.wait_for("ours-dst", 100, 60)
-    t_to = time.monotonic()
-    bytes1 = link_bytes()
-    watch.close()
-    counted = flows.read()
-    gap = hb.analyse("ours-src", "ours-dst", t_from, t_to)
+    gap, on_wire = switch_figures(hb, "ours-src", "ours-dst", t_from, bytes0, watch, flows,
+                                  background)
     check_state(expected, story.observe(dst), "handed-off guest")
     out = {"total_s": round(t_received - t_ticket - t_counting, 3),
            "counter_setup_s": round(t_counting, 3),
@@ -108,7 +104,7 @@ def run_ours(story, conn, hb, procs, flows, src, dst, expected, background):
            "bytes_sent": send_stats["bytes_sent"],
            "bytes_received": recv_stats.get("bytes_received"),
            "heartbeat": gap, "sender": send_stats, "receiver": recv_stats}
-    out.update(wire(bytes0, bytes1, t_to - t_from, background, counted))
+    out.update(on_wire)
     # When did the guest stop and start, relative to the ticket (host clock)?
     out["timeline_s"] = timeline(t_ticket, gap, watch, receiver_exit=t_received,
                                   sender_exit=t_sent)
@@ -227,14 +223,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rate", default="25mbit", help="tbf rate of the link (%(default)s)")
     args = parser.parse_args(argv)
-    try:
-        doc = run(args.rate)
-    except (BenchError, guest.GuestError, links.LinkError, libvirt.libvirtError,
-            subprocess.CalledProcessError) as exc:
-        log("FAILED: %s", exc)
-        return 1
-    publish("handoff.json", doc, table(doc))
-    return 0
+    return run_and_publish("handoff.json", lambda: run(args.rate), table, (
+        links.LinkError, libvirt.libvirtError, subprocess.CalledProcessError))
 
 
 if __name__ == "__main__":

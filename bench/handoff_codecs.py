@@ -44,7 +44,7 @@ import time
 from bench import human, log, publish
 from cloudlet_compute.format import blobcodec, records
 from cloudlet_compute.format.records import CHUNK_SIZE, TARGET_MEMORY
-from cloudlet_compute.handoff import destination, source, wire
+from cloudlet_compute.handoff import adaptive, destination, source, wire
 
 RATES = [("5 Mbit/s", 5e6), ("25 Mbit/s", 25e6), ("100 Mbit/s", 100e6), ("unlimited", None)]
 SHORT_MIB = {"5 Mbit/s": 16, "25 Mbit/s": 64, "100 Mbit/s": 128, "unlimited": 200}
@@ -161,8 +161,8 @@ def run_one(mode, rate, mib, mix=MIX):
     proc.start()
     channel = listener.accept(DEST_UUID, 30)
     channel.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, BUFFER)
-    encoder = source._Encoder(channel, EmptyBase(), "zstd-3" if mode == "sequential" else mode,
-                              pipelined=mode != "sequential")
+    encoder = source._Encoder(channel, EmptyBase(), adaptive.chooser(
+        "zstd-3" if mode == "sequential" else mode, pipelined=mode != "sequential"))
     stream = pages(mib, mix)
     sent = 0
     t0, c0 = time.monotonic(), time.process_time()

@@ -225,6 +225,19 @@ def start_heartbeat(chan_factory):
 
 
 
+def switch_figures(hb, src, dst, t_from, bytes0, watch, flows, background):
+    """Once the guest is handed over: wait for heartbeat side ``dst``, stop the counters and
+    ``watch``; return (the heartbeat gap from ``src`` to ``dst``, the wire figures) since
+    ``t_from`` (``bytes0``: the link's counters then)."""
+    hb.wait_for(dst, 100, 60)
+    t_to = time.monotonic()
+    bytes1 = link_bytes()
+    watch.close()
+    counted = flows.read()
+    gap = hb.analyse(src, dst, t_from, t_to)
+    return gap, wire(bytes0, bytes1, t_to - t_from, background, counted)
+
+
 def timeline(t0, gap, watch, **more):
     marks = {"last_source_hb": gap["t_last_source"], "source_stopped": watch.t_src_stopped,
              "destination_running": watch.t_dst_running,

@@ -59,8 +59,8 @@ if __name__ == "__main__" and sys.argv[1:2] == ["--naive-receiver"]:
 
 import libvirt  # noqa: E402
 
-from bench.handoff_measure import DomainWatch, link_bytes, start_heartbeat, timeline, \
-    wire  # noqa: E402
+from bench.handoff_measure import DomainWatch, link_bytes, start_heartbeat, switch_figures, \
+    timeline  # noqa: E402
 from bench.handoff_procs import finish, netns_argv, stderr_tail  # noqa: E402
 from bench.run import BenchError, check_state  # noqa: E402
 from cloudlet_compute.host import domxml  # noqa: E402
@@ -127,12 +127,8 @@ def run_naive(story, conn, hb, procs, flows, name, base_id, expected, background
     watch.dst = name   # the same name again: from now on, watch for it running
     conn.restoreFlags(recv_image, xml, libvirt.VIR_DOMAIN_SAVE_RUNNING)   # virsh restore
     t_restored = time.monotonic()
-    hb.wait_for("naive-dst", 100, 60)
-    t_to = time.monotonic()
-    bytes1 = link_bytes()
-    watch.close()
-    counted = flows.read()
-    gap = hb.analyse("naive-src", "naive-dst", t_from, t_to)
+    gap, on_wire = switch_figures(hb, "naive-src", "naive-dst", t_from, bytes0, watch, flows,
+                                  background)
     chan = guest.GuestChannel(unix_path=os.path.join(recv_dir, guest.CMD_SOCK))
     with chan:
         chan.wait_ready(60)
@@ -148,7 +144,7 @@ def run_naive(story, conn, hb, procs, flows, name, base_id, expected, background
                   "receiver in netns stk-b piping them into zstd -d -> virsh restore "
                   "(restoreFlags RUNNING) of the received image with the received qcow2 "
                   "(over the same base disk) and the consoles in the receive directory"}
-    out.update(wire(bytes0, bytes1, t_to - t_from, background, counted))
+    out.update(on_wire)
     out["timeline_s"] = timeline(t0, gap, watch, saved=t_saved, received=t_sent,
                                   restored=t_restored)
     return out

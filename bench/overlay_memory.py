@@ -2,7 +2,7 @@
 
 No libvirt, no VM: for each RAM size (default 256 MiB and 1 GiB) a synthetic base and a
 customized VM differing from it by a fixed 48 MiB (40 MiB of memory, 8 MiB of disk; see
-``tests/support/bigvm.py``) are written, then the write path after capture runs in a
+``bench/bigvm.py``) are written, then the write path after capture runs in a
 child process, first with the engine of ``--old-rev`` (extracted with ``git archive``),
 then with this tree's. Each child reports its peak RSS (``VmHWM``), wall and CPU time and
 the SHA-256 of the overlay it wrote: both must write the same overlay. The capture's
@@ -23,8 +23,7 @@ import sys
 import tempfile
 import time
 
-from bench import log, publish, state_dir
-from tests.support import bigvm
+from bench import bigvm, log, publish, state_dir
 
 OLD_REV = "11e2b9b"       # the last commit with the in-memory write path
 DELTA_MEMORY, DELTA_DISK, DISK_SIZE = 40 << 20, 8 << 20, 64 << 20

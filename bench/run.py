@@ -3,7 +3,7 @@
 boot the tiny guest -> ``base create`` -> ``resume`` -> customize -> ``overlay create``
 (size, creation time, downtime) -> one more capture of the customized domain for the
 baselines (naive delta and whole VM, compressed with qemu-img -c and xz -6) and the codec
-comparison (``bench/codecs.py``) -> 3 times: ``synthesis`` from a local Range-capable HTTP
+comparison (``bench/codec_choice.py``) -> 3 times: ``synthesis`` from a local Range-capable HTTP
 server, then its floor (``virsh save`` the synthesized VM, time ``virsh restore`` of that
 image); every synthesized and restored guest is checked against the customized one.
 
@@ -24,7 +24,7 @@ import uuid
 
 import libvirt
 
-from bench import codecs as codec_bench
+from bench import codec_choice as codec_bench
 from bench import human, log, median, publish, state_dir
 from cloudlet_compute import bases
 from cloudlet_compute.format import blobcodec
@@ -304,12 +304,18 @@ def main(argv=None):
     parser.add_argument("--runs", type=int, default=3, help="synthesis repetitions (median)")
     parser.add_argument("--no-codecs", action="store_true", help="skip the codec comparison")
     args = parser.parse_args(argv)
+    return run_and_publish("overlay.json", lambda: run(args.runs, not args.no_codecs), table)
+
+
+def run_and_publish(name, produce, table, errors=()):
+    """``publish`` the doc ``produce()`` returns as ``name`` with ``table(doc)``: exit code
+    0; 1 and one FAILED line if it raises ``BenchError``, ``GuestError`` or ``errors``."""
     try:
-        doc = run(args.runs, not args.no_codecs)
-    except (BenchError, guest.GuestError) as exc:
+        doc = produce()
+    except (BenchError, guest.GuestError) + tuple(errors) as exc:
         log("FAILED: %s", exc)
         return 1
-    publish("overlay.json", doc, table(doc))
+    publish(name, doc, table(doc))
     return 0
 
 

@@ -53,7 +53,7 @@ def cmd_import_base(args, conn):
     progress = _bar(args)("uploading", None)
     ids = bases.import_base(conn, args.package, args.name,
                             "public" if args.public else "private", progress)
-    _print(args, {model.RESPONSE_KEYS[t]: i for t, i in ids.items()})
+    _print(args, {model.IMPORT_KEYS[t]: i for t, i in ids.items()})
 
 
 def cmd_export_base(args, conn):

@@ -12,6 +12,8 @@ work is refused (400/409) before anything is created; then task_state ``migratin
 cast. ``file://NAME`` makes the overlay image NAME of the server, as overlay-finish does.
 """
 
+import contextlib
+
 import webob
 from oslo_log import log as logging
 from oslo_utils import excutils
@@ -81,8 +83,7 @@ class CloudletController(wsgi.Controller):
         _check_idle_active(instance, action, server_id)
         return context, instance
 
-    def _start_task(self, context, instance, image_ids,
-                    task_state=task_states.IMAGE_SNAPSHOT_PENDING):
+    def _start_task(self, context, instance, image_ids, task_state):
         """Claim the instance for a cloudlet task; undo the records if that fails."""
         try:
             instance.task_state = task_state
@@ -94,8 +95,7 @@ class CloudletController(wsgi.Controller):
             with excutils.save_and_reraise_exception():
                 glance.delete_records(context, self.image_api, image_ids)
 
-    def _cast_failed(self, context, instance, image_ids,
-                     task_state=task_states.IMAGE_SNAPSHOT_PENDING):
+    def _cast_failed(self, context, instance, image_ids, task_state):
         """The cast did not leave: give the instance back and drop the records."""
         try:
             instance.task_state = None
@@ -103,6 +103,18 @@ class CloudletController(wsgi.Controller):
         except Exception as exc:
             LOG.warning("could not reset task_state: %s", exc, instance=instance)
         glance.delete_records(context, self.image_api, image_ids)
+
+    @contextlib.contextmanager
+    def _claimed(self, context, instance, image_ids,
+                 task_state=task_states.IMAGE_SNAPSHOT_PENDING):
+        """Claim the instance (``_start_task``) for the cast in the block; if the block
+        raises, give the instance back and drop the records."""
+        self._start_task(context, instance, image_ids, task_state)
+        try:
+            yield
+        except Exception:
+            with excutils.save_and_reraise_exception():
+                self._cast_failed(context, instance, image_ids, task_state)
 
     @wsgi.response(202)
     @wsgi.expected_errors((400, 403, 404, 409))
@@ -115,12 +127,8 @@ class CloudletController(wsgi.Controller):
         name = body['cloudlet-base']['name']
 
         ids = glance.create_base_records(context, self.image_api, instance, name)
-        self._start_task(context, instance, ids.values())
-        try:
+        with self._claimed(context, instance, ids.values()):
             self.rpcapi.cloudlet_base(context, instance, ids)
-        except Exception:
-            with excutils.save_and_reraise_exception():
-                self._cast_failed(context, instance, ids.values())
         LOG.info("cloudlet-base %s requested: images %s", name, ids, instance=instance)
         return {glance.RESPONSE_KEYS[t]: image_id for t, image_id in ids.items()}
 
@@ -143,12 +151,8 @@ class CloudletController(wsgi.Controller):
                 "Server %s was not created from a cloudlet base VM (its image is not a %s "
                 "image), so it has no VM overlay" % (server_id, glance.BASE_DISK)))
         overlay_id = glance.create_overlay_record(context, self.image_api, instance, name)
-        self._start_task(context, instance, [overlay_id])
-        try:
+        with self._claimed(context, instance, [overlay_id]):
             self.rpcapi.cloudlet_overlay_finish(context, instance, name, overlay_id)
-        except Exception:
-            with excutils.save_and_reraise_exception():
-                self._cast_failed(context, instance, [overlay_id])
         LOG.info("VM overlay %s requested: image %s", name, overlay_id, instance=instance)
         return overlay_id
 
@@ -184,15 +188,11 @@ class CloudletController(wsgi.Controller):
             metadata = dict(instance.metadata)
             del metadata[glance.METADATA_HANDOFF_ERROR]
             instance.metadata = metadata   # saved with the task state
-        self._start_task(context, instance, [], task_state=task_states.MIGRATING)
-        objects.InstanceAction.action_start(context, instance.uuid, 'cloudlet-handoff',
-                                            want_result=False)
-        try:
+        with self._claimed(context, instance, [], task_state=task_states.MIGRATING):
+            objects.InstanceAction.action_start(context, instance.uuid, 'cloudlet-handoff',
+                                                want_result=False)
             self.rpcapi.cloudlet_handoff(context, instance, dest.url, args['dest_token'],
                                          dest_name, image_id, flavor_id)
-        except Exception:
-            with excutils.save_and_reraise_exception():
-                self._cast_failed(context, instance, [], task_state=task_states.MIGRATING)
         LOG.info("cloudlet-handoff to %s requested (base image %s, flavor %s)", dest.url,
                  image_id, flavor_id, instance=instance)
         return {'handoff': dest.url}

@@ -27,12 +27,14 @@ VM synthesis
 
 Layout, in the order the bytes flow: ``format`` (one module per layer: ``saveimage``,
 ``migstream``, ``skeleton``, ``records``, ``blobcodec``, ``meta``, ``package``), ``write``
-(``capture`` -> ``delta`` -> ``dedup`` -> ``pack``; ``overlay.create``), ``read``
-(``fetch`` -> unpack -> ``apply`` -> restore: ``synthesis``; ``overlayinfo`` reads the meta
-alone, without libvirt), ``handoff`` (``source`` and ``destination`` over the ``wire``),
-``host`` (libvirt and QEMU: ``domains``, ``domxml``, ``instances``, ``nbd``, ``qemuimg``); at
-the top the base VM store (``bases``), the Glance model (``imagemodel``), ``errors``,
-``progress`` and the ``cloudlet`` CLI (``cli``). Nothing outside ``cloudlet_compute.nova`` imports nova.
+(``capture`` -> ``delta`` -> ``dedup`` -> ``pack``, run by ``overlay.create``; ``canonical``,
+``spool`` and ``digestindex`` keep it in bounded memory), ``read`` (``fetch`` -> ``apply``,
+run by ``synthesis``, which also decompresses and restores; ``fetchpolicy``; ``overlayinfo``
+reads the meta alone, without libvirt), ``handoff`` (``source`` and ``destination``, sharing
+``protocol``, over the ``wire``; ``adaptive`` compression), ``host`` (libvirt and QEMU:
+``domains``, ``domxml``, ``instances``, ``nbd``, ``qemuimg``); at the top the base VM store
+(``bases``, ``pagefile``), the Glance model (``imagemodel``), ``errors``, ``progress`` and the
+``cloudlet`` CLI (``cli``). Nothing outside ``cloudlet_compute.nova`` imports nova.
 """
 
 __version__ = "0.1.0"

@@ -8,10 +8,13 @@ Layout of one base VM, ``bases/<id>/`` (``id`` = SHA-256 of the disk content)::
     disk.digests    SHA-256 of every 4 KiB disk chunk, in disk order (32 bytes each)
     memory.pages    msgpack: RAM blocks, and for every page payload in memory.img its
                     guest address, file offset and SHA-256
+    kernel, initrd  (a direct-kernel-boot domain's base only) read-only copies of what it
+                    boots; ``bootfiles`` describes them
 
 A base is built in ``tmp/`` and renamed into place, so a base directory is complete or
 absent. A base package (export/import) is a zip of ``manifest.json``, ``disk.raw`` and
-``memory.img``; import recomputes and checks every hash before registering.
+``memory.img`` (and ``kernel``, ``initrd`` if the base has them); import recomputes and
+checks every hash before registering.
 """
 
 import datetime
@@ -29,7 +32,7 @@ from array import array
 
 import msgpack
 
-from cloudlet_compute import imagemodel, pagefile
+from cloudlet_compute import bootfiles, imagemodel, pagefile
 from cloudlet_compute.errors import (CloudletError, ConflictError, FormatError,
                                      IntegrityError, NotFoundError)
 from cloudlet_compute.format import migstream, saveimage
@@ -134,6 +137,8 @@ class BaseVM:
         self.disk_path = os.path.join(path, "disk.raw")
         self.memory_path = os.path.join(path, "memory.img")
         self.disk_digests_path = os.path.join(path, "disk.digests")
+        self.boot_paths = bootfiles.paths_of(path, self.manifest)
+        self.cmdline = self.manifest.get("cmdline")
 
     def disk_digests(self):
         """Return the concatenated SHA-256 digests of the disk's 4 KiB chunks."""
@@ -158,8 +163,17 @@ class BaseVM:
 
     def image_files(self):
         """``{cloudlet_type: path}`` of the files that make this base's Glance images."""
-        return {image_type: os.path.join(self.path, name)
-                for image_type, name in imagemodel.BASE_FILES.items()}
+        files = {image_type: os.path.join(self.path, name)
+                 for image_type, name in imagemodel.BASE_FILES.items()}
+        files.update({image_type: self.boot_paths[member]
+                      for image_type, member in imagemodel.BOOT_FILES.items()
+                      if member in self.boot_paths})
+        return files
+
+    def boot_files(self):
+        """``{"kernel": path, "initrd": path}`` (None where it has none) for
+        ``domxml.with_boot_files``: where domains of this base find what they boot."""
+        return {member: self.boot_paths.get(member) for member in bootfiles.MEMBERS}
 
     def summary(self):
         """A dict for listings."""
@@ -201,10 +215,11 @@ class BaseStore:
             raise ConflictError("%r names %d base VMs; use the full id" % (ref, len(matches)))
         raise NotFoundError("no base VM %r in %s" % (ref, self.bases_dir))
 
-    def add(self, disk_path, memory_path, name, expected=None, progress=None):
-        """Register ``disk_path`` (raw) and ``memory_path`` as a base VM named ``name``.
+    def add(self, disk_path, memory_path, name, expected=None, progress=None, boot=None):
+        """Register ``disk_path`` (raw) and ``memory_path`` as a base VM named ``name``,
+        with ``boot`` (``bootfiles.BootFiles``) if its domain boots a kernel.
 
-        Both files are moved into the store. ``expected``, a package manifest, must agree
+        The files are moved into the store. ``expected``, a package manifest, must agree
         with every hash and size computed here.
         """
         disk_sha, disk_digests = digest_disk(disk_path, progress)
@@ -216,11 +231,13 @@ class BaseStore:
             "memory_sha256": memory_sha, "ram_size": layout.ram_size,
             "chunk_size": CHUNK_SIZE, "domain_xml": header.xml,
         }
+        manifest.update(bootfiles.describe(boot))
         if expected is not None:
-            for key in ("id", "disk_size", "memory_size", "memory_sha256"):
-                if expected[key] != manifest[key]:
+            for key in ["id", "disk_size", "memory_size", "memory_sha256"] + \
+                    bootfiles.hashed_keys(expected):
+                if expected[key] != manifest.get(key):
                     raise IntegrityError("base package %s is %s, its content gives %s"
-                                         % (key, expected[key], manifest[key]))
+                                         % (key, expected[key], manifest.get(key)))
         final = os.path.join(self.bases_dir, disk_sha)
         if os.path.exists(final):
             raise ConflictError("base VM %s is already registered (%s)"
@@ -241,6 +258,7 @@ class BaseStore:
             os.rename(memory_path, os.path.join(build, "memory.img"))
             for member in ("disk.raw", "memory.img"):
                 os.chmod(os.path.join(build, member), 0o644)
+            bootfiles.install(boot, build)
             os.rename(build, final)
         except BaseException:
             shutil.rmtree(build, ignore_errors=True)
@@ -267,13 +285,15 @@ class BaseStore:
         and its disk file is copied (``capture``); the copy is then converted to raw.
         """
         from cloudlet_compute.write import capture  # capture needs libvirt; the store does not
+        capture.source(conn, domain_name)       # refuses what it cannot take, touching nothing
         work = self.scratch("create-")
         raw_path = os.path.join(work, "disk.raw")
         try:
             cap = capture.capture(conn, domain_name, work)
+            boot = bootfiles.copy_from_domain(cap.xml, work)
             qemuimg.convert_to_raw(cap.disk_path, raw_path)
             os.unlink(cap.disk_path)
-            return self.add(raw_path, cap.memory_path, name, progress=progress)
+            return self.add(raw_path, cap.memory_path, name, progress=progress, boot=boot)
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
@@ -283,12 +303,17 @@ class BaseStore:
         manifest = {"format": PACKAGE_FORMAT, "version": 1, "id": base.id, "name": base.name,
                     "disk_size": base.disk_size, "memory_size": base.memory_size,
                     "memory_sha256": base.memory_sha256}
+        manifest.update({key: base.manifest[key] for key in
+                         bootfiles.hashed_keys(base.manifest) + ["cmdline"]
+                         if key in base.manifest})
+        members = [("disk.raw", base.disk_path), ("memory.img", base.memory_path)]
+        members += sorted(base.boot_paths.items())
         part = path + ".part"
         try:
             with zipfile.ZipFile(part, "w", zipfile.ZIP_DEFLATED, compresslevel=1,
                                  allowZip64=True) as zf:
                 zf.writestr("manifest.json", json.dumps(manifest, indent=1))
-                for member, src in (("disk.raw", base.disk_path), ("memory.img", base.memory_path)):
+                for member, src in members:
                     with open(src, "rb") as fin, zf.open(member, "w", force_zip64=True) as fout:
                         for piece in iter(lambda: fin.read(READ_PIECE), b""):
                             fout.write(piece)
@@ -314,14 +339,17 @@ class BaseStore:
         try:
             with zf:
                 manifest = _check_package(zf, path)
+                boot_members = bootfiles.package_members(zf, manifest, path)
                 if os.path.exists(os.path.join(self.bases_dir, manifest["id"])):
                     raise ConflictError("base VM %s is already registered" % manifest["id"])
                 work = self.scratch("import-")
-                for member in ("disk.raw", "memory.img"):
+                for member in ("disk.raw", "memory.img") + tuple(boot_members):
                     _extract_sparse(zf, member, os.path.join(work, member),
                                     manifest[member.split(".")[0] + "_size"], progress)
+            boot = bootfiles.BootFiles({m: os.path.join(work, m) for m in boot_members},
+                                       manifest.get("cmdline")) if boot_members else None
             return self.add(os.path.join(work, "disk.raw"), os.path.join(work, "memory.img"),
-                            name or manifest["name"], expected=manifest)
+                            name or manifest["name"], expected=manifest, boot=boot)
         except (zipfile.BadZipFile, zlib.error, EOFError, UnicodeDecodeError,
                 NotImplementedError) as exc:   # what zipfile raises on a damaged zip
             raise IntegrityError("base package %s is corrupt: %s" % (path, exc)) from None
@@ -336,9 +364,11 @@ class BaseStore:
 
 def _check_package(zf, path):
     names = zf.namelist()
-    if sorted(names) != sorted(PACKAGE_MEMBERS):
-        raise FormatError("base package %s must hold exactly %s, it holds %s"
-                          % (path, ", ".join(PACKAGE_MEMBERS), ", ".join(map(repr, names))))
+    optional = [n for n in names if n in bootfiles.MEMBERS]
+    if sorted(names) != sorted(PACKAGE_MEMBERS + tuple(set(optional))):
+        raise FormatError("base package %s must hold exactly %s (and optionally %s), it holds %s"
+                          % (path, ", ".join(PACKAGE_MEMBERS), ", ".join(bootfiles.MEMBERS),
+                             ", ".join(map(repr, names))))
     size = os.path.getsize(path)
     for info in zf.infolist():   # what zipfile would trip over with an error of its own
         if not 0 <= info.header_offset < size or info.compress_size > size:

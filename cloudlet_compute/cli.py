@@ -187,10 +187,13 @@ def build_parser():
     base = sub.add_parser("base", help="manage base VMs").add_subparsers(
         dest="base_command", required=True, metavar="ACTION")
     p = base.add_parser("create", help="snapshot a running domain into a base VM",
-                        description="Snapshot running domain DOMAIN (one file-backed raw or "
-                        "qcow2 disk) into a base VM: its memory is saved and its disk copied "
-                        "as raw while it is paused; then it is restored and KEEPS RUNNING. "
-                        "Prints the base id (sha256 of the disk content).")
+                        description="Snapshot running domain DOMAIN (KVM or QEMU, one raw or "
+                        "qcow2 file disk, a qcow2 possibly over a backing chain of files) into "
+                        "a base VM: its memory is live-migrated into a file and its disk "
+                        "copied while it stops for a moment; it KEEPS RUNNING. Several disks, "
+                        "network or block disks, host devices, hugepages and the like are "
+                        "refused before anything is touched (README: which domains). Prints "
+                        "the base id (sha256 of the disk content, flattened to raw).")
     p.add_argument("domain")
     p.add_argument("--name", required=True, help="name of the base VM")
     p.set_defaults(func=cmd_base_create)

@@ -19,13 +19,18 @@ class LinkError(Exception):
     pass
 
 
-def _ip(*args, check=True, ns=None):
-    argv = ["ip"] + (["-n", ns] if ns else []) + list(args)
-    r = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+def _run(tool, args, ns, check, timeout):
+    """``tool [-n ns] args``; ``LinkError`` with its output if it fails and ``check``."""
+    argv = [tool] + (["-n", ns] if ns else []) + list(args)
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
     if check and r.returncode != 0:
         raise LinkError("%s failed (rc %d): %s" % (" ".join(argv), r.returncode,
                                                   (r.stderr or r.stdout).strip()))
     return r
+
+
+def _ip(*args, check=True, ns=None):
+    return _run("ip", args, ns, check, 60)
 
 
 def netns_list():
@@ -154,12 +159,7 @@ def ensure_provider_host_side(cloud, ovs_vsctl):
 
 
 def _tc(ns, *args, check=True):
-    argv = ["tc"] + (["-n", ns] if ns else []) + list(args)
-    r = subprocess.run(argv, capture_output=True, text=True, timeout=30)
-    if check and r.returncode != 0:
-        raise LinkError("%s failed (rc %d): %s" % (" ".join(argv), r.returncode,
-                                                  (r.stderr or r.stdout).strip()))
-    return r
+    return _run("tc", args, ns, check, 30)
 
 
 def shape_link(rate="25mbit", burst="32kbit", latency="400ms"):

@@ -26,8 +26,11 @@ def read_meta(url, workdir=None, policy=None, max_bytes=None):
     return meta
 
 
-def synthesis_metadata(url):
-    """The server metadata that makes a boot from a base disk image a VM synthesis."""
+def synthesis_metadata(url=None, overlay_image=None):
+    """The server metadata that makes a boot from a base disk image a VM synthesis of the
+    overlay at ``url`` or of VM overlay image ``overlay_image`` (an id)."""
+    if overlay_image is not None:
+        return {model.METADATA_OVERLAY_IMAGE: overlay_image}
     return {model.METADATA_OVERLAY_URL: url}
 
 
@@ -43,7 +46,7 @@ def synthesis(conn, url, name, flavor=None, network="auto", wait=False,
     if overlay_image is not None:
         image = lookups.find_image(conn, overlay_image, model.OVERLAY)
         base_id = (image.properties or {}).get(model.PROPERTY_BASE_ID)
-        overlay, metadata = "image %s" % image.id, {model.METADATA_OVERLAY_IMAGE: image.id}
+        overlay, metadata = "image %s" % image.id, synthesis_metadata(overlay_image=image.id)
     else:
         base_id = read_meta(url, workdir)["base_vm_sha256"]
         overlay, metadata = url, synthesis_metadata(url)

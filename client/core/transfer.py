@@ -28,13 +28,14 @@ class _ReadProgress:
         self._file.close()
 
 
-def upload_image(conn, name, path, properties, visibility, progress=None):
-    """Create raw image ``name`` from file ``path`` with ``properties``; return it once
-    it is active."""
+def upload_image(conn, name, path, properties, visibility, progress=None, disk_format="raw"):
+    """Create image ``name`` (``disk_format`` raw, or aki/ari with the same container
+    format) from file ``path`` with ``properties``; return it once it is active."""
     data = _ReadProgress(path, progress)
     try:
         image = conn.image.create_image(
-            name=name, data=data, disk_format="raw", container_format="bare",
+            name=name, data=data, disk_format=disk_format,
+            container_format="bare" if disk_format == "raw" else disk_format,
             visibility=visibility, allow_duplicates=True, **properties)
     finally:
         data.close()

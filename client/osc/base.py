@@ -26,7 +26,7 @@ class ImportBase(common.CloudletMixin, command.ShowOne):
         ids = bases.import_base(self.conn, parsed_args.package, parsed_args.name,
                                 "public" if parsed_args.public else "private",
                                 progress_bar("uploading", None))
-        return common.as_show({model.RESPONSE_KEYS[t]: i for t, i in ids.items()})
+        return common.as_show({model.IMPORT_KEYS[t]: i for t, i in ids.items()})
 
 
 class ExportBase(common.CloudletMixin, command.ShowOne):

@@ -7,7 +7,7 @@
 | 2  | zstd  | a zstd frame with the content size and checksum flags set |
 
 The id makes a blob readable without the meta, and lets one overlay mix codecs.
-Default zstd level 3, chosen with ``bench/codecs.py`` on the demo workload: every codec and
+Default zstd level 3, chosen with ``bench/codec_choice.py`` on the demo workload: every codec and
 level came within 0.8 % in size (the workload is mostly random data), xz decompressed ~10x
 slower than zstd, and zstd 19 spent 8 s packing for 0.5 % (``bench/README.md``).
 """

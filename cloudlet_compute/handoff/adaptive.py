@@ -2,7 +2,7 @@
 
 ``Chooser`` keeps moving estimates of the channel's send rate (bytes on the wire per second,
 measured around ``channel.send``: on a TCP socket, what left the kernel's send buffer
-(``SIOCOUTQ``) while it was never empty, so that the buffer does not hide a slow link;
+(``TIOCOUTQ``) while it was never empty, so that the buffer does not hide a slow link;
 elsewhere the time of the send) and, per candidate codec/level, of its compression speed
 (input bytes per second of wall time in the compressing thread, so the other load on the
 cores counts) and ratio. For the next batch it picks the candidate with the least estimated
@@ -278,7 +278,7 @@ class Chooser:
 
 def _queued(channel):
     """Bytes the kernel still holds for ``channel``'s socket (unsent or unacknowledged;
-    Linux ``SIOCOUTQ``), or None where that cannot be read."""
+    Linux ``TIOCOUTQ``), or None where that cannot be read."""
     try:
         raw = fcntl.ioctl(channel.sock.fileno(), termios.TIOCOUTQ, b"\0" * 4)
     except (AttributeError, OSError, ValueError):

@@ -211,6 +211,24 @@ def receive(conn, store, channel, placement, paused=False, require_base=None):
     return Reception(channel, stats)
 
 
+def frames(channel):
+    """Yield ``(number, kind, data)`` of each frame after the header: SETUP, RECORDS and TAIL
+    decompressed, then END as it came, which is the last; an ABORT or another kind raises."""
+    number = 0
+    while True:
+        kind, payload = channel.receive()
+        number += 1
+        if kind == wire.END:
+            yield number, kind, payload
+            return
+        if kind == wire.ABORT:
+            raise wire.PeerFailed(kind, "the source stopped the handoff: %s"
+                                  % payload.decode("utf-8", "replace"))
+        if kind not in (wire.SETUP, wire.RECORDS, wire.TAIL):
+            raise FormatError("unexpected %s frame in a handoff stream" % wire.NAMES[kind])
+        yield number, kind, blobcodec.decompress(payload, MAX_PLAIN)
+
+
 def _image_pieces(channel, state, disk, stats):
     """Yield the memory image's stream while frames arrive; write disk chunks meanwhile.
 
@@ -220,35 +238,24 @@ def _image_pieces(channel, state, disk, stats):
     """
     nbd = disk.connect()
     try:
-        frame = 0
-        while True:
-            kind, payload = channel.receive()
-            frame += 1
-            if kind == wire.END:
-                break
-            if kind == wire.ABORT:
-                raise wire.PeerFailed(kind, "the source stopped the handoff: %s"
-                                      % payload.decode("utf-8", "replace"))
-            if kind not in (wire.SETUP, wire.RECORDS, wire.TAIL):
-                raise FormatError("unexpected %s frame in a handoff stream" % wire.NAMES[kind])
-            plain = blobcodec.decompress(payload, MAX_PLAIN)
+        for frame, kind, data in frames(channel):
             if kind == wire.SETUP:
                 if state.setup is not None:
                     raise FormatError("handoff stream sends its setup twice")
-                state.take_setup(plain)
-                yield plain
+                state.take_setup(data)
+                yield data
             elif kind == wire.RECORDS:
-                keys, chunks = state.take_records(plain, frame)
+                keys, chunks = state.take_records(data, frame)
                 apply.write_chunks(nbd, {i: state.disk[i] for i in chunks})
                 if keys:
                     yield from state.ram_section(migstream.SECTION_PART, keys)
-            else:
-                migstream.check_end(plain, 0)
-                state.tail = plain
+            elif kind == wire.TAIL:
+                migstream.check_end(data, 0)
+                state.tail = data
         stats["end_at"] = time.monotonic()
         if state.setup is None or state.tail is None:
             raise FormatError("handoff stream ended without the memory's setup or device state")
-        end = _end_message(payload)
+        end = _end_message(data)   # the last frame is END
         if memory_digest(state.setup, state.digests, state.tail) != end["memory_digest"]:
             raise IntegrityError("the received memory state does not match the source's "
                                  "digest")

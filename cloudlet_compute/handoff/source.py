@@ -41,10 +41,10 @@ RESULT_WAIT = 600.0           # seconds the source waits for the destination's v
 class _Encoder:
     """Dedups chunks against the base and against what was sent; frames records."""
 
-    def __init__(self, channel, base, codec=adaptive.AUTO, level=None, pipelined=True):
+    def __init__(self, channel, base, chooser):
+        """``chooser``: the ``adaptive.Chooser`` of every batch (``adaptive.chooser``)."""
         self.channel = channel
-        self.frames = adaptive.FrameSender(channel, adaptive.chooser(codec, level, pipelined),
-                                           pipelined)
+        self.frames = adaptive.FrameSender(channel, chooser, chooser.pipelined)
         self.matcher = dedup.BaseMatcher(base)
         self.sent = {TARGET_MEMORY: {}, TARGET_DISK: {}}   # index -> digest of the latest
         self.held = {}      # digest -> (target, index) of a chunk the receiver holds now
@@ -118,6 +118,9 @@ class _Encoder:
 
 
 def _handoff_disk(xml):
+    problem = domxml.source_problem(xml)   # what a capture cannot take, a handoff cannot
+    if problem:
+        raise ConflictError(problem)
     disk_path, disk_format = domxml.file_disk(xml)
     base_id = domxml.base_id_of(xml)
     if base_id is None or disk_format != "qcow2":
@@ -170,7 +173,7 @@ def send(conn, store, domain_name, channel, progress=None, codec=adaptive.AUTO,
     left stopped (paused) for the caller to remove. On any failure the source guest runs
     again as before and the error propagates.
     """
-    adaptive.chooser(codec, level)   # a bad codec fails here, before anything is sent
+    chooser = adaptive.chooser(codec, level)   # a bad codec fails here, before anything is sent
     dom = domains.lookup(conn, domain_name)
     if dom.state()[0] != libvirt.VIR_DOMAIN_RUNNING:
         raise ConflictError("domain %s is not running" % domain_name)
@@ -184,7 +187,7 @@ def send(conn, store, domain_name, channel, progress=None, codec=adaptive.AUTO,
             "version": PROTOCOL_VERSION, "base_vm_sha256": base.id,
             "base_memory_sha256": base.memory_sha256, "disk_size": base.disk_size,
             "xml": xml}))
-        encoder = _Encoder(channel, base, codec, level)
+        encoder = _Encoder(channel, base, chooser)
         try:
             early = delta.disk_delta(disk_path, base, store.tmp_dir).changed
         except CloudletError as exc:   # the image moved under us; the final pass covers it

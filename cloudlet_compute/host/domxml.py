@@ -18,18 +18,100 @@ def _parse(xml):
         raise FormatError("domain XML does not parse: %s" % exc) from None
 
 
+def _disks(root):
+    """The domain's disks, cdroms and floppies aside."""
+    return [d for d in root.iter("disk") if d.get("device", "disk") not in ("cdrom", "floppy")]
+
+
+def _disk_format(disk):
+    driver = disk.find("driver")
+    return driver.get("type", "raw") if driver is not None else "raw"
+
+
 def file_disk(xml):
     """Return ``(path, format)`` of the domain's one file-backed disk.
 
     Raise ``ConflictError`` if there is not exactly one (cdroms and floppies aside).
     """
-    disks = [d for d in _parse(xml).iter("disk") if d.get("device", "disk") == "disk"]
+    disks = _disks(_parse(xml))
     if len(disks) != 1 or disks[0].get("type") != "file" or disks[0].find("source") is None:
         raise ConflictError("the domain must have exactly one file-backed disk (it has %d disks)"
                             % len(disks))
-    driver = disks[0].find("driver")
-    fmt = driver.get("type", "raw") if driver is not None else "raw"
-    return disks[0].find("source").get("file"), fmt
+    return disks[0].find("source").get("file"), _disk_format(disks[0])
+
+
+SOURCE_FORMATS = ("raw", "qcow2")
+DISK_TYPES = {"network": "a network disk", "block": "a host block device",
+              "volume": "a storage pool volume", "dir": "a host directory",
+              "nvme": "a host NVMe device", "vhostuser": "a vhost-user disk"}
+DISK_FLAGS = {"shareable": "shared with other domains", "readonly": "read-only",
+              "transient": "transient"}
+# Devices whose state lives outside the disk file and the RAM, which a capture cannot take.
+OUTSIDE_STATE = (("hostdev", "a host device (<hostdev>)"),
+                 ("interface[@type='hostdev']", "a host network device (<interface "
+                                                "type='hostdev'>)"),
+                 ("filesystem", "a host directory share (<filesystem>)"),
+                 ("shmem", "a shared memory device (<shmem>)"),
+                 ("tpm", "a TPM (<tpm>)"))
+
+
+def _disk_problem(disk):
+    """What makes ``disk`` unusable as a source's disk, or None."""
+    target = disk.find("target")
+    dev = "disk %s" % (target.get("dev") if target is not None else "?")
+    kind, source = disk.get("type", "file"), disk.find("source")
+    if kind != "file":
+        return "%s is %s (type='%s'), not a file" % (dev, DISK_TYPES.get(kind, "a device"), kind)
+    if source is None or not source.get("file"):
+        return "%s has no source file" % dev
+    if _disk_format(disk) not in SOURCE_FORMATS:
+        return "%s is %s, not raw or qcow2" % (dev, _disk_format(disk))
+    for flag, what in DISK_FLAGS.items():
+        if disk.find(flag) is not None:
+            return "%s is %s (<%s/>)" % (dev, what, flag)
+    if disk.find("encryption") is not None or source.find("encryption") is not None:
+        return "%s is encrypted" % dev
+    if source.find("dataStore") is not None:
+        return "%s keeps its data in a separate file (<dataStore>)" % dev
+    for layer in disk.iter("backingStore"):
+        if layer.get("type", "file") != "file":
+            return "%s has %s in its backing chain (type='%s')" % (
+                dev, DISK_TYPES.get(layer.get("type"), "a device"), layer.get("type"))
+    return None
+
+
+def _domain_problem(root):
+    """What in domain ``root`` (disks aside) a capture cannot take, or None."""
+    if root.get("type") not in ("kvm", "qemu"):
+        return "it is a %s domain, not KVM or QEMU (TCG)" % root.get("type")
+    if root.find("memoryBacking/hugepages") is not None:
+        return "its RAM is backed by hugepages (<memoryBacking><hugepages/>)"
+    devices = root.find("devices")
+    if devices is None:
+        devices = ET.Element("devices")
+    if devices.find("memory") is not None:
+        return ("it has a memory device (<memory model='%s'>) beside its RAM"
+                % devices.find("memory").get("model"))
+    for path, what in OUTSIDE_STATE:
+        if devices.find(path) is not None:
+            return "it has %s, whose state is outside its disk and RAM" % what
+    return None
+
+
+def source_problem(xml):
+    """Why domain XML ``xml`` cannot be captured (``base create``, ``overlay create``), as
+    one line naming the domain, or None if it can: a KVM or QEMU (TCG) domain with exactly
+    one disk (cdroms and floppies aside), a raw or qcow2 file (a qcow2's backing chain of
+    files), no hugepages and no device whose state lives outside the disk and the RAM."""
+    root = _parse(xml)
+    disks = _disks(root)
+    problem = _domain_problem(root)
+    if problem is None and len(disks) != 1:
+        problem = "it has %d disks, not one (cdroms and floppies aside)" % len(disks)
+    problem = problem or _disk_problem(disks[0])
+    if problem is None:
+        return None
+    return "domain %s cannot be captured: %s" % (root.findtext("name") or "?", problem)
 
 
 def memory_mib(xml):
@@ -89,4 +171,35 @@ def for_instance(xml, name, disk_path, workdir, base_id, domain_uuid=None):
     for old in metadata.findall("{%s}instance" % NS):
         metadata.remove(old)
     ET.SubElement(metadata, "{%s}instance" % NS, base=base_id)
+    return ET.tostring(root, encoding="unicode")
+
+
+BOOT_ELEMENTS = ("kernel", "initrd", "cmdline")
+
+
+def boot_files(xml):
+    """``{"kernel": path, "initrd": path, "cmdline": text}`` of a direct-kernel-boot domain's
+    ``<os>`` (None for each element it lacks; all None for a domain with a boot loader)."""
+    os_node = _parse(xml).find("os")
+    return {tag: (os_node.findtext(tag) if os_node is not None else None) or None
+            for tag in BOOT_ELEMENTS}
+
+
+def with_boot_files(xml, kernel=None, initrd=None, cmdline=None):
+    """``xml`` whose ``<os>`` boots ``kernel`` with ``initrd`` and ``cmdline``; an argument
+    left None keeps that element as it is. A domain without ``<kernel>`` is returned as is."""
+    root = _parse(xml)
+    os_node = root.find("os")
+    if os_node is None or os_node.find("kernel") is None:
+        return xml
+    for tag, value in (("kernel", kernel), ("initrd", initrd), ("cmdline", cmdline)):
+        if value is None:
+            continue
+        node = os_node.find(tag)
+        if node is None:   # after those that come before it in libvirt's order
+            earlier = BOOT_ELEMENTS[:BOOT_ELEMENTS.index(tag)]
+            last = [n for n in os_node if n.tag in earlier][-1]
+            node = ET.Element(tag)
+            os_node.insert(list(os_node).index(last) + 1, node)
+        node.text = value
     return ET.tostring(root, encoding="unicode")

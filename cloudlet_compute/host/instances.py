@@ -59,9 +59,11 @@ class Placement:
         _check_reachable(self.path)
         qemuimg.create_overlay(self.disk_path, base.disk_path)
 
-    def domain_xml(self, xml, base_id):
-        """``xml`` (from a memory image) given this placement's identity and paths."""
-        xml = domxml.for_instance(xml, self.name, self.disk_path, self.path, base_id, self.uuid)
+    def domain_xml(self, xml, base):
+        """``xml`` (from a memory image of ``base``) given this placement's identity and
+        paths, booting the base's copies of its kernel and initrd if it has them."""
+        xml = domxml.for_instance(xml, self.name, self.disk_path, self.path, base.id, self.uuid)
+        xml = domxml.with_boot_files(xml, **base.boot_files())
         return self.xml_hook(xml) if self.xml_hook else xml
 
     def discard(self):
@@ -92,7 +94,7 @@ def start(conn, placement, base, header, stream_pieces, paused=False):
     ``header`` is the ``SaveHeader`` of the source image; ``stream_pieces`` yields the
     bytes of its QEMU stream.
     """
-    xml = placement.domain_xml(header.xml, base.id)
+    xml = placement.domain_xml(header.xml, base)
     try:
         with open(placement.image_path, "wb") as out:
             out.write(header.encode(xml))
@@ -112,8 +114,11 @@ def resume(conn, base, placement, paused=False):
         with open(base.memory_path, "rb") as image, \
                 mmap.mmap(image.fileno(), 0, prot=mmap.PROT_READ) as buf:
             header = saveimage.SaveHeader.parse(buf)
-            start(conn, placement, base, header, [memoryview(buf)[header.stream_offset:]],
-                  paused)
+            stream = memoryview(buf)[header.stream_offset:]
+            try:
+                start(conn, placement, base, header, [stream], paused)
+            finally:
+                stream.release()   # else closing the mmap hides an error behind BufferError
     except BaseException:
         placement.discard()
         raise

@@ -94,11 +94,16 @@ class NBDClient:
 
 
 class NBDServer:
-    """A ``qemu-nbd`` process serving one image on a unix socket; a context manager."""
+    """A ``qemu-nbd`` process serving one image on a unix socket; a context manager.
+
+    The server gets SIGTERM when the thread that started it dies (``setpriv --pdeathsig``),
+    so a killed synthesis or handoff receiver leaves no qemu-nbd behind.
+    """
 
     def __init__(self, image, fmt, socket_path, read_only=False):
         self.socket_path = socket_path
-        args = ["qemu-nbd", "--format", fmt, "--socket", socket_path, "--cache", "writeback",
+        args = ["setpriv", "--pdeathsig", "TERM", "--",
+                "qemu-nbd", "--format", fmt, "--socket", socket_path, "--cache", "writeback",
                 "--persistent", "--shared", "4"]
         if read_only:
             args += ["--read-only", "--force-share"]

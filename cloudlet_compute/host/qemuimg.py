@@ -36,3 +36,14 @@ def allocated_extents(path):
 def convert_to_raw(src, dst):
     """Write the full content of image ``src`` (any format) to a sparse raw file ``dst``."""
     _run(["convert", "-U", "-O", "raw", src, dst])
+
+
+def backing_chain(path, fmt):
+    """``qemu-img info --backing-chain`` of image ``path`` (format ``fmt``), which a running
+    QEMU may hold: one dict per layer, ``path`` first."""
+    return json.loads(_run(["info", "-U", "--backing-chain", "--output=json", "-f", fmt, path]))
+
+
+def rebase_unsafe(path, backing, backing_format):
+    """Point qcow2 ``path`` at ``backing`` without touching its data (metadata only)."""
+    _run(["rebase", "-u", "-f", "qcow2", "-F", backing_format, "-b", backing, path])

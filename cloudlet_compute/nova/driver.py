@@ -28,10 +28,10 @@ from nova.virt.libvirt import driver as libvirt_driver
 from cloudlet_compute.errors import CloudletError, FetchError
 from cloudlet_compute.nova import basecache
 from cloudlet_compute.nova import conf as cloudlet_conf
-from cloudlet_compute.nova import destination
 from cloudlet_compute.nova import engine_adapter
 from cloudlet_compute.nova.exception import CloudletTaskFailed
 from cloudlet_compute.nova import glance
+from cloudlet_compute.nova import handoff
 from cloudlet_compute.nova import recovery
 from cloudlet_compute.nova import rpc
 from cloudlet_compute.nova import snapshots
@@ -335,12 +335,9 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
                                               guest.name, instance.display_name or
                                               instance.uuid)
         update_task_state(task_states.IMAGE_UPLOADING, task_states.IMAGE_PENDING_UPLOAD)
-        files = base.image_files()
         # The disk goes last: when it is active, the images it links are too.
         with self._task_errors('cloudlet-base'):
-            for image_type in glance.LINKED_TYPES + (glance.BASE_DISK,):
-                glance.upload(context, self.bases.image_api, image_ids[image_type],
-                              files[image_type], {glance.PROPERTY_BASE_ID: base.id})
+            glance.upload_base(context, self.bases.image_api, image_ids, base, instance)
         return base.id
 
     def cloudlet_overlay_finish(self, context, instance, overlay_id, update_task_state):
@@ -363,48 +360,14 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
 
     def cloudlet_handoff(self, context, instance, handoff_url, dest_token, dest_vmname,
                          dest_image_id, dest_flavor_id, progress):
-        """Create the destination server, hand the guest off to it; return its id.
-
-        The destination server gets the listener's address and one-time secret in its
-        metadata. On failure the guest runs here as before and the destination server,
-        if one was made, is deleted.
-        """
+        """Create the destination server, hand the guest off to it; return its id
+        (:func:`cloudlet_compute.nova.handoff.hand_off`)."""
         guest = self._host.get_guest(instance)
-        dest = destination.Destination(handoff_url, dest_token)
-        dest_id = None
-        reported = [0]
-
-        def report(fraction):
-            percent = int(fraction * 100)
-            if percent >= reported[0] + 5:
-                reported[0] = percent
-                progress(percent)
-
-        def check_destination():
-            server = dest.server(dest_id)
-            if server is None or server.get('status') == 'ERROR':
-                fault = ((server or {}).get('fault') or {}).get('message') or 'deleted'
-                raise CloudletError("the destination server %s failed: %s" % (dest_id, fault))
-
         with self._task_errors('cloudlet-handoff'):
-            listener = engine_adapter.handoff_listener(CONF.cloudlet.handoff_host)
-            try:
-                dest_id = dest.create_server(dest_vmname, dest_image_id, dest_flavor_id, {
-                    glance.METADATA_HANDOFF_SOURCE: listener.url,
-                    glance.METADATA_HANDOFF_SECRET: listener.secret_text,
-                    glance.METADATA_HANDOFF_FROM: instance.uuid})
-                engine_adapter.handoff_send(self._host.get_connection(), self.bases.store,
-                                            guest.name, listener, dest_id,
-                                            CONF.cloudlet.handoff_wait, check_destination,
-                                            report, CONF.cloudlet.handoff_compression)
-            except Exception as exc:
-                listener.close()
-                if dest_id:
-                    dest.delete_server(dest_id)
-                if isinstance(exc, destination.DestinationError):
-                    raise CloudletError(str(exc)) from exc
-                raise
-        return dest_id
+            return handoff.hand_off(self._host.get_connection(), self.bases.store,
+                                    guest.name, instance.uuid,
+                                    (handoff_url, dest_token, dest_vmname, dest_image_id,
+                                     dest_flavor_id), progress, CONF.cloudlet)
 
     @staticmethod
     @contextlib.contextmanager

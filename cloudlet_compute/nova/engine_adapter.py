@@ -7,8 +7,9 @@ exceptions. The engine is imported lazily: nova's test fixtures forbid importing
 nova-api uses too, imports no libvirt).
 
 Restores go through the engine's ``instances.Placement``: nova's name, UUID, directory and
-disk, plus a hook that puts nova's consoles into the restored domain's XML and disconnects the
-snapshot's NICs; after the restore nova's NICs are hot-plugged in their place.
+disk, plus a hook that puts nova's consoles (and nova's copies of the kernel and ramdisk, if
+the image names them) into the restored domain's XML and disconnects the snapshot's NICs;
+after the restore nova's NICs are hot-plugged in their place.
 """
 
 import contextlib
@@ -199,12 +200,16 @@ def nova_devices_hook(nova_xml):
     the snapshot's NICs stay at their PCI address, but disconnected (an unconnected tap, link
     down) and named ``ua-cloudlet-snapshot-nic<N>``; after the restore they are detached and
     nova's NICs hot-plugged (``plug_nova_nics``). nova's ``<serial>``/``<console>`` replace
-    the base's (ISA serial ports: the backend may change, the count must not).
+    the base's (ISA serial ports: the backend may change, the count must not). If nova's
+    ``<os>`` boots a kernel (the image's ``kernel_id``/``ramdisk_id``, fetched into the
+    instance directory), the domain boots nova's files; else the base store's copies.
     """
+    from cloudlet_compute.host import domxml
     nova_devices = ET.fromstring(nova_xml).find("devices")
+    nova_boot = domxml.boot_files(nova_xml)
 
     def hook(xml):
-        root = ET.fromstring(xml)
+        root = ET.fromstring(domxml.with_boot_files(xml, **nova_boot))
         devices = root.find("devices")
         for index, base_nic in enumerate(devices.findall("interface")):
             devices.insert(list(devices).index(base_nic), _disconnected(base_nic, index))

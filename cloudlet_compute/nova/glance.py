@@ -1,7 +1,9 @@
 """The Glance model of cloudlet base VMs and VM overlays (original-system A.7).
 
 A base VM is four linked images: the disk (uploaded last; it names the other three in
-its properties), the memory image, and the two hash lists. A VM overlay is one image.
+its properties), the memory image, and the two hash lists; a base of a direct-kernel-boot
+guest also has kernel and ramdisk images, which the disk names as nova's ``kernel_id`` and
+``ramdisk_id``. A VM overlay is one image.
 Every image carries ``is_cloudlet`` and ``cloudlet_type``; all of a base's images carry
 ``base_sha256_uuid``, the base id (SHA-256 of the disk content), which the compute node
 sets when it uploads the data (the API creates the records before the id is known).
@@ -22,7 +24,8 @@ LOG = logging.getLogger(__name__)
 
 # The names of the model live in one nova-free module, shared with the clients.
 from cloudlet_compute.imagemodel import (  # noqa: E402,F401
-    BASE_DISK, BASE_DISK_HASH, BASE_MEMORY, BASE_MEMORY_HASH, LINKED_TYPES,
+    BASE_DISK, BASE_DISK_HASH, BASE_MEMORY, BASE_MEMORY_HASH, BOOT_FORMATS, BOOT_LINKS,
+    LINKED_TYPES, boot_properties,
     METADATA_HANDOFF_ERROR, METADATA_HANDOFF_FROM, METADATA_HANDOFF_SECRET, METADATA_HANDOFF_SOURCE,
     METADATA_OVERLAY_IMAGE, METADATA_OVERLAY_URL, OVERLAY, PROPERTY_BASE_ID, PROPERTY_CLOUDLET, PROPERTY_TYPE,
     RESPONSE_KEYS, SUFFIXES, SYSMETA_PREFIX)
@@ -134,3 +137,32 @@ def upload(context, image_api, image_id, path, properties=None):
     meta = {'properties': dict(properties or {})}
     with open(path, 'rb') as data:
         return image_api.update(context, image_id, meta, data=data, purge_props=False)
+
+
+def upload_base(context, image_api, image_ids, base, instance):
+    """Upload base VM ``base`` (the engine's) into its records ``image_ids``: the linked
+    images first, the disk last. A base that boots a kernel also gets kernel and ramdisk
+    images, named by the disk as nova's ``kernel_id``/``ramdisk_id`` with its command line
+    as ``os_command_line``; return their ``{type: id}``."""
+    files = base.image_files()
+    props = {PROPERTY_BASE_ID: base.id}
+    for image_type in LINKED_TYPES:
+        upload(context, image_api, image_ids[image_type], files[image_type], props)
+    boot_ids = {}
+    try:
+        name = image_api.get(context, image_ids[BASE_DISK])['name']
+        name = name[:-len(SUFFIXES[BASE_DISK])] if name.endswith(SUFFIXES[BASE_DISK]) else name
+        for image_type in BOOT_LINKS:
+            if image_type in files:
+                meta = {'name': name + SUFFIXES[image_type], 'visibility': 'private',
+                        'disk_format': BOOT_FORMATS[image_type],
+                        'container_format': BOOT_FORMATS[image_type],
+                        'properties': _properties(context, instance, image_type, props)}
+                with open(files[image_type], 'rb') as data:
+                    boot_ids[image_type] = image_api.create(context, meta, data=data)['id']
+        disk_props = dict(props, **boot_properties(boot_ids, base.cmdline))
+        upload(context, image_api, image_ids[BASE_DISK], files[BASE_DISK], disk_props)
+    except Exception:
+        with excutils.save_and_reraise_exception():
+            _delete_quietly(context, image_api, boot_ids.values())
+    return boot_ids

@@ -9,6 +9,10 @@ once (``canonical.rewrite``: ``migstream.canonical`` file to file, in bounded me
 behind a libvirt header carrying the domain's migratable XML, which makes it an ordinary
 save image. Whatever fails, a guest we stopped is resumed: a capture never loses a VM.
 
+A domain that cannot be captured (``source``: several disks, a disk that is not a raw or
+qcow2 file, hugepages, host devices, ...) is refused before anything is touched. A qcow2's
+backing chain stays where it is: the copy of the top layer is pointed at it by absolute path.
+
 libvirt marks a domain whose monitor we used as tainted ("custom-monitor"); stock
 libvirt has no API that migrates live into a file.
 """
@@ -26,7 +30,8 @@ import libvirt_qemu
 
 from cloudlet_compute.errors import ConflictError, HypervisorError
 from cloudlet_compute.format import saveimage
-from cloudlet_compute.host import domains, domxml
+from cloudlet_compute.format.records import CHUNK_SIZE
+from cloudlet_compute.host import domains, domxml, qemuimg
 from cloudlet_compute.write import canonical
 
 LOG = logging.getLogger(__name__)
@@ -43,6 +48,51 @@ class Capture:
     def __init__(self, memory_path, disk_path, disk_format, xml, downtime):
         self.memory_path, self.disk_path, self.disk_format = memory_path, disk_path, disk_format
         self.xml, self.downtime = xml, downtime
+
+
+class Source:
+    """A domain that ``source`` found capturable: its live XML, its disk file and format,
+    and ``backing``, ``(absolute path, format)`` of a qcow2's backing file or None."""
+
+    def __init__(self, dom, xml, disk_path, disk_format, backing):
+        self.dom, self.xml = dom, xml
+        self.disk_path, self.disk_format, self.backing = disk_path, disk_format, backing
+
+
+def probe_disk(disk_path, disk_format):
+    """Read the headers of a source's disk and its backing chain (the guest may run);
+    return ``(what makes it no source, or None; Source.backing)``."""
+    try:
+        chain = qemuimg.backing_chain(disk_path, disk_format)
+    except HypervisorError as exc:
+        LOG.debug("qemu-img info of %s: %s", disk_path, exc)
+        return "qemu-img cannot read its disk", None
+    if chain[0]["virtual-size"] % CHUNK_SIZE:
+        return ("its disk is %d bytes, not a whole number of 4 KiB chunks"
+                % chain[0]["virtual-size"]), None
+    for layer in chain:
+        if not os.path.isfile(layer["filename"]):
+            return "its disk's backing chain holds something that is not a file", None
+        if layer.get("format-specific", {}).get("data", {}).get("data-file"):
+            return "its disk keeps its data in a separate file (qcow2 data-file)", None
+    return None, (chain[1]["filename"], chain[1]["format"]) if len(chain) > 1 else None
+
+
+def source(conn, name):
+    """Return the :class:`Source` of running domain ``name``; refuse with one line
+    (``ConflictError``), touching nothing, a domain that cannot be captured."""
+    dom = domains.lookup(conn, name)
+    xml = dom.XMLDesc(0)
+    problem = domxml.source_problem(xml)
+    if problem:
+        raise ConflictError(problem)
+    if dom.state()[0] != libvirt.VIR_DOMAIN_RUNNING:
+        raise ConflictError("domain %s is not running" % name)
+    disk_path, disk_format = domxml.file_disk(xml)
+    problem, backing = probe_disk(disk_path, disk_format)
+    if problem:
+        raise ConflictError("domain %s cannot be captured: %s" % (name, problem))
+    return Source(dom, xml, disk_path, disk_format, backing)
 
 
 def _qmp(dom, command, arguments=None, files=None):
@@ -160,27 +210,27 @@ def resume_guest(dom):
 
 
 def capture(conn, name, workdir):
-    """Capture running domain ``name`` (one file-backed disk) into ``workdir``."""
-    dom = domains.lookup(conn, name)
-    if dom.state()[0] != libvirt.VIR_DOMAIN_RUNNING:
-        raise ConflictError("domain %s is not running" % name)
+    """Capture running domain ``name`` into ``workdir`` (refused first: see ``source``)."""
+    src = source(conn, name)
+    dom = src.dom
     xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE | libvirt.VIR_DOMAIN_XML_SECURE)
-    disk_path, disk_format = domxml.file_disk(xml)
     stream_path = os.path.join(workdir, "stream.raw")
     memory_path = os.path.join(workdir, "memory.img")
-    disk_copy = os.path.join(workdir, "captured-disk." + disk_format)
+    disk_copy = os.path.join(workdir, "captured-disk." + src.disk_format)
     try:
         with live_migration(dom) as ours:
             _receive(ours, stream_path)
         qemu_downtime = migration_outcome(dom).get("downtime", 0)
         stopped = time.monotonic()
-        copy_sparse(disk_path, disk_copy)
+        copy_sparse(src.disk_path, disk_copy)
     finally:
         resume_guest(dom)
     downtime = time.monotonic() - stopped + qemu_downtime / 1000.0
+    if src.backing:     # the top layer may name its backing file relative to its own directory
+        qemuimg.rebase_unsafe(disk_copy, *src.backing)
     with open(memory_path, "wb") as out:
         out.write(saveimage.SaveHeader(xml, "").encode())
         canonical.rewrite(stream_path, out)
     os.unlink(stream_path)
     LOG.info("captured %s (guest stopped %.3f s)", name, downtime)
-    return Capture(memory_path, disk_copy, disk_format, xml, downtime)
+    return Capture(memory_path, disk_copy, src.disk_format, xml, downtime)

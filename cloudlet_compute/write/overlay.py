@@ -37,16 +37,16 @@ def create(conn, store, domain_name, out_path, codec=blobcodec.DEFAULT_CODEC, le
     ``(meta, timings)``; timings are seconds per phase.
     """
     timings = {}
+    t0 = time.monotonic()
+    src = capture.source(conn, domain_name)     # refused here, before anything is touched
+    base_id = domxml.base_id_of(src.xml)
+    if base_id is None or src.disk_format != "qcow2":
+        raise ConflictError("domain %s was not resumed from a base VM (no cloudlet "
+                            "metadata, or its disk is not a qcow2 over the base)" % domain_name)
+    base = store.get(base_id)
     work = store.scratch("overlay-")
     try:
-        t0 = time.monotonic()
         cap = capture.capture(conn, domain_name, work)
-        base_id = domxml.base_id_of(cap.xml)
-        if base_id is None or cap.disk_format != "qcow2":
-            raise ConflictError("domain %s was not resumed from a base VM (no cloudlet "
-                                "metadata, or its disk is not a qcow2 over the base)"
-                                % domain_name)
-        base = store.get(base_id)
         t1 = time.monotonic()
         timings["capture"], timings["downtime"] = t1 - t0, cap.downtime
         mem = delta.memory_delta(cap.memory_path, base, work)

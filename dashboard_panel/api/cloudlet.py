@@ -131,7 +131,8 @@ class Instance:
         self.flavor_name = flavor.get("original_name") or flavor.get("name") or flavor.get("id")
         self.metadata = dict(server.metadata or {})
         self.overlay_url = self.metadata.get(model.METADATA_OVERLAY_URL)
-        self.cloudlet_type = SYNTHESIZED if self.overlay_url else RESUMED
+        overlay_image = self.metadata.get(model.METADATA_OVERLAY_IMAGE)
+        self.cloudlet_type = SYNTHESIZED if self.overlay_url or overlay_image else RESUMED
         self.fault = (server.fault or {}).get("message")
         self.ips = [a["addr"] for addrs in (server.addresses or {}).values() for a in addrs]
         self.created_at = server.created_at
@@ -218,10 +219,12 @@ def resume_base(request, name, image_id, flavor_id, network_id=None):
 
 
 @handle_errors
-def synthesize(request, name, image_id, flavor_id, overlay_url, network_id=None):
-    """``POST /servers`` from the base with ``metadata.overlay_url``: VM synthesis."""
+def synthesize(request, name, image_id, flavor_id, overlay_url=None, network_id=None,
+               overlay_image=None):
+    """``POST /servers`` from the base with ``metadata.overlay_url`` (or ``overlay_image``,
+    a VM overlay image id, which nova-compute reads from Glance): VM synthesis."""
     return Instance(_create_server(request, name, image_id, flavor_id, network_id,
-                                   synthesis.synthesis_metadata(overlay_url)))
+                                   synthesis.synthesis_metadata(overlay_url, overlay_image)))
 
 
 def _create_server(request, name, image_id, flavor_id, network_id, metadata=None):

@@ -289,22 +289,15 @@ def test_round_trip_through_the_receivers_decoding(channels, codec):  # noqa: F8
     chunks = _chunks(1500)
     base = FakeBase(len(chunks))
     state = destination._Reassembly(base, b"", None)
-    received = {}
 
     def receive():
-        frame = 0
-        while True:
-            kind, payload = dest.receive()
-            frame += 1
-            if kind == wire.END:
-                return
-            plain = blobcodec.decompress(payload, destination.MAX_PLAIN)
-            _keys, written = state.take_records(plain, frame)
-            received.update((i, state.disk[i]) for i in written)
+        for frame, kind, data in destination.frames(dest):
+            if kind == wire.RECORDS:
+                state.take_records(data, frame)
 
     receiver = threading.Thread(target=receive)
     receiver.start()
-    encoder = source._Encoder(src, base, codec)
+    encoder = source._Encoder(src, base, adaptive.chooser(codec))
     for i, data in chunks.items():
         encoder.add(TARGET_DISK, i, data)
     encoder.flush()
@@ -312,7 +305,7 @@ def test_round_trip_through_the_receivers_decoding(channels, codec):  # noqa: F8
     stats = encoder.finish()
     receiver.join(20)
     assert not receiver.is_alive()
-    assert {i: hashlib.sha256(d).digest() for i, d in received.items()} == {
+    assert {i: hashlib.sha256(d).digest() for i, d in state.disk.items()} == {
         i: hashlib.sha256(d or bytes(CHUNK_SIZE)).digest() for i, d in chunks.items()}
     assert stats["record_frames"] >= 2 and sum(stats["choices"].values()) == stats["record_frames"]
     if codec != "auto":

@@ -1,7 +1,7 @@
 """Overlay creation in bounded memory (issue 13): the streamed write path (delta -> dedup ->
 pack after capture) writes the overlay the in-memory one wrote, byte for byte, and its
 peak RSS follows the delta, not the VM's RAM; the capture's file-to-file rewrite of the
-stream is ``migstream.canonical``'s. No libvirt (``tests/support/bigvm.py``)."""
+stream is ``migstream.canonical``'s. No libvirt (``bench/bigvm.py``)."""
 
 import hashlib
 import io
@@ -18,7 +18,7 @@ from cloudlet_compute.format import migstream
 from cloudlet_compute.format.records import ZERO_DIGEST
 from cloudlet_compute.write import canonical, delta, digestindex, pack, spool
 from tests.fuzz import make_seeds
-from tests.support import bigvm
+from bench import bigvm
 
 # SHA-256 of the overlay of make_pair(16 MiB RAM, 6 MiB memory + 2 MiB disk delta, 8 MiB
 # disk, seed 5) with 64 KiB blobs, as the in-memory writer of commit 11e2b9b wrote it.

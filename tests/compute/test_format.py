@@ -1,6 +1,6 @@
 """The overlay format without libvirt: golden file, codecs, records, meta, and fuzzing.
 
-A synthetic base VM and customization (``tests/support/synthetic.py``) exercise every
+A synthetic base VM and customization (``bench/synthetic.py``) exercise every
 record source. ``golden/overlay-v1.zip`` freezes format version 1: today's writer must
 produce it byte for byte, and today's reader must rebuild the customized VM from it.
 """
@@ -23,17 +23,18 @@ from cloudlet_compute.progress import NullProgress
 from cloudlet_compute.read import overlayinfo
 from cloudlet_compute.read.fetch import FileSource
 from cloudlet_compute.read.synthesis import read_overlay
-from tests.support import synthetic
+from bench import synthetic
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "golden", "overlay-v1.zip")
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Reads the golden overlay's meta with libvirt made unimportable: the reader the clients use
-# (and the client itself) must not load libvirt.
+# (and both command lines, over the whole client core) must not load libvirt.
 NO_LIBVIRT_INFO = """
 import json, sys
 sys.modules["libvirt"] = sys.modules["libvirt_qemu"] = None
 from cloudlet_compute.read import overlayinfo
-import client.core.synthesis  # what the clients read overlays with
+import client.cloudlet_client, client.osc.base, client.osc.handoff, client.osc.overlay
+import client.osc.synthesis
 print(json.dumps(overlayinfo.info(sys.argv[1], sys.argv[2])))
 """
 

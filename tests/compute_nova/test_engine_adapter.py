@@ -1,6 +1,7 @@
 """engine_adapter's nova placement: identity, disk, and nova's devices in the base's XML."""
 
 import xml.etree.ElementTree as ET
+from types import SimpleNamespace
 
 import pytest
 
@@ -8,7 +9,9 @@ from cloudlet_compute.host import domxml
 from cloudlet_compute.nova import engine_adapter
 
 BASE_XML = """<domain type='qemu'><name>base</name><uuid>00000000-0000-0000-0000-000000000001</uuid>
-<memory>262144</memory><devices>
+<memory>262144</memory><os><type arch='x86_64' machine='pc-i440fx-7.2'>hvm</type>
+<kernel>/b/vmlinuz</kernel><initrd>/b/initrd.img</initrd><cmdline>console=ttyS0</cmdline>
+</os><devices>
 <disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='/b/disk.raw'/>
 <target dev='vda' bus='virtio'/></disk>
 <interface type='network'><mac address='52:54:00:00:00:01'/><source network='default'/>
@@ -26,6 +29,37 @@ NOVA_XML = """<domain type='qemu'><name>instance-00000001</name>
 </devices></domain>"""
 
 
+
+def base_vm(kernel=None, initrd=None):
+    """What the placement reads of a ``bases.BaseVM``."""
+    return SimpleNamespace(id="ab" * 32, boot_files=lambda: {"kernel": kernel, "initrd": initrd})
+
+
+NOVA_OS = """<os><type arch='x86_64' machine='pc-i440fx-9.0'>hvm</type><kernel>{dir}/kernel</kernel>
+<initrd>{dir}/ramdisk</initrd><cmdline>console=ttyS0 panic=-1</cmdline></os><devices>"""
+
+
+def test_restored_domain_boots_novas_kernel_else_the_stores(tmp_path):
+    """nova fetched the image's kernel_id/ramdisk_id into the instance directory: the restored
+    domain boots those (the next hard reboot boots them too); else the base store's copies.
+    The base's machine type stays (the saved memory needs it)."""
+    store = base_vm("/store/kernel", "/store/initrd")
+    nova_xml = NOVA_XML.replace("<devices>", NOVA_OS, 1).format(dir=tmp_path)
+    root = ET.fromstring(engine_adapter.placement_for_nova(nova_xml).domain_xml(BASE_XML, store))
+    assert (root.findtext("os/kernel"), root.findtext("os/initrd"),
+            root.findtext("os/cmdline")) == (str(tmp_path / "kernel"),
+                                             str(tmp_path / "ramdisk"), "console=ttyS0 panic=-1")
+    assert root.find("os/type").get("machine") == "pc-i440fx-7.2"
+
+    placement = engine_adapter.placement_for_nova(NOVA_XML.format(dir=tmp_path))
+    root = ET.fromstring(placement.domain_xml(BASE_XML, store))
+    assert (root.findtext("os/kernel"), root.findtext("os/initrd"),
+            root.findtext("os/cmdline")) == ("/store/kernel", "/store/initrd", "console=ttyS0")
+    # A base without copies (made before bases kept them) keeps the paths it was made with.
+    root = ET.fromstring(placement.domain_xml(BASE_XML, base_vm()))
+    assert root.findtext("os/kernel") == "/b/vmlinuz"
+
+
 def test_placement_for_nova(tmp_path):
     nova_xml = NOVA_XML.format(dir=tmp_path)
     (tmp_path / "disk").write_bytes(b"nova's fresh qcow2")
@@ -36,7 +70,7 @@ def test_placement_for_nova(tmp_path):
         str(tmp_path / "disk"))
     assert not placement.owns_dir
 
-    root = ET.fromstring(placement.domain_xml(BASE_XML, "ab" * 32))
+    root = ET.fromstring(placement.domain_xml(BASE_XML, base_vm()))
     assert root.findtext("name") == "instance-00000001"
     assert root.findtext("uuid") == "3f2a1b7c-1111-4222-8333-444455556666"
     assert root.find("devices/disk/source").get("file") == str(tmp_path / "disk")

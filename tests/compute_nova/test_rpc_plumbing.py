@@ -137,7 +137,7 @@ class RPCPlumbingTest(base.CloudletTestBase):
             by_type = {t: files[m] for t, m in imagemodel.BASE_FILES.items()}
             return SimpleNamespace(id="ef" * 32, path=path, disk_path=files["disk.raw"],
                                    memory_path=files["memory.img"],
-                                   image_files=lambda: by_type)
+                                   image_files=lambda: by_type, cmdline=None)
 
         self.engine["create_base"].side_effect = create_base
         body = self.api.post_server_action(server["id"], {"cloudlet-base": {"name": "b1"}})

@@ -5,8 +5,8 @@ chromium driven by Selenium, logged in as the non-admin user ``demo``:
 
 Import Base VM -> Resume Base VM -> (the test customizes the guest through its serial
 console) -> Create VM Overlay -> Download VM overlay -> Start VM Synthesis (the downloaded
-overlay served over HTTP) -> the synthesized instance is Active and its guest holds the
-customized memory and disk -> VM Handoff to cloud b -> the instance is gone here and runs on
+overlay served over HTTP; then from the overlay image in Glance) -> the synthesized instance
+is Active and its guest holds the customized memory and disk -> VM Handoff to cloud b -> the instance is gone here and runs on
 b with the same memory and disk. Each step leaves a screenshot in doc/screenshots/.
 """
 
@@ -362,6 +362,24 @@ def test_cloudlet_story_in_the_browser(horizon, browser, base_package, stack_up,
         with cloud.guest_channel(admin, synthesized) as chan:
             observed = storymod.parse_observation(chan.run(storymod.OBSERVE))
         assert_same_guest(expected, observed)
+
+        # Start VM Synthesis from the overlay image itself: nova-compute reads it from
+        # Glance (no web server); the same guest again. Deleted before the handoff.
+        panel.click("instances__action_synthesis")
+        panel.choose("id_overlay_image", overlay_name)
+        panel.fill("id_name", tag + "-from-image")
+        panel.choose("id_flavor", "cl.tiny ")
+        shot(browser, "5c-vm-synthesis-from-image")
+        panel.submit_modal()
+        from_image = panel.row_id("instances", tag + "-from-image")
+        servers.append(from_image)
+        panel.wait_row_status("instances", tag + "-from-image", "Active")
+        assert demo.compute.get_server(from_image).metadata.get(
+            model.METADATA_OVERLAY_IMAGE) == overlay
+        with cloud.guest_channel(admin, from_image) as chan:
+            observed = storymod.parse_observation(chan.run(storymod.OBSERVE))
+        assert_same_guest(expected, observed)
+        cloud.delete_server(demo, from_image)
 
         # VM Handoff to cloud b (its Keystone and the demo user there): the instance
         # leaves this cloud and runs on b with the same memory and disk.

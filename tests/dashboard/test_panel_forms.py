@@ -11,7 +11,7 @@ from openstack_dashboard.test import helpers as test
 from dashboard_panel.api import cloudlet as api
 from dashboard_panel.exceptions import CloudletAPIError, CloudletNotFound
 from tests.dashboard.panel_helpers import (BASE_ID, FLAVORS, IMPORT_URL, INDEX_URL, RESUME_URL,
-                                          SYNTHESIS_URL, PanelTestCase, base, instance,
+                                          SYNTHESIS_URL, PanelTestCase, base, instance, overlay,
                                           zip_bytes)
 
 
@@ -139,14 +139,17 @@ class SynthesisTests(PanelTestCase):
     def mock_lists(self):
         self.mock_flavor_list.return_value = FLAVORS
         self.mock_network_list.return_value = []
+        self.mock_overlay_list.return_value = [overlay(), overlay("ov-2", status="queued")]
 
-    @test.create_mocks({api: ["flavor_list", "network_list"]})
+    @test.create_mocks({api: ["flavor_list", "network_list", "overlay_list"]})
     def test_get(self):
         self.mock_lists()
         res = self.client.get(SYNTHESIS_URL)
         self.assertContains(res, "URL for VM overlay")
+        self.assertContains(res, "vm1-overlay")
+        self.assertNotContains(res, "ov-2")  # not active: not offered
 
-    @test.create_mocks({api: ["flavor_list", "network_list", "overlay_meta",
+    @test.create_mocks({api: ["flavor_list", "network_list", "overlay_list", "overlay_meta",
                               "base_image_find", "synthesize"]})
     def test_post_finds_base_and_synthesizes(self):
         self.mock_lists()
@@ -161,9 +164,39 @@ class SynthesisTests(PanelTestCase):
         self.mock_overlay_meta.assert_called_once_with(test.IsHttpRequest(), self.URL)
         self.mock_base_image_find.assert_called_once_with(test.IsHttpRequest(), BASE_ID)
         self.mock_synthesize.assert_called_once_with(test.IsHttpRequest(), "syn1", "img-1",
-                                                     "fl-1", self.URL, None)
+                                                     "fl-1", self.URL, None, overlay_image=None)
 
-    @test.create_mocks({api: ["flavor_list", "network_list", "overlay_meta",
+    @test.create_mocks({api: ["flavor_list", "network_list", "overlay_list", "overlay_meta",
+                              "base_image_find", "synthesize"]})
+    def test_post_overlay_image_synthesizes_from_glance(self):
+        self.mock_lists()
+        self.mock_base_image_find.return_value = base()
+
+        res = self.client.post(SYNTHESIS_URL, {"overlay_image": "ov-1", "name": "syn1",
+                                               "flavor": "fl-1", "network": ""})
+
+        self.assertNoWorkflowErrors(res)
+        self.assertRedirectsNoFollow(res, INDEX_URL)
+        self.mock_overlay_meta.assert_not_called()  # the image record names the base
+        self.mock_base_image_find.assert_called_once_with(test.IsHttpRequest(), BASE_ID)
+        self.mock_synthesize.assert_called_once_with(test.IsHttpRequest(), "syn1", "img-1",
+                                                     "fl-1", None, None,
+                                                     overlay_image="ov-1")
+
+    @test.create_mocks({api: ["flavor_list", "network_list", "overlay_list", "overlay_meta",
+                              "base_image_find", "synthesize"]})
+    def test_post_needs_exactly_one_overlay(self):
+        self.mock_lists()
+        for form in ({}, {"overlay_image": "ov-1", "overlay_url": self.URL}):
+            res = self.client.post(SYNTHESIS_URL, dict(form, name="syn1", flavor="fl-1"))
+            self.assertWorkflowErrors(res, 1, "Choose a VM overlay image or give the URL")
+        res = self.client.post(SYNTHESIS_URL, {"overlay_image": "ov-2", "name": "syn1",
+                                               "flavor": "fl-1"})
+        self.assertWorkflowErrors(res, 1, "Select a valid choice")
+        self.mock_overlay_meta.assert_not_called()
+        self.mock_synthesize.assert_not_called()
+
+    @test.create_mocks({api: ["flavor_list", "network_list", "overlay_list", "overlay_meta",
                               "base_image_find", "synthesize"]})
     def test_post_unreachable_url(self):
         self.mock_lists()
@@ -177,7 +210,7 @@ class SynthesisTests(PanelTestCase):
         self.mock_base_image_find.assert_not_called()
         self.mock_synthesize.assert_not_called()
 
-    @test.create_mocks({api: ["flavor_list", "network_list", "overlay_meta",
+    @test.create_mocks({api: ["flavor_list", "network_list", "overlay_list", "overlay_meta",
                               "base_image_find", "synthesize"]})
     def test_post_no_matching_base(self):
         self.mock_lists()
@@ -190,7 +223,7 @@ class SynthesisTests(PanelTestCase):
         self.assertWorkflowErrors(res, 1, "The overlay needs base VM %s" % BASE_ID)
         self.mock_synthesize.assert_not_called()
 
-    @test.create_mocks({api: ["flavor_list", "network_list", "overlay_meta",
+    @test.create_mocks({api: ["flavor_list", "network_list", "overlay_list", "overlay_meta",
                               "base_image_find", "synthesize"]})
     def test_post_flavor_too_small(self):
         self.mock_lists()
@@ -203,7 +236,7 @@ class SynthesisTests(PanelTestCase):
         self.assertWorkflowErrors(res, 1, "Flavor too.small is too small")
         self.mock_synthesize.assert_not_called()
 
-    @test.create_mocks({api: ["flavor_list", "network_list", "overlay_meta",
+    @test.create_mocks({api: ["flavor_list", "network_list", "overlay_list", "overlay_meta",
                               "base_image_find", "synthesize"]})
     def test_post_quota_failure_has_reason(self):
         self.mock_lists()

@@ -30,7 +30,7 @@ ADDRESS_SPACE = 1 << 30      # per fuzzing child (it starts at ~160 MB); more is
 INPUT_TIMEOUT = 10           # seconds one input may take before it counts as a hang
 FINDINGS = ("crash-", "timeout-", "oom-", "leak-", "slow-unit-")
 INSTRUMENTED = ["cloudlet_compute", "zipfile", "json", "tests.fuzz.targets",
-                "tests.support.synthetic"]
+                "bench.synthetic"]
 
 
 def seed_dirs(name):

@@ -37,7 +37,7 @@ from cloudlet_compute.read import apply
 from cloudlet_compute.read.fetch import FileSource
 from cloudlet_compute.write import canonical as canonical_writer
 from cloudlet_compute.write.spool import FileFeed
-from tests.support import synthetic
+from bench import synthetic
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 GOLDEN = os.path.join(os.path.dirname(HERE), "compute", "golden", "overlay-v1.zip")
@@ -58,7 +58,7 @@ def scratch_dir():
 
 class _World:
     """What the targets need around the parsers, made once per process: the synthetic base
-    VM (``tests/support/synthetic.py``, deterministic), the golden overlay's meta and
+    VM (``bench/synthetic.py``, deterministic), the golden overlay's meta and
     skeleton, a store to import base packages into, and an idle handoff listener."""
 
     def __init__(self):

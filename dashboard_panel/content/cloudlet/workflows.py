@@ -125,7 +125,9 @@ class ResumeBaseVM(CloudletWorkflow):
 # --- Start VM Synthesis -------------------------------------------------------------------
 
 class SetSynthesisAction(workflows.Action):
+    overlay_image = forms.ThemableChoiceField(label=_("VM overlay image"), required=False)
     overlay_url = forms.URLField(label=_("URL for VM overlay"), assume_scheme="http",
+                                 required=False,
                                  widget=forms.TextInput(
                                      attrs={"placeholder": "http://host/overlay.zip"}))
     name = forms.CharField(max_length=255, label=_("Instance Name"))
@@ -135,6 +137,16 @@ class SetSynthesisAction(workflows.Action):
     class Meta:
         name = _("Details")
         help_text_template = "project/cloudlet/_synthesis_help.html"
+
+    def populate_overlay_image_choices(self, request, context):
+        try:
+            overlays = [o for o in api.overlay_list(request) if o.status == "active"]
+        except api.CloudletAPIError:
+            exceptions.handle(request, _("Unable to retrieve VM overlays: %(exc)s"),
+                              details=False)
+            overlays = []
+        self._overlays = {o.id: o for o in overlays}
+        return [("", _("None: use the URL below"))] + [(o.id, o.name or o.id) for o in overlays]
 
     def populate_flavor_choices(self, request, context):
         try:
@@ -147,16 +159,24 @@ class SetSynthesisAction(workflows.Action):
     def populate_network_choices(self, request, context):
         return network_choices(request)
 
-    def clean(self):
-        cleaned = super().clean()
-        url = cleaned.get("overlay_url")
-        if not url:
-            return cleaned
+    def _base_id(self, cleaned):
+        """The base VM the chosen overlay (image or URL) needs."""
+        image, url = cleaned.get("overlay_image"), cleaned.get("overlay_url")
+        if bool(image) == bool(url):
+            raise forms.ValidationError(
+                _("Choose a VM overlay image or give the URL of a VM overlay (one of them)."))
+        if image:
+            return self._overlays[image].base_id
         try:
-            meta = api.overlay_meta(self.request, url)
+            return api.overlay_meta(self.request, url).get("base_vm_sha256")
         except api.CloudletAPIError as exc:
             raise forms.ValidationError(_("Cannot use this VM overlay: %s") % exc)
-        base_id = meta.get("base_vm_sha256")
+
+    def clean(self):
+        cleaned = super().clean()
+        if self.errors:
+            return cleaned
+        base_id = self._base_id(cleaned)
         try:
             base = api.base_image_find(self.request, base_id)
         except api.CloudletAPIError as exc:
@@ -177,7 +197,7 @@ class SetSynthesisAction(workflows.Action):
 
 class SetSynthesis(workflows.Step):
     action_class = SetSynthesisAction
-    contributes = ("overlay_url", "name", "flavor", "network", "image_id")
+    contributes = ("overlay_image", "overlay_url", "name", "flavor", "network", "image_id")
 
 
 class StartVMSynthesis(CloudletWorkflow):
@@ -190,5 +210,6 @@ class StartVMSynthesis(CloudletWorkflow):
 
     def handle(self, request, context):
         return self.run(api.synthesize, context["name"], context["image_id"],
-                        context["flavor"], context["overlay_url"],
-                        context.get("network") or None)
+                        context["flavor"], context.get("overlay_url") or None,
+                        context.get("network") or None,
+                        overlay_image=context.get("overlay_image") or None)

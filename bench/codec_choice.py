@@ -21,7 +21,7 @@ decompression run in the same producer thread) and ``pipelined`` = max(transfer,
 decompress) (the bound if they overlapped). Apply, disk write and restore are the same
 for every codec and left out.
 
-Run alone: ``.venv/bin/python -m bench.codecs`` boots the guest, customizes it like
+Run alone: ``.venv/bin/python -m bench.codec_choice`` boots the guest, customizes it like
 ``make bench`` and compares the codecs on one capture (``--json`` for JSON only).
 """
 

@@ -7,7 +7,7 @@ pages, copies of other base pages, pages that became zeros, repeats of new pages
 RAM size; one base page in 64 is zeros. Everything is deterministic for a seed. For
 ``bench/overlay_memory.py`` and ``tests/compute/test_bounded_memory.py``.
 
-``python -m tests.support.bigvm HOME BASE_ID IMAGE TOP OUT [--old] [--stage rewrite]`` is
+``python -m bench.bigvm HOME BASE_ID IMAGE TOP OUT [--old] [--stage rewrite]`` is
 the child: it runs the write path (or capture's canonical rewrite of the image's stream) of
 whatever ``cloudlet_compute`` comes first on ``sys.path`` (``--old``: the in-memory API of
 before) and prints one JSON line.
@@ -26,7 +26,7 @@ import time
 
 PAGE = 4096
 ZERO_EVERY = 64
-REPO_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def make_pair(root, ram_size, delta_memory=40 << 20, delta_disk=8 << 20, disk_size=64 << 20,
@@ -35,7 +35,7 @@ def make_pair(root, ram_size, delta_memory=40 << 20, delta_disk=8 << 20, disk_si
     and qcow2; return ``{"home", "base_id", "image", "top"}``."""
     from cloudlet_compute import bases
     from cloudlet_compute.format.saveimage import SaveHeader
-    from tests.support import synthetic
+    from bench import synthetic
 
     rnd, pages, zero = random.Random(seed), ram_size // PAGE, bytes(PAGE)
 
@@ -142,7 +142,7 @@ def run_child(pair, out, engine_dir=REPO_DIR, old=False, stage="write"):
     """``write_path`` (or ``rewrite_path``, ``stage="rewrite"``) in a new process importing
     ``cloudlet_compute`` from ``engine_dir``."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([engine_dir, REPO_DIR]))
-    cmd = [sys.executable, "-m", "tests.support.bigvm", pair["home"], pair["base_id"],
+    cmd = [sys.executable, "-m", "bench.bigvm", pair["home"], pair["base_id"],
            pair["image"], pair["top"], out, "--stage", stage] + (["--old"] if old else [])
     done = subprocess.run(cmd, env=env, cwd=engine_dir, check=True, capture_output=True,
                           text=True)

@@ -1,4 +1,5 @@
-"""Synthetic base VMs and overlays, made without libvirt, for format tests and fuzzing.
+"""Synthetic base VMs and overlays, made without libvirt, for format tests, fuzzing and
+``bench/bigvm.py``.
 
 The memory images follow the real layout (libvirt header + QEMU stream version 3 with a RAM
 section, opaque device state, EOF and vmdesc), small and deterministic.
