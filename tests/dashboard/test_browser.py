@@ -221,12 +221,13 @@ class Panel:
     def choose(self, select_id, label_prefix):
         """Pick the option whose label starts with ``label_prefix`` in one of Horizon's
         themable selects (a dropdown in front of a hidden <select>)."""
-        select = self.driver.find_element(By.ID, select_id)
+        select = self.wait(EC.presence_of_element_located((By.ID, select_id)))
         value = next(o.get_attribute("value") for o in Select(select).options
                      if o.get_attribute("textContent").strip().startswith(label_prefix))
         widget = select.find_element(By.XPATH, "./ancestor::div[contains(@class, "
                                                "'themable-select')][1]")
-        widget.find_element(By.CSS_SELECTOR, "button.dropdown-toggle").click()
+        self.wait(EC.element_to_be_clickable(
+            widget.find_element(By.CSS_SELECTOR, "button.dropdown-toggle"))).click()
         self.wait(EC.element_to_be_clickable(
             widget.find_element(By.CSS_SELECTOR, "a[data-select-value='%s']" % value))).click()
         assert Select(select).first_selected_option.get_attribute("value") == value
