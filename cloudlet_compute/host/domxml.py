@@ -90,3 +90,52 @@ def for_instance(xml, name, disk_path, workdir, base_id, domain_uuid=None):
         metadata.remove(old)
     ET.SubElement(metadata, "{%s}instance" % NS, base=base_id)
     return ET.tostring(root, encoding="unicode")
+
+
+def ram_file_refusal(xml):
+    """Why a domain may not map a shared base RAM file, or None.
+
+    QEMU 7.2 punches holes into a privately mapped backing file when the guest gives pages
+    back (balloon inflate or free page reporting, virtio-mem): that would reach every VM
+    sharing the file. Other memory backings (hugepages, NUMA nodes) name other RAM blocks.
+    """
+    root = _parse(xml)
+    balloons = root.findall("devices/memballoon")
+    if not balloons or any(b.get("model") != "none" for b in balloons):
+        return "the domain has a memory balloon (it could punch holes in the shared RAM file)"
+    if root.find("devices/memory") is not None:
+        return "the domain has memory devices (virtio-mem, DIMMs)"
+    if root.find("cpu/numa") is not None:
+        return "the domain has NUMA nodes (their RAM blocks are not pc.ram)"
+    backing = root.find("memoryBacking")
+    if backing is not None and root.find("metadata/{%s}ram" % NS) is None:
+        return "the domain has a memory backing of its own"
+    return None
+
+
+def with_ram_file(xml, ram_path=None, marker=None):
+    """``xml`` with its guest RAM privately mapped from ``ram_path`` (``<memoryBacking>``
+    file/private and ``<cloudlet:ram>`` naming the file and the hook's ``marker``,
+    ``host/ramhook.py``); with ``ram_path`` None, both removed if an earlier call added them."""
+    root = _parse(xml)
+    metadata = root.find("metadata")
+    ours = metadata.findall("{%s}ram" % NS) if metadata is not None else []
+    if ours:
+        for node in ours:
+            metadata.remove(node)
+        backing = root.find("memoryBacking")
+        if backing is not None:
+            root.remove(backing)
+    if ram_path is None:
+        return ET.tostring(root, encoding="unicode")
+    backing = ET.Element("memoryBacking")
+    ET.SubElement(backing, "source", type="file")
+    ET.SubElement(backing, "access", mode="private")
+    memory = root.find("currentMemory")
+    memory = memory if memory is not None else root.find("memory")
+    root.insert(list(root).index(memory) + 1, backing)
+    if metadata is None:
+        metadata = ET.Element("metadata")
+        root.insert(3, metadata)
+    ET.SubElement(metadata, "{%s}ram" % NS, file=ram_path, marker=marker)
+    return ET.tostring(root, encoding="unicode")

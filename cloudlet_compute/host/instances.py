@@ -5,13 +5,18 @@ cached base disk, its sockets and logs; it must be reachable by the QEMU user.
 """
 
 import contextlib
+import logging
 import mmap
 import os
 import shutil
 
+import libvirt
+
 from cloudlet_compute.errors import ConflictError, HypervisorError
 from cloudlet_compute.format import saveimage
-from cloudlet_compute.host import domains, domxml, qemuimg
+from cloudlet_compute.host import domains, domxml, qemuimg, ramfile, ramhook
+
+LOG = logging.getLogger(__name__)
 
 NAME_MAX = 64
 
@@ -33,6 +38,7 @@ class Placement:
         self.name, self.path, self.uuid = name, path, uuid
         self.disk_path = disk_path or os.path.join(path, "disk.qcow2")
         self.image_path = os.path.join(path, "restore.img")
+        self.hook_marker = os.path.join(path, ramhook.MARKER_NAME)
         self.owns_dir, self.xml_hook = owns_dir, xml_hook
 
     @classmethod
@@ -69,7 +75,7 @@ class Placement:
         if self.owns_dir:
             shutil.rmtree(self.path, ignore_errors=True)
             return
-        for path in (self.disk_path, self.image_path):
+        for path in (self.disk_path, self.image_path, self.hook_marker):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
 
@@ -85,35 +91,74 @@ def _check_reachable(path):
         path = os.path.dirname(path)
 
 
-def start(conn, placement, base, header, stream_pieces, paused=False):
+def start(conn, placement, base, header, stream_pieces, paused=False, ram=None):
     """Write a memory image for ``placement`` (its own name, UUID, disk and paths) and
     restore it; the image is deleted once QEMU has loaded it.
 
     ``header`` is the ``SaveHeader`` of the source image; ``stream_pieces`` yields the
-    bytes of its QEMU stream.
+    bytes of its QEMU stream. With ``ram`` (a ``ramfile.RamFile``) the guest RAM maps that
+    file privately and the stream need carry only the pages that differ from it; raises
+    ``ramfile.Unusable`` (nothing left running) if libvirt did not run the hook.
     """
-    xml = placement.domain_xml(header.xml, base.id)
+    xml = domxml.with_ram_file(placement.domain_xml(header.xml, base.id),
+                               ram.path if ram else None, placement.hook_marker)
     try:
         with open(placement.image_path, "wb") as out:
             out.write(header.encode(xml))
             for piece in stream_pieces:
                 out.write(piece)
-        domains.restore(conn, placement.image_path, paused=paused)
+        domains.restore(conn, placement.image_path, paused=paused or ram is not None)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(placement.image_path)
+    if ram is not None:
+        try:
+            os.unlink(placement.hook_marker)
+        except FileNotFoundError:
+            domains.destroy(conn, placement.name)
+            raise ramfile.Unusable("libvirt did not run the hook %s (libvirtd started before "
+                                   "it was installed?)" % ramhook.HOOK_PATH) from None
+        if not paused:
+            _run(domains.lookup(conn, placement.name))
+
+
+def _run(dom):
+    try:
+        dom.resume()
+    except libvirt.libvirtError as exc:
+        raise HypervisorError("resuming %s failed: %s" % (dom.name(), exc.get_error_message())) \
+            from None
+
+
+def restore(conn, placement, base, header, ram_size, delta_stream, full_stream, paused=False):
+    """Start ``placement``'s domain over ``base``'s RAM file if it can (``delta_stream(ram)``
+    yields the stream for it), else from the whole image (``full_stream()``); return
+    ``(restore path "delta" or "full", why not "delta" or None)``."""
+    ram, why = ramfile.usable(base, header.xml, placement.name, ram_size)
+    if ram is not None:
+        try:
+            start(conn, placement, base, header, delta_stream(ram), paused, ram)
+            return "delta", None
+        except ramfile.Unusable as exc:
+            why = str(exc)
+    LOG.warning("restoring %s from its whole memory image: %s", placement.name, why)
+    start(conn, placement, base, header, full_stream(), paused)
+    return "full", why
 
 
 def resume(conn, base, placement, paused=False):
-    """Start a domain at ``placement`` from ``base``: memory restored, not booted."""
+    """Start a domain at ``placement`` from ``base``: memory restored, not booted.
+
+    Sets ``placement.restore_path`` (and ``restore_why``, see ``restore``)."""
     domains.ensure_free(conn, placement.name)
     placement.create(base)
     try:
         with open(base.memory_path, "rb") as image, \
                 mmap.mmap(image.fileno(), 0, prot=mmap.PROT_READ) as buf:
             header = saveimage.SaveHeader.parse(buf)
-            start(conn, placement, base, header, [memoryview(buf)[header.stream_offset:]],
-                  paused)
+            placement.restore_path, placement.restore_why = restore(
+                conn, placement, base, header, None, lambda ram: [ram.resume_stream()],
+                lambda: [memoryview(buf)[header.stream_offset:]], paused)
     except BaseException:
         placement.discard()
         raise
