@@ -32,16 +32,23 @@ _NOT_PAGE, _NOT_ZERO = _table(_PAGE_FLAGS), _table(_ZERO_FLAGS)
 
 def _run(data, pos, limit, stride, table):
     """How many of the next ``limit`` records at ``pos`` are ``stride``-byte CONTINUE records
-    whose flag byte ``table`` maps to 0 (ZERO ones also need a zero fill byte)."""
+    whose flag byte ``table`` maps to 0 (ZERO ones also need a zero fill byte). Looks at
+    windows growing from 64 records, so a short run costs little."""
     limit = min(limit, (len(data) - pos) // stride)
-    if limit <= 0:
-        return 0
-    flags = data[pos + 7:pos + stride * limit:stride].translate(table)
-    count = flags.find(1)
-    count = limit if count < 0 else count
-    if stride == ZERO_WORD and count:
-        fills = data[pos + 8:pos + stride * count:stride]
-        count = len(fills) - len(fills.lstrip(b"\0"))
+    count, window = 0, 64
+    while count < limit:
+        end = min(limit, count + window)
+        at = pos + stride * count
+        flags = data[at + 7:pos + stride * end:stride].translate(table)
+        found = flags.find(1)
+        if stride == ZERO_WORD:
+            fills = data[at + 8:pos + stride * end:stride]
+            nonzero = len(fills) - len(fills.lstrip(b"\0"))
+            if nonzero < len(fills) and (found < 0 or nonzero < found):
+                found = nonzero
+        if found >= 0:
+            return count + found
+        count, window = end, window * 4
     return count
 
 
