@@ -27,9 +27,28 @@ if [ -e /dev/kvm ]; then
   chmod 0660 /dev/kvm 2>/dev/null || true
 fi
 
+# The libvirt hook that links a base's RAM file where QEMU maps a restored domain's RAM
+# (cloudlet_compute/host/ramhook.py, doc/overlay-format.md). libvirtd looks for hooks when
+# it starts and on SIGHUP (no restart needed): signal it only when the hook is new or changed.
+HOOK=/etc/libvirt/hooks/qemu.d/cloudlet-ram
+HOOK_SRC="$(cd "$(dirname "$0")/.." && pwd)/cloudlet_compute/host/ramhook.py"
+hook_changed=0
+if ! cmp -s "$HOOK_SRC" "$HOOK"; then
+  install -D -m 0755 "$HOOK_SRC" "$HOOK"
+  hook_changed=1
+  echo "setup-host: installed the libvirt hook $HOOK"
+fi
+
 # No systemd here: start the daemons directly when they are not running.
 pgrep -x virtlogd >/dev/null || virtlogd -d
-pgrep -x libvirtd >/dev/null || libvirtd -d
+if pgrep -x libvirtd >/dev/null; then
+  if [ "$hook_changed" = 1 ] && [ -s /run/libvirtd.pid ]; then
+    kill -HUP "$(cat /run/libvirtd.pid)"
+    sleep 1
+  fi
+else
+  libvirtd -d
+fi
 for _ in $(seq 1 50); do
   virsh -c qemu:///system version >/dev/null 2>&1 && exit 0
   sleep 0.2
