@@ -18,20 +18,10 @@ from cloudlet_compute.host import domxml, ramfile, ramhook
 from cloudlet_compute.progress import NullProgress
 from cloudlet_compute.read.fetch import FileSource
 from cloudlet_compute.read.synthesis import read_overlay
+from tests.compute.test_format import world  # noqa: F401  (a fixture: base, overlay...)
 from tests.support import synthetic
 
 PAGE = 4096
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ramfile")
-    work = root / "work"
-    work.mkdir()
-    base = synthetic.make_base(synthetic.store_at(str(root / "home")), str(work))
-    out = str(root / "overlay.zip")
-    meta, image, _ = synthetic.make_overlay(base, str(work), out)
-    return base, out, image
 
 
 def load(ram, image):
@@ -59,7 +49,7 @@ def rebuilt(path, base):
 
 
 def test_delta_stream_over_the_ram_file_loads_the_customized_vm(world):
-    base, overlay, image = world
+    base, overlay, _, image, _ = world
     ram = ramfile.build(base)
     with open(ram.path, "rb") as f:
         ram_bytes = f.read()
@@ -81,7 +71,7 @@ def test_delta_stream_over_the_ram_file_loads_the_customized_vm(world):
 
 
 def test_resume_stream_loads_the_base(world):
-    base, _, _ = world
+    base = world[0]
     ram = ramfile.ensure(base)
     with open(ram.path, "rb") as f, open(base.memory_path, "rb") as m:
         ram_bytes, memory = f.read(), m.read()
@@ -92,7 +82,7 @@ def test_resume_stream_loads_the_base(world):
 
 
 def test_changed_ram_file_is_not_used_but_rebuilt(world):
-    base, _, _ = world
+    base = world[0]
     ram = ramfile.ensure(base)
     good = ram.record["sha256"]
     with open(ram.path, "r+b") as f:
@@ -173,7 +163,7 @@ def test_xml_gets_and_loses_the_ram_file():
 
 
 def test_hook_links_the_file_and_leaves_a_marker(tmp_path, world):
-    base, _, _ = world
+    base = world[0]
     ram = ramfile.ensure(base)
     marker = str(tmp_path / ramhook.MARKER_NAME)
     xml = domxml.with_ram_file("<domain type='qemu' id='17'><name>%s</name><memory>1</memory>"
