@@ -9,6 +9,8 @@ PACKAGES=(libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils libvi
 PACKAGES+=(openssh-server)
 # mmdebstrap: stack/guest/debian/build.sh (the Debian 12 test guest).
 PACKAGES+=(mmdebstrap)
+# python3: the libvirt hook below (/usr/bin/python3, standard library only).
+PACKAGES+=(python3)
 PACKAGES+=(${EXTRA_PACKAGES:-})
 
 missing=()

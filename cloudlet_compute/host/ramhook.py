@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """libvirt qemu hook: put a base's RAM file where QEMU opens the domain's guest RAM.
 
 Installed (a copy of this file; the standard library only) as ``HOOK_PATH`` by
