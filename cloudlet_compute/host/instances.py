@@ -102,6 +102,8 @@ def start(conn, placement, base, header, stream_pieces, paused=False, ram=None):
     """
     xml = domxml.with_ram_file(placement.domain_xml(header.xml, base.id),
                                ram.path if ram else None, placement.hook_marker)
+    with contextlib.suppress(FileNotFoundError):    # left by a restore libvirt did itself
+        os.unlink(placement.hook_marker)
     try:
         with open(placement.image_path, "wb") as out:
             out.write(header.encode(xml))
