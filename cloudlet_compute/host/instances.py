@@ -121,13 +121,15 @@ def start(conn, placement, base, header, stream_pieces, paused=False, ram=None):
             raise ramfile.Unusable("libvirt did not run the hook %s (libvirtd started before "
                                    "it was installed?)" % ramhook.HOOK_PATH) from None
         if not paused:
-            _run(domains.lookup(conn, placement.name))
+            _run(conn, domains.lookup(conn, placement.name))
 
 
-def _run(dom):
+def _run(conn, dom):
+    """Let the paused ``dom`` run; if it cannot, destroy it."""
     try:
         dom.resume()
     except libvirt.libvirtError as exc:
+        domains.destroy(conn, dom.name())
         raise HypervisorError("resuming %s failed: %s" % (dom.name(), exc.get_error_message())) \
             from None
 
