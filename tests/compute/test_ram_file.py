@@ -177,3 +177,18 @@ def test_hook_links_the_file_and_leaves_a_marker(tmp_path, world):
     assert ram.unchanged()
     forged = xml.replace(ramhook.MARKER_NAME, "passwd")
     assert ramhook.prepare(forged, str(tmp_path / "other")) is None
+
+
+def test_nova_placement_keeps_the_ram_file(tmp_path):
+    """nova's XML hook runs before the RAM file goes in, and keeps a base's own backing."""
+    nova = pytest.importorskip("tests.compute_nova.test_engine_adapter")
+    placement = nova.engine_adapter.placement_for_nova(nova.NOVA_XML.format(dir=tmp_path))
+    base_xml = domxml.with_ram_file(nova.BASE_XML, "/old/pc.ram", "/old/" + ramhook.MARKER_NAME)
+    xml = domxml.with_ram_file(placement.domain_xml(base_xml, "ab" * 32), "/b/pc.ram",
+                               placement.hook_marker)
+    root = ET.fromstring(xml)
+    assert len(root.findall("memoryBacking")) == 1
+    assert [n.get("file") for n in root.findall("metadata/{%s}ram" % domxml.NS)] == ["/b/pc.ram"]
+    assert root.find("metadata/{%s}ram" % domxml.NS).get("marker") == \
+        str(tmp_path / ramhook.MARKER_NAME)
+    assert domxml.base_id_of(xml) == "ab" * 32
