@@ -9,6 +9,7 @@ from cloudlet_compute.errors import ConflictError, FormatError
 NS = "https://openstackpp.org/xmlns/cloudlet/1"
 ET.register_namespace("cloudlet", NS)
 CHARDEVS = ("serial", "console", "channel", "parallel")
+RAM_FILE, RAM_MARKER = "ram-file", "ram-marker"     # attributes of <cloudlet:instance>
 
 
 def _parse(xml):
@@ -108,24 +109,36 @@ def ram_file_refusal(xml):
     if root.find("cpu/numa") is not None:
         return "the domain has NUMA nodes (their RAM blocks are not pc.ram)"
     backing = root.find("memoryBacking")
-    if backing is not None and root.find("metadata/{%s}ram" % NS) is None:
+    if backing is not None and not _ours(backing):
         return "the domain has a memory backing of its own"
     return None
 
 
+def _ours(backing):
+    """True if ``<memoryBacking>`` is what ``with_ram_file`` adds, nothing more."""
+    return sorted((c.tag, sorted(c.attrib.items())) for c in backing) == \
+        [("access", [("mode", "private")]), ("source", [("type", "file")])] and not backing.attrib
+
+
 def with_ram_file(xml, ram_path=None, marker=None):
-    """``xml`` with its guest RAM privately mapped from ``ram_path`` (``<memoryBacking>``
-    file/private and ``<cloudlet:ram>`` naming the file and the hook's ``marker``,
-    ``host/ramhook.py``); with ``ram_path`` None, both removed if an earlier call added them."""
+    """``xml`` with its guest RAM privately mapped from ``ram_path``: ``<memoryBacking>``
+    file/private, and ``ram-file``/``ram-marker`` on ``<cloudlet:instance>`` naming the file and
+    the hook's marker (``host/ramhook.py``; libvirt keeps one metadata element per namespace).
+    With ``ram_path`` None, both removed (a memory backing of that shape is taken for ours:
+    a domain captured from one restored this way has it)."""
     root = _parse(xml)
     metadata = root.find("metadata")
-    ours = metadata.findall("{%s}ram" % NS) if metadata is not None else []
-    if ours:
-        for node in ours:
-            metadata.remove(node)
-        backing = root.find("memoryBacking")
-        if backing is not None:
-            root.remove(backing)
+    if metadata is None:
+        metadata = ET.Element("metadata")
+        root.insert(3, metadata)
+    node = metadata.find("{%s}instance" % NS)
+    if node is None:
+        node = ET.SubElement(metadata, "{%s}instance" % NS)
+    for attr in (RAM_FILE, RAM_MARKER):
+        node.attrib.pop(attr, None)
+    backing = root.find("memoryBacking")
+    if backing is not None and _ours(backing):
+        root.remove(backing)
     if ram_path is None:
         return ET.tostring(root, encoding="unicode")
     backing = ET.Element("memoryBacking")
@@ -134,8 +147,6 @@ def with_ram_file(xml, ram_path=None, marker=None):
     memory = root.find("currentMemory")
     memory = memory if memory is not None else root.find("memory")
     root.insert(list(root).index(memory) + 1, backing)
-    if metadata is None:
-        metadata = ET.Element("metadata")
-        root.insert(3, metadata)
-    ET.SubElement(metadata, "{%s}ram" % NS, file=ram_path, marker=marker)
+    node.set(RAM_FILE, ram_path)
+    node.set(RAM_MARKER, marker)
     return ET.tostring(root, encoding="unicode")

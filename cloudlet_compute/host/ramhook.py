@@ -3,11 +3,11 @@
 
 Installed (a copy of this file; the standard library only) as ``HOOK_PATH`` by
 ``scripts/setup-host.sh``. At "prepare begin" libvirt passes the domain XML on stdin; for a
-domain whose metadata carries ``<cloudlet:ram file=... marker=.../>`` (``domxml.with_ram_file``)
-and ``<memoryBacking><source type='file'/>``, it symlinks ``file`` as
+domain whose ``<cloudlet:instance>`` metadata has ``ram-file`` and ``ram-marker``
+(``domxml.with_ram_file``) and ``<memoryBacking><source type='file'/>``, it symlinks ``file`` as
 ``<memory_backing_dir>/<id>-<name[:20]>/pc.ram`` (the path libvirt 9.0 gives QEMU's
 ``memory-backend-file id=pc.ram``; libvirt removes that directory when the domain stops),
-then writes the link's path to ``marker``, which tells the engine the hook ran. A symlink,
+then writes the link's path to the marker file, which tells the engine the hook ran. A symlink,
 not a hard link: linking and unlinking would change the file's ctime, which the engine
 compares before each use. Anything else: nothing done, exit 0.
 """
@@ -19,6 +19,7 @@ import xml.etree.ElementTree as ET
 
 HOOK_PATH = os.environ.get("CLOUDLET_RAM_HOOK", "/etc/libvirt/hooks/qemu.d/cloudlet-ram")
 NS = "https://openstackpp.org/xmlns/cloudlet/1"     # = cloudlet_compute.host.domxml.NS
+# (and "ram-file", "ram-marker" = domxml.RAM_FILE, RAM_MARKER)
 QEMU_CONF = "/etc/libvirt/qemu.conf"
 DEFAULT_BACKING_DIR = "/var/lib/libvirt/qemu/ram"
 SHORT_NAME_MAX = 20                                   # libvirt's VIR_DOMAIN_SHORT_NAME_MAX
@@ -53,10 +54,10 @@ def link_path(root, directory):
 def prepare(xml, directory):
     """Link the RAM file named in domain ``xml`` into place; return the link or None."""
     root = ET.fromstring(xml)
-    node = root.find("metadata/{%s}ram" % NS)
+    node = root.find("metadata/{%s}instance" % NS)
     if node is None or root.get("id") is None or "/" in (root.findtext("name") or "/"):
         return None
-    target, marker = node.get("file"), node.get("marker")
+    target, marker = node.get("ram-file"), node.get("ram-marker")
     if not target or not marker or os.path.basename(marker) != MARKER_NAME or \
             not os.path.isfile(target):
         return None

@@ -153,10 +153,11 @@ def test_xml_gets_and_loses_the_ram_file():
     root = ET.fromstring(backed)
     assert root.find("memoryBacking/source").get("type") == "file"
     assert root.find("memoryBacking/access").get("mode") == "private"
-    assert root.find("metadata/{%s}ram" % domxml.NS).get("file") == "/b/pc.ram"
+    assert root.find("metadata/{%s}instance" % domxml.NS).get("ram-file") == "/b/pc.ram"
     assert domxml.ram_file_refusal(backed) is None
     plain = ET.fromstring(domxml.with_ram_file(backed))
-    assert plain.find("memoryBacking") is None and plain.find("metadata/*") is None
+    assert plain.find("memoryBacking") is None
+    assert plain.find("metadata/*").attrib == {}
     ballooned = xml.replace("model='none'", "model='virtio'")
     assert "balloon" in domxml.ram_file_refusal(ballooned)
     assert ramhook.NS == domxml.NS
@@ -188,7 +189,8 @@ def test_nova_placement_keeps_the_ram_file(tmp_path):
                                placement.hook_marker)
     root = ET.fromstring(xml)
     assert len(root.findall("memoryBacking")) == 1
-    assert [n.get("file") for n in root.findall("metadata/{%s}ram" % domxml.NS)] == ["/b/pc.ram"]
-    assert root.find("metadata/{%s}ram" % domxml.NS).get("marker") == \
-        str(tmp_path / ramhook.MARKER_NAME)
+    # libvirt keeps one metadata element per namespace: one <cloudlet:instance> with it all.
+    instance, = root.findall("metadata/*")
+    assert instance.get("ram-file") == "/b/pc.ram"
+    assert instance.get("ram-marker") == str(tmp_path / ramhook.MARKER_NAME)
     assert domxml.base_id_of(xml) == "ab" * 32

@@ -29,7 +29,7 @@ def _file_sha(path):
 def _maps_ram_file(conn, name):
     live = ET.fromstring(conn.lookupByName(name).XMLDesc())
     return live.find("memoryBacking/source") is not None and \
-        live.find("metadata/{%s}ram" % domxml.NS) is not None
+        live.find("metadata/{%s}instance" % domxml.NS).get("ram-file") is not None
 
 
 def test_synthesis_on_both_paths_gives_the_customized_guest(story_run, libvirt_conn,
