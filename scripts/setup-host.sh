@@ -30,16 +30,20 @@ if [ -e /dev/kvm ]; then
 fi
 
 # The libvirt hook that links a base's RAM file where QEMU maps a restored domain's RAM
-# (cloudlet_compute/host/ramhook.py, doc/overlay-format.md). libvirtd looks for hooks when
-# it starts and on SIGHUP (no restart needed): signal it only when the hook is new or changed.
-HOOK=/etc/libvirt/hooks/qemu.d/cloudlet-ram
-HOOK_SRC="$(cd "$(dirname "$0")/.." && pwd)/cloudlet_compute/host/ramhook.py"
+# (cloudlet_compute/host/ramhook.py, behind the shell filter scripts/cloudlet-ram-hook.sh;
+# doc/overlay-format.md). libvirtd looks for hooks when it starts and on SIGHUP (no restart
+# needed): signal it only when the hook is new or changed.
+REPO="$(cd "$(dirname "$0")/.." && pwd)"
 hook_changed=0
-if ! cmp -s "$HOOK_SRC" "$HOOK"; then
-  install -D -m 0755 "$HOOK_SRC" "$HOOK"
-  hook_changed=1
-  echo "setup-host: installed the libvirt hook $HOOK"
-fi
+for pair in "$REPO/cloudlet_compute/host/ramhook.py:/etc/libvirt/hooks/cloudlet-ram.py" \
+            "$REPO/scripts/cloudlet-ram-hook.sh:/etc/libvirt/hooks/qemu.d/cloudlet-ram"; do
+  src=${pair%%:*} dest=${pair#*:}
+  if ! cmp -s "$src" "$dest"; then
+    install -D -m 0755 "$src" "$dest"
+    hook_changed=1
+    echo "setup-host: installed $dest"
+  fi
+done
 
 # No systemd here: start the daemons directly when they are not running.
 pgrep -x virtlogd >/dev/null || virtlogd -d

@@ -1,8 +1,9 @@
 #!/usr/bin/python3
 """libvirt qemu hook: put a base's RAM file where QEMU opens the domain's guest RAM.
 
-Installed (a copy of this file; the standard library only) as ``HOOK_PATH`` by
-``scripts/setup-host.sh``. At "prepare begin" libvirt passes the domain XML on stdin; for a
+Installed by ``scripts/setup-host.sh`` (a copy of this file, the standard library only, as
+``/etc/libvirt/hooks/cloudlet-ram.py``, run by ``scripts/cloudlet-ram-hook.sh`` at
+``HOOK_PATH``). At "prepare begin" libvirt passes the domain XML on stdin; for a
 domain whose ``<cloudlet:instance>`` metadata has ``ram-file`` and ``ram-marker``
 (``domxml.with_ram_file``) and ``<memoryBacking><source type='file'/>``, it symlinks ``file`` as
 ``<memory_backing_dir>/<id>-<name[:20]>/pc.ram`` (the path libvirt 9.0 gives QEMU's
