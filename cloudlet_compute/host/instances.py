@@ -5,10 +5,14 @@ cached base disk, its sockets and logs; it must be reachable by the QEMU user.
 """
 
 import contextlib
+import errno
+import itertools
 import logging
 import mmap
 import os
 import shutil
+import threading
+import time
 
 import libvirt
 
@@ -93,7 +97,8 @@ def _check_reachable(path):
 
 def start(conn, placement, base, header, stream_pieces, paused=False, ram=None):
     """Write a memory image for ``placement`` (its own name, UUID, disk and paths) and
-    restore it; the image is deleted once QEMU has loaded it.
+    restore it; the image is deleted once QEMU has loaded it (over a RAM file, the image is a
+    FIFO: the stream is made while QEMU starts).
 
     ``header`` is the ``SaveHeader`` of the source image; ``stream_pieces`` yields the
     bytes of its QEMU stream. With ``ram`` (a ``ramfile.RamFile``) the guest RAM maps that
@@ -104,12 +109,15 @@ def start(conn, placement, base, header, stream_pieces, paused=False, ram=None):
                                ram.path if ram else None, placement.hook_marker)
     with contextlib.suppress(FileNotFoundError):    # left by a restore libvirt did itself
         os.unlink(placement.hook_marker)
+    pieces = itertools.chain([header.encode(xml)], stream_pieces)
     try:
-        with open(placement.image_path, "wb") as out:
-            out.write(header.encode(xml))
-            for piece in stream_pieces:
-                out.write(piece)
-        domains.restore(conn, placement.image_path, paused=paused or ram is not None)
+        if ram is None:
+            with open(placement.image_path, "wb") as out:
+                for piece in pieces:
+                    out.write(piece)
+            domains.restore(conn, placement.image_path, paused=paused)
+        else:
+            _restore_streamed(conn, placement, pieces)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(placement.image_path)
@@ -122,6 +130,66 @@ def start(conn, placement, base, header, stream_pieces, paused=False, ram=None):
                                    "it was installed?)" % ramhook.HOOK_PATH) from None
         if not paused:
             _run(conn, domains.lookup(conn, placement.name))
+
+
+def _restore_streamed(conn, placement, pieces):
+    """Restore ``placement``'s domain, paused, from a FIFO fed with ``pieces`` while libvirt
+    starts QEMU (the stream is made as QEMU reads it). If making it fails, the domain is
+    destroyed and the error raised."""
+    path = placement.image_path
+    os.mkfifo(path, 0o600)
+    failed = []
+
+    def restore():
+        try:
+            domains.restore(conn, path, paused=True)
+        except BaseException as exc:   # raised below, in the caller's thread
+            failed.append(exc)
+
+    restorer = threading.Thread(target=restore, daemon=True)
+    restorer.start()
+    try:
+        fd = _open_writer(path, restorer)
+        if fd is not None:
+            with open(fd, "wb") as fifo:
+                for piece in pieces:
+                    fifo.write(piece)
+    except BrokenPipeError:       # libvirt stopped reading: its error says why
+        pass
+    except BaseException:
+        _stop(conn, placement.name, restorer)
+        raise
+    restorer.join()
+    if failed:
+        raise failed[0]
+
+
+def _stop(conn, name, restorer, patience=60):
+    """End the restore ``restorer`` runs after its stream broke off: QEMU waits on a FIFO
+    without writers forever (no POLLIN on hang-up), so its domain is destroyed until the
+    restore gives up."""
+    deadline = time.monotonic() + patience
+    while restorer.is_alive() and time.monotonic() < deadline:
+        domains.destroy(conn, name)
+        restorer.join(0.2)
+    domains.destroy(conn, name)
+
+
+def _open_writer(path, reader):
+    """The write end of FIFO ``path`` once libvirt opened it (None if ``reader`` ended
+    first)."""
+    while True:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:
+                raise
+            if not reader.is_alive():
+                return None
+            time.sleep(0.002)
+            continue
+        os.set_blocking(fd, True)
+        return fd
 
 
 def _run(conn, dom):

@@ -6,11 +6,15 @@ import hashlib
 import os
 import threading
 import xml.etree.ElementTree as ET
+import zipfile
 
+import msgpack
 import pytest
 
 from cloudlet_compute import bases
+from cloudlet_compute.format import blobcodec
 from cloudlet_compute.host import domxml, ramfile, ramhook
+from tests.compute.test_bad_input import assert_fails_cleanly
 from tests.compute.test_story import assert_same_guest
 
 pytestmark = pytest.mark.skipif(not ramhook.installed(),
@@ -87,3 +91,30 @@ def test_changed_ram_file_is_not_used(story_run, libvirt_conn):
 def test_resume_maps_the_ram_file(story_run, libvirt_conn):
     # The story's customized VM was resumed from the base with ``cloudlet resume``.
     assert _maps_ram_file(libvirt_conn, story_run.customized)
+
+
+def _forge_skeleton(src, dst):
+    """Copy overlay ``src`` to ``dst`` with the first page record of its skeleton naming an
+    unknown RAM block, the skeleton's hashes and sizes in the meta made to match."""
+    with zipfile.ZipFile(src) as zin:
+        meta = msgpack.unpackb(zin.read("overlay-meta"))
+        memory = meta["memory"]
+        plain = bytearray(blobcodec.decompress(zin.read("memory-skeleton"),
+                                               memory["skeleton_raw_size"]))
+        first = plain.index(b"\x06pc.ram")
+        second = plain.index(b"\x06pc.ram", first + 1)
+        plain[second + 1:second + 7] = b"xx.ram"
+        stored = blobcodec.compress(bytes(plain))
+        memory["skeleton_size"] = len(stored)
+        memory["skeleton_sha256"] = hashlib.sha256(stored).hexdigest()
+        with zipfile.ZipFile(dst, "w", zipfile.ZIP_STORED) as zout:
+            for info in zin.infolist():
+                data = {"memory-skeleton": stored,
+                        "overlay-meta": msgpack.packb(meta)}.get(info.filename)
+                zout.writestr(info.filename, data if data is not None else zin.read(info))
+
+
+def test_forged_skeleton_on_the_delta_path_fails_cleanly(story_run, tmp_path):
+    forged = str(tmp_path / "forged.zip")
+    _forge_skeleton(story_run.overlay_path, forged)
+    assert_fails_cleanly(story_run, forged, "names an unknown RAM block")
