@@ -18,8 +18,8 @@ from cloudlet_compute.host import domxml, ramfile, ramhook
 from cloudlet_compute.progress import NullProgress
 from cloudlet_compute.read.fetch import FileSource
 from cloudlet_compute.read.synthesis import read_overlay
+from bench import synthetic
 from tests.compute.test_format import world  # noqa: F401  (a fixture: base, overlay...)
-from tests.support import synthetic
 
 PAGE = 4096
 
@@ -185,7 +185,7 @@ def test_nova_placement_keeps_the_ram_file(tmp_path):
     nova = pytest.importorskip("tests.compute_nova.test_engine_adapter")
     placement = nova.engine_adapter.placement_for_nova(nova.NOVA_XML.format(dir=tmp_path))
     base_xml = domxml.with_ram_file(nova.BASE_XML, "/old/pc.ram", "/old/" + ramhook.MARKER_NAME)
-    xml = domxml.with_ram_file(placement.domain_xml(base_xml, "ab" * 32), "/b/pc.ram",
+    xml = domxml.with_ram_file(placement.domain_xml(base_xml, nova.base_vm()), "/b/pc.ram",
                                placement.hook_marker)
     root = ET.fromstring(xml)
     assert len(root.findall("memoryBacking")) == 1
