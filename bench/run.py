@@ -144,7 +144,8 @@ def synthesis_and_floor(story, conn, overlay_dir, overlay_name, expected, runs):
             shutil.rmtree(os.path.join(story.home, "instances", name), ignore_errors=True)
             t = out["timings"]
             rows.append({"total_s": round(t["total"], 3), "cli_wall_s": round(wall, 3),
-                         "phases_s": {k: round(v, 3) for k, v in t.items() if k != "total"},
+                         "phases_s": {k: round(v, 3) if isinstance(v, float) else v
+                                      for k, v in t.items() if k != "total"},
                          "floor_s": round(floor, 3), "floor_image_bytes": size,
                          "ratio": round(t["total"] / floor, 2)})
             log("synthesis %d: %.2f s (CLI %.2f s), floor %.2f s (%s image): %.2fx; guest "

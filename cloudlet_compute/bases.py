@@ -10,6 +10,10 @@ Layout of one base VM, ``bases/<id>/`` (``id`` = SHA-256 of the disk content)::
                     guest address, file offset and SHA-256
     kernel, initrd  (a direct-kernel-boot domain's base only) read-only copies of what it
                     boots; ``bootfiles`` describes them
+    pc.ram, ram.json, resume.stream
+                    the RAM file restores map, its record, the stream that resumes
+                    the base over it (``host/ramfile.py``; built at registration, or
+                    at first use for a base registered before)
 
 A base is built in ``tmp/`` and renamed into place, so a base directory is complete or
 absent. A base package (export/import) is a zip of ``manifest.json``, ``disk.raw`` and
@@ -37,7 +41,7 @@ from cloudlet_compute.errors import (CloudletError, ConflictError, FormatError,
                                      IntegrityError, NotFoundError)
 from cloudlet_compute.format import migstream, saveimage
 from cloudlet_compute.format.records import CHUNK_SIZE, ZERO_DIGEST
-from cloudlet_compute.host import domxml, qemuimg
+from cloudlet_compute.host import domxml, qemuimg, ramfile
 from cloudlet_compute.progress import NullProgress
 
 LOG = logging.getLogger(__name__)
@@ -264,7 +268,13 @@ class BaseStore:
             shutil.rmtree(build, ignore_errors=True)
             raise
         LOG.info("registered base VM %s (%s)", disk_sha, name)
-        return BaseVM(final)
+        base = BaseVM(final)
+        try:
+            ramfile.build(base, verified=True)
+        except ramfile.Unusable as exc:
+            LOG.info("base VM %s has no RAM file, its restores use the whole image: %s",
+                     disk_sha, exc)
+        return base
 
     def delete(self, ref, conn=None):
         """Remove a base VM; refuse while a domain made from it exists."""

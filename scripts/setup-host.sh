@@ -9,6 +9,8 @@ PACKAGES=(libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils libvi
 PACKAGES+=(openssh-server)
 # mmdebstrap: stack/guest/debian/build.sh (the Debian 12 test guest).
 PACKAGES+=(mmdebstrap)
+# python3: the libvirt hook below (/usr/bin/python3, standard library only).
+PACKAGES+=(python3)
 PACKAGES+=(${EXTRA_PACKAGES:-})
 
 missing=()
@@ -27,9 +29,32 @@ if [ -e /dev/kvm ]; then
   chmod 0660 /dev/kvm 2>/dev/null || true
 fi
 
+# The libvirt hook that links a base's RAM file where QEMU maps a restored domain's RAM
+# (cloudlet_compute/host/ramhook.py, behind the shell filter scripts/cloudlet-ram-hook.sh;
+# doc/overlay-format.md). libvirtd looks for hooks when it starts and on SIGHUP (no restart
+# needed): signal it only when the hook is new or changed.
+REPO="$(cd "$(dirname "$0")/.." && pwd)"
+hook_changed=0
+for pair in "$REPO/cloudlet_compute/host/ramhook.py:/etc/libvirt/hooks/cloudlet-ram.py" \
+            "$REPO/scripts/cloudlet-ram-hook.sh:/etc/libvirt/hooks/qemu.d/cloudlet-ram"; do
+  src=${pair%%:*} dest=${pair#*:}
+  if ! cmp -s "$src" "$dest"; then
+    install -D -m 0755 "$src" "$dest"
+    hook_changed=1
+    echo "setup-host: installed $dest"
+  fi
+done
+
 # No systemd here: start the daemons directly when they are not running.
 pgrep -x virtlogd >/dev/null || virtlogd -d
-pgrep -x libvirtd >/dev/null || libvirtd -d
+if pgrep -x libvirtd >/dev/null; then
+  if [ "$hook_changed" = 1 ] && [ -s /run/libvirtd.pid ]; then
+    kill -HUP "$(cat /run/libvirtd.pid)"
+    sleep 1
+  fi
+else
+  libvirtd -d
+fi
 for _ in $(seq 1 50); do
   virsh -c qemu:///system version >/dev/null 2>&1 && exit 0
   sleep 0.2

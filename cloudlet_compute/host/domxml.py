@@ -9,6 +9,7 @@ from cloudlet_compute.errors import ConflictError, FormatError
 NS = "https://openstackpp.org/xmlns/cloudlet/1"
 ET.register_namespace("cloudlet", NS)
 CHARDEVS = ("serial", "console", "channel", "parallel")
+RAM_FILE, RAM_MARKER = "ram-file", "ram-marker"     # attributes of <cloudlet:instance>
 
 
 def _parse(xml):
@@ -202,4 +203,63 @@ def with_boot_files(xml, kernel=None, initrd=None, cmdline=None):
             node = ET.Element(tag)
             os_node.insert(list(os_node).index(last) + 1, node)
         node.text = value
+    return ET.tostring(root, encoding="unicode")
+
+
+def ram_file_refusal(xml):
+    """Why a domain may not map a shared base RAM file, or None.
+
+    QEMU 7.2 punches holes into a privately mapped backing file when the guest gives pages
+    back (balloon inflate or free page reporting, virtio-mem): that would reach every VM
+    sharing the file. Other memory backings (hugepages, NUMA nodes) name other RAM blocks.
+    """
+    root = _parse(xml)
+    balloons = root.findall("devices/memballoon")
+    if not balloons or any(b.get("model") != "none" for b in balloons):
+        return "the domain has a memory balloon (it could punch holes in the shared RAM file)"
+    if root.find("devices/memory") is not None:
+        return "the domain has memory devices (virtio-mem, DIMMs)"
+    if root.find("cpu/numa") is not None:
+        return "the domain has NUMA nodes (their RAM blocks are not pc.ram)"
+    backing = root.find("memoryBacking")
+    if backing is not None and not _ours(backing):
+        return "the domain has a memory backing of its own"
+    return None
+
+
+def _ours(backing):
+    """True if ``<memoryBacking>`` is what ``with_ram_file`` adds, nothing more."""
+    return sorted((c.tag, sorted(c.attrib.items())) for c in backing) == \
+        [("access", [("mode", "private")]), ("source", [("type", "file")])] and not backing.attrib
+
+
+def with_ram_file(xml, ram_path=None, marker=None):
+    """``xml`` with its guest RAM privately mapped from ``ram_path``: ``<memoryBacking>``
+    file/private, and ``ram-file``/``ram-marker`` on ``<cloudlet:instance>`` naming the file and
+    the hook's marker (``host/ramhook.py``; libvirt keeps one metadata element per namespace).
+    With ``ram_path`` None, both removed (a memory backing of that shape is taken for ours:
+    a domain captured from one restored this way has it)."""
+    root = _parse(xml)
+    metadata = root.find("metadata")
+    if metadata is None:
+        metadata = ET.Element("metadata")
+        root.insert(3, metadata)
+    node = metadata.find("{%s}instance" % NS)
+    if node is None:
+        node = ET.SubElement(metadata, "{%s}instance" % NS)
+    for attr in (RAM_FILE, RAM_MARKER):
+        node.attrib.pop(attr, None)
+    backing = root.find("memoryBacking")
+    if backing is not None and _ours(backing):
+        root.remove(backing)
+    if ram_path is None:
+        return ET.tostring(root, encoding="unicode")
+    backing = ET.Element("memoryBacking")
+    ET.SubElement(backing, "source", type="file")
+    ET.SubElement(backing, "access", mode="private")
+    memory = root.find("currentMemory")
+    memory = memory if memory is not None else root.find("memory")
+    root.insert(list(root).index(memory) + 1, backing)
+    node.set(RAM_FILE, ram_path)
+    node.set(RAM_MARKER, marker)
     return ET.tostring(root, encoding="unicode")

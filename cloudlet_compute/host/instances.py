@@ -5,13 +5,22 @@ cached base disk, its sockets and logs; it must be reachable by the QEMU user.
 """
 
 import contextlib
+import errno
+import itertools
+import logging
 import mmap
 import os
 import shutil
+import threading
+import time
+
+import libvirt
 
 from cloudlet_compute.errors import ConflictError, HypervisorError
 from cloudlet_compute.format import saveimage
-from cloudlet_compute.host import domains, domxml, qemuimg
+from cloudlet_compute.host import domains, domxml, qemuimg, ramfile, ramhook
+
+LOG = logging.getLogger(__name__)
 
 NAME_MAX = 64
 
@@ -33,6 +42,7 @@ class Placement:
         self.name, self.path, self.uuid = name, path, uuid
         self.disk_path = disk_path or os.path.join(path, "disk.qcow2")
         self.image_path = os.path.join(path, "restore.img")
+        self.hook_marker = os.path.join(path, ramhook.MARKER_NAME)
         self.owns_dir, self.xml_hook = owns_dir, xml_hook
 
     @classmethod
@@ -71,7 +81,7 @@ class Placement:
         if self.owns_dir:
             shutil.rmtree(self.path, ignore_errors=True)
             return
-        for path in (self.disk_path, self.image_path):
+        for path in (self.disk_path, self.image_path, self.hook_marker):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
 
@@ -87,27 +97,133 @@ def _check_reachable(path):
         path = os.path.dirname(path)
 
 
-def start(conn, placement, base, header, stream_pieces, paused=False):
+def start(conn, placement, base, header, stream_pieces, paused=False, ram=None):
     """Write a memory image for ``placement`` (its own name, UUID, disk and paths) and
-    restore it; the image is deleted once QEMU has loaded it.
+    restore it; the image is deleted once QEMU has loaded it (over a RAM file, the image is a
+    FIFO: the stream is made while QEMU starts).
 
     ``header`` is the ``SaveHeader`` of the source image; ``stream_pieces`` yields the
-    bytes of its QEMU stream.
+    bytes of its QEMU stream. With ``ram`` (a ``ramfile.RamFile``) the guest RAM maps that
+    file privately and the stream need carry only the pages that differ from it; raises
+    ``ramfile.Unusable`` (nothing left running) if libvirt did not run the hook.
     """
-    xml = placement.domain_xml(header.xml, base)
+    xml = domxml.with_ram_file(placement.domain_xml(header.xml, base),
+                               ram.path if ram else None, placement.hook_marker)
+    with contextlib.suppress(FileNotFoundError):    # left by a restore libvirt did itself
+        os.unlink(placement.hook_marker)
+    pieces = itertools.chain([header.encode(xml)], stream_pieces)
     try:
-        with open(placement.image_path, "wb") as out:
-            out.write(header.encode(xml))
-            for piece in stream_pieces:
-                out.write(piece)
-        domains.restore(conn, placement.image_path, paused=paused)
+        if ram is None:
+            with open(placement.image_path, "wb") as out:
+                for piece in pieces:
+                    out.write(piece)
+            domains.restore(conn, placement.image_path, paused=paused)
+        else:
+            _restore_streamed(conn, placement, pieces)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(placement.image_path)
+    if ram is not None:
+        try:
+            os.unlink(placement.hook_marker)
+        except FileNotFoundError:
+            domains.destroy(conn, placement.name)
+            raise ramfile.Unusable("libvirt did not run the hook %s (libvirtd started before "
+                                   "it was installed?)" % ramhook.HOOK_PATH) from None
+        if not paused:
+            _run(conn, domains.lookup(conn, placement.name))
+
+
+def _restore_streamed(conn, placement, pieces):
+    """Restore ``placement``'s domain, paused, from a FIFO fed with ``pieces`` while libvirt
+    starts QEMU (the stream is made as QEMU reads it). If making it fails, the domain is
+    destroyed and the error raised."""
+    path = placement.image_path
+    os.mkfifo(path, 0o600)
+    failed = []
+
+    def restore():
+        try:
+            domains.restore(conn, path, paused=True)
+        except BaseException as exc:   # raised below, in the caller's thread
+            failed.append(exc)
+
+    restorer = threading.Thread(target=restore, daemon=True)
+    restorer.start()
+    try:
+        fd = _open_writer(path, restorer)
+        if fd is not None:
+            with open(fd, "wb") as fifo:
+                for piece in pieces:
+                    fifo.write(piece)
+    except BrokenPipeError:       # libvirt stopped reading: its error says why
+        pass
+    except BaseException:
+        _stop(conn, placement.name, restorer)
+        raise
+    restorer.join()
+    if failed:
+        raise failed[0]
+
+
+def _stop(conn, name, restorer, patience=60):
+    """End the restore ``restorer`` runs after its stream broke off: QEMU waits on a FIFO
+    without writers forever (no POLLIN on hang-up), so its domain is destroyed until the
+    restore gives up."""
+    deadline = time.monotonic() + patience
+    while restorer.is_alive() and time.monotonic() < deadline:
+        domains.destroy(conn, name)
+        restorer.join(0.2)
+    domains.destroy(conn, name)
+
+
+def _open_writer(path, reader):
+    """The write end of FIFO ``path`` once libvirt opened it (None if ``reader`` ended
+    first)."""
+    while True:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:
+                raise
+            if not reader.is_alive():
+                return None
+            time.sleep(0.002)
+            continue
+        os.set_blocking(fd, True)
+        return fd
+
+
+def _run(conn, dom):
+    """Let the paused ``dom`` run; if it cannot, destroy it."""
+    try:
+        dom.resume()
+    except libvirt.libvirtError as exc:
+        domains.destroy(conn, dom.name())
+        raise HypervisorError("resuming %s failed: %s" % (dom.name(), exc.get_error_message())) \
+            from None
+
+
+def restore(conn, placement, base, header, ram_size, delta_stream, full_stream, paused=False):
+    """Start ``placement``'s domain over ``base``'s RAM file if it can (``delta_stream(ram)``
+    yields the stream for it), else from the whole image (``full_stream()``); return
+    ``(restore path "delta" or "full", why not "delta" or None)``."""
+    ram, why = ramfile.usable(base, header.xml, placement.name, ram_size)
+    if ram is not None:
+        try:
+            start(conn, placement, base, header, delta_stream(ram), paused, ram)
+            return "delta", None
+        except ramfile.Unusable as exc:
+            why = str(exc)
+    LOG.warning("restoring %s from its whole memory image: %s", placement.name, why)
+    start(conn, placement, base, header, full_stream(), paused)
+    return "full", why
 
 
 def resume(conn, base, placement, paused=False):
-    """Start a domain at ``placement`` from ``base``: memory restored, not booted."""
+    """Start a domain at ``placement`` from ``base``: memory restored, not booted.
+
+    Sets ``placement.restore_path`` (and ``restore_why``, see ``restore``)."""
     domains.ensure_free(conn, placement.name)
     placement.create(base)
     try:
@@ -116,7 +232,9 @@ def resume(conn, base, placement, paused=False):
             header = saveimage.SaveHeader.parse(buf)
             stream = memoryview(buf)[header.stream_offset:]
             try:
-                start(conn, placement, base, header, [stream], paused)
+                placement.restore_path, placement.restore_why = restore(
+                    conn, placement, base, header, None, lambda ram: [ram.resume_stream()],
+                    lambda: [stream], paused)
             finally:
                 stream.release()   # else closing the mmap hides an error behind BufferError
     except BaseException:

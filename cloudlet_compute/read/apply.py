@@ -11,7 +11,7 @@ import mmap
 
 from cloudlet_compute.bases import BaseDiskChunks
 from cloudlet_compute.errors import FormatError, IntegrityError
-from cloudlet_compute.format import records
+from cloudlet_compute.format import deltastream, migstream, records
 from cloudlet_compute.format.records import CHUNK_SIZE, ZERO_CHUNK
 from cloudlet_compute.write.delta import content_sha256
 
@@ -72,18 +72,34 @@ class Rebuild:
                 self.disk[index] = data
         return count
 
+    def _slot_page(self, slot):
+        """The page of ``slot``: its record's, else the skeleton's default."""
+        page = self.slots.get(slot)
+        if page is None:
+            default = self.skeleton.defaults[slot]
+            page = self._base_mem[default:default + CHUNK_SIZE] if default >= 0 else ZERO_CHUNK
+        return page
+
     def _image_pieces(self):
-        skel, base_mem = self.skeleton, self._base_mem
-        data = memoryview(skel.data)
+        data = memoryview(self.skeleton.data)
         prev = 0
-        for slot, (position, default) in enumerate(zip(skel.positions, skel.defaults)):
+        for slot, position in enumerate(self.skeleton.positions):
             yield data[prev:position]
-            page = self.slots.get(slot)
-            if page is None:
-                page = base_mem[default:default + CHUNK_SIZE] if default >= 0 else ZERO_CHUNK
-            yield page
+            yield self._slot_page(slot)
             prev = position
         yield data[prev:]
+
+    def ram_block_size(self, start, name):
+        """The length of RAM block ``name`` in the skeleton's stream at ``start`` (or None)."""
+        blocks = migstream.parse_setup(bytes(self.skeleton.data[:start + (1 << 20)]), start)[0]
+        return dict(blocks).get(name)
+
+    def delta_stream(self, start, ram_block):
+        """Yield the QEMU stream (from ``start`` on) without the pages of ``ram_block`` that
+        no record changed, for a restore whose RAM maps the base's RAM file
+        (``deltastream.delta_stream``): O(changed pages + skeleton), no image hash."""
+        return deltastream.delta_stream(self.skeleton, start, ram_block, self.slots,
+                                        self._slot_page)
 
     def memory_stream(self, start=0):
         """Yield the rebuilt memory image from offset ``start`` on, in pieces of ~8 MiB.

@@ -17,7 +17,7 @@ from cloudlet_compute.errors import ConflictError, FormatError, IntegrityError, 
 from cloudlet_compute.format import blobcodec, meta as metamod, saveimage
 from cloudlet_compute.format.package import Package
 from cloudlet_compute.format.skeleton import Skeleton
-from cloudlet_compute.host import domains, instances
+from cloudlet_compute.host import domains, instances, ramfile
 from cloudlet_compute.host.nbd import NBDServer
 from cloudlet_compute.progress import NullProgress
 from cloudlet_compute.read.apply import Rebuild
@@ -155,11 +155,18 @@ def synthesize(conn, store, location, placement, progress_factory=NullProgress,
             timings["disk"] = time.monotonic() - t1
             t2 = time.monotonic()
             # The skeleton starts with the image's libvirt header: the new domain gets its
-            # own header; the rest is streamed to the file, hashed, checked before restore.
+            # own header. Over the base's RAM file only the changed pages are streamed;
+            # else the whole image is, hashed and checked before restore.
             header = saveimage.SaveHeader.parse(rebuild.skeleton.data)
-            instances.start(conn, placement, base, header,
-                            rebuild.memory_stream(header.stream_offset), paused)
+            start = header.stream_offset
+            path, why = instances.restore(
+                conn, placement, base, header, rebuild.ram_block_size(start, ramfile.RAM_BLOCK),
+                lambda ram: rebuild.delta_stream(start, ramfile.RAM_BLOCK),
+                lambda: rebuild.memory_stream(start), paused)
             timings["memory_restore"] = time.monotonic() - t2
+            timings["restore_path"] = path
+            if why:
+                timings["restore_why"] = why
         finally:
             rebuild.close()
     except BaseException:
