@@ -78,13 +78,14 @@ class OverlayURLPolicy:
     scheme with ``check_scheme``. Raises ValueError naming the option that is wrong.
     """
 
-    def __init__(self, schemes, allowed_hosts, disallowed_hosts, allowed_ports):
+    def __init__(self, schemes, allowed_hosts, disallowed_hosts, allowed_ports, time_limit=0):
         bad = set(schemes) - set(OVERLAY_URL_SCHEMES)
         if bad:
             raise ValueError("overlay_url_schemes: unknown %s" % ", ".join(sorted(bad)))
         self.schemes = tuple(schemes)
         try:
-            self.fetch = fetchpolicy.FetchPolicy(allowed_hosts, disallowed_hosts, allowed_ports)
+            self.fetch = fetchpolicy.FetchPolicy(allowed_hosts, disallowed_hosts, allowed_ports,
+                                                 time_limit=time_limit)
         except ValueError as exc:
             raise ValueError("overlay_allowed_ports: %s" % exc) from None
 
@@ -92,7 +93,8 @@ class OverlayURLPolicy:
     def from_options(cls, opts):
         """The policy of ``opts``, nova's ``CONF.cloudlet``."""
         return cls(opts.overlay_url_schemes, opts.overlay_allowed_hosts,
-                   opts.overlay_disallowed_hosts, opts.overlay_allowed_ports)
+                   opts.overlay_disallowed_hosts, opts.overlay_allowed_ports,
+                   opts.overlay_fetch_time_limit)
 
     def check_scheme(self, url):
         """Raise RefusedScheme unless ``url``'s scheme is allowed; return the scheme."""

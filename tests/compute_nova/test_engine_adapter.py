@@ -145,9 +145,11 @@ def test_plug_without_nova_nics_only_detaches(tmp_path, libvirt_consts):
 
 def test_overlay_url_policy_checks_schemes_and_options():
     """One policy of the ``[cloudlet] overlay_*`` options serves nova-api and nova-compute."""
-    policy = engine_adapter.OverlayURLPolicy(["http", "https"], [], ["10.0.0.0/8"], ["80"])
+    policy = engine_adapter.OverlayURLPolicy(["http", "https"], [], ["10.0.0.0/8"], ["80"], 600)
     assert policy.check_scheme("https://overlays.example/o.zip") == "https"
     assert policy.fetch.ports == frozenset({80})
+    assert policy.fetch.time_limit == 600
+    assert engine_adapter.OverlayURLPolicy(["http"], [], [], [], 0).fetch.time_limit is None
     with pytest.raises(engine_adapter.RefusedScheme) as err:
         policy.check_scheme("file:///etc/passwd")
     assert str(err.value) == ("overlay_url scheme 'file' is not allowed by this cloud "
