@@ -273,3 +273,6 @@ class OverlayURLAllowedTest(_OverlayURLTest):
         for url in ("http://127.0.0.1:5000/ov.zip", "http://overlays.invalid/ov.zip"):
             resp = self._post(url)
             self.assertEqual(202, resp.status, (url, resp.body))
+            # This compute host fakes the engine: the build completes. Waiting for it keeps
+            # its RPC calls from outliving the test's services (a 60 s timeout at teardown).
+            self._wait_for_state_change(resp.body["server"], "ACTIVE")
