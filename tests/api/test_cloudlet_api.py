@@ -172,6 +172,12 @@ class CloudletAPITest(base.CloudletTestBase):
         _ctxt, instance, name, overlay_id = cast.call_args.args
         self.assertEqual((resumed["id"], "ov", body["overlay-id"]),
                          (instance.uuid, name, overlay_id))
+        # Each action is an instance action (its compute event says why it failed).
+        for server_id, action in ((self.server["id"], "cloudlet-base"),
+                                  (resumed["id"], "cloudlet-overlay-finish")):
+            actions = self.api.api_get("/servers/%s/os-instance-actions"
+                                       % server_id).body["instanceActions"]
+            self.assertIn(action, [a["action"] for a in actions])
 
         # A cast that cannot be sent gives the server back and drops the records.
         with mock.patch(OVERLAY_CAST, side_effect=RuntimeError("no queue")):

@@ -119,7 +119,16 @@ class RPCPlumbingTest(base.CloudletTestBase):
         self.assertIsNone(self._instance(server["id"]).task_state)
         self.assertIn("Cloudlet cloudlet-overlay-finish failed: domain has no base",
                       self._faults(server["id"]))
-        self.assertEqual(["ov1"], [i["name"] for i in self.glance.images.values()
+        # ... and its owner reads why in the server's metadata; the next action clears it.
+        metadata = self.api.get_server(server["id"])["metadata"]
+        self.assertEqual("Cloudlet cloudlet-overlay-finish failed: domain has no base",
+                         metadata[cloudlet_glance.METADATA_TASK_ERROR])
+        self.engine["create_overlay"].side_effect = create_overlay
+        self.api.post_server_action(
+            server["id"], {"cloudlet-overlay-finish": {"overlay-name": "ov3"}})
+        self.assertNotIn(cloudlet_glance.METADATA_TASK_ERROR,
+                         self.api.get_server(server["id"])["metadata"])
+        self.assertEqual(["ov1", "ov3"], [i["name"] for i in self.glance.images.values()
                                    if i["properties"].get("cloudlet_type") ==
                                    cloudlet_glance.OVERLAY])
 
