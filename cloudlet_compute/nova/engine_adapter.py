@@ -297,17 +297,27 @@ def resume_into(conn, store, base_id, nova_xml, paused=False):
     _finish_restore(conn, placement, nova_xml)
 
 
-def synthesize_into(conn, store, location, base_id, nova_xml, paused=False, policy=None):
+def synthesize_into(conn, store, location, base_id, nova_xml, paused=False, policy=None,
+                    progress=None):
     """VM synthesis from the overlay at ``location`` into nova's domain (``nova_xml``).
 
     The overlay must be for base ``base_id`` (the server's image); an http(s) location is
-    fetched under ``policy``. On failure the engine leaves no domain and none of its files;
-    nova removes its instance directory.
+    fetched under ``policy``; ``progress(percent)``, if given, hears how much of the overlay
+    has been fetched and applied, in steps of 5 %. On failure the engine leaves no domain and
+    none of its files; nova removes its instance directory.
     """
     from cloudlet_compute.read import synthesis
+    from cloudlet_compute.progress import NullProgress, percent_steps
     placement = placement_for_nova(nova_xml)
-    timings = synthesis.synthesize(conn, store, location, placement, require_base=base_id,
-                                   paused=paused, policy=policy)
+    factory = NullProgress
+    if progress is not None:
+        steps = percent_steps(progress)
+
+        def factory(label, total):
+            return NullProgress(label, total, callback=lambda _label, done, total: (
+                steps(done / total) if total else None))
+    timings = synthesis.synthesize(conn, store, location, placement, factory,
+                                   require_base=base_id, paused=paused, policy=policy)
     _finish_restore(conn, placement, nova_xml)
     LOG.info("synthesized %s: %s", placement.name, timings)
     return timings
