@@ -147,6 +147,18 @@ Related options:
 
 * ``overlay_allowed_hosts``
 """),
+    cfg.IntOpt('overlay_fetch_time_limit',
+               default=3600,
+               min=0,
+               help="""
+Seconds one overlay's download from an ``overlay_url`` may take, from the first request
+to the last byte (resumes and waits included); a server that trickles or stalls is cut
+off then and the server goes to ERROR saying so. 0: no limit.
+
+Related options:
+
+* ``overlay_allowed_hosts``
+"""),
 ]
 
 

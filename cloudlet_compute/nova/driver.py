@@ -91,6 +91,14 @@ def _overlay_name(plan):
     return plan.overlay_url or "image %s" % plan.overlay_image_id
 
 
+def _progress_of(instance):
+    """``progress(percent)`` that shows ``instance``'s build progress (its ``progress``)."""
+    def progress(percent):
+        instance.progress = percent
+        instance.save()
+    return progress
+
+
 def _host_error(exc):
     """A failure of this host's file system (``OSError``) without the path it names."""
     return "%s on the compute node" % exc.strerror
@@ -210,7 +218,8 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
             else:
                 engine_adapter.synthesize_into(conn, self.bases.store, location,
                                                plan.base_id, xml, paused=paused,
-                                               policy=self._fetch_policy)
+                                               policy=self._fetch_policy,
+                                               progress=_progress_of(instance))
         LOG.info("cloudlet %s done", plan.mode, instance=instance)
         # As in nova's _create_guest: the callback (config drive) needs the domain defined.
         if post_xml_callback is not None:

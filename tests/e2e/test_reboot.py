@@ -66,9 +66,6 @@ def test_base_images_name_the_kernel_and_ramdisk(clouds, base_images):
 
 def test_hard_reboot_and_stop_start_of_resumed_and_synthesized_servers(clouds, base_images):
     story = cloud.NovaStory(*clouds)
-    # The tiny guest has no ACPI power-button handler: nova's stop would wait its whole
-    # clean-shutdown timeout (60 s) before destroying it. nova's image property says 2 s.
-    story.demo.image.update_image(base_images[model.BASE_DISK], os_shutdown_timeout="2")
     try:
         resumed = story.boot("resumed", base_images[model.BASE_DISK])
         expected = story.customize(resumed.id)
