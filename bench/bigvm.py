@@ -99,7 +99,7 @@ def write_path(home, base_id, image, top, out, old=False):
     extra = () if old else (work,)
     mem = delta.memory_delta(image, base, *extra)
     disk = delta.disk_delta(top, base, *extra)
-    chunks = dedup.dedup(mem.changed, disk.changed, base)
+    chunks = dedup.dedup(mem.changed, disk.changed, base, *extra)
     fields = dict(overlay.meta_fields(base, mem, disk), created_by="bigvm")
     pack.write_package(out, chunks, mem.skeleton, fields, ZSTD, 3, NullProgress())
     shutil.rmtree(work)
