@@ -86,8 +86,9 @@ def make_pair(root, ram_size, delta_memory=40 << 20, delta_disk=8 << 20, disk_si
     return {"home": store.home, "base_id": base.id, "image": images["custom"], "top": top}
 
 
-def write_path(home, base_id, image, top, out, old=False):
-    """Run delta -> dedup -> pack into ``out``; return the figures of this process."""
+def write_path(home, base_id, image, top, out, old=False, unaligned=True):
+    """Run delta -> dedup -> pack into ``out``; return the figures of this process
+    (``unaligned``: as for ``dedup.dedup``)."""
     from cloudlet_compute import bases
     from cloudlet_compute.format.blobcodec import ZSTD
     from cloudlet_compute.progress import NullProgress
@@ -99,11 +100,13 @@ def write_path(home, base_id, image, top, out, old=False):
     extra = () if old else (work,)
     mem = delta.memory_delta(image, base, *extra)
     disk = delta.disk_delta(top, base, *extra)
-    chunks = dedup.dedup(mem.changed, disk.changed, base, *extra)
+    t1 = time.monotonic()
+    chunks = dedup.dedup(mem.changed, disk.changed, base, *(() if old else (unaligned,)))
+    dedup_s = time.monotonic() - t1
     fields = dict(overlay.meta_fields(base, mem, disk), created_by="bigvm")
-    pack.write_package(out, chunks, mem.skeleton, fields, ZSTD, 3, NullProgress())
+    meta = pack.write_package(out, chunks, mem.skeleton, fields, ZSTD, 3, NullProgress())
     shutil.rmtree(work)
-    return _figures(out, t0, cpu0)
+    return dict(_figures(out, t0, cpu0), dedup_s=round(dedup_s, 2), sources=meta["sources"])
 
 
 def rewrite_path(image, out, old=False):
@@ -138,12 +141,13 @@ def _figures(out, t0, cpu0):
             "output_bytes": os.path.getsize(out), "output_sha256": sha}
 
 
-def run_child(pair, out, engine_dir=REPO_DIR, old=False, stage="write"):
+def run_child(pair, out, engine_dir=REPO_DIR, old=False, stage="write", unaligned=True):
     """``write_path`` (or ``rewrite_path``, ``stage="rewrite"``) in a new process importing
     ``cloudlet_compute`` from ``engine_dir``."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([engine_dir, REPO_DIR]))
     cmd = [sys.executable, "-m", "bench.bigvm", pair["home"], pair["base_id"],
-           pair["image"], pair["top"], out, "--stage", stage] + (["--old"] if old else [])
+           pair["image"], pair["top"], out, "--stage", stage] + (["--old"] if old else []) + \
+        ([] if unaligned else ["--aligned-only"])
     done = subprocess.run(cmd, env=env, cwd=engine_dir, check=True, capture_output=True,
                           text=True)
     return json.loads(done.stdout.splitlines()[-1])
@@ -155,11 +159,14 @@ def main(argv=None):
         parser.add_argument(name)
     parser.add_argument("--old", action="store_true")
     parser.add_argument("--stage", choices=("write", "rewrite"), default="write")
+    parser.add_argument("--aligned-only", action="store_true",
+                        help="dedup against 4 KiB-aligned disk chunks only")
     args = parser.parse_args(argv)
     if args.stage == "rewrite":
         figures = rewrite_path(args.image, args.out, args.old)
     else:
-        figures = write_path(args.home, args.base_id, args.image, args.top, args.out, args.old)
+        figures = write_path(args.home, args.base_id, args.image, args.top, args.out, args.old,
+                             not args.aligned_only)
     print(json.dumps(figures))
 
 

@@ -66,7 +66,7 @@ def overlay_content(base, memory_path, disk_path, workdir):
     t0 = time.monotonic()
     mem = delta.memory_delta(memory_path, base, workdir)
     disk = delta.disk_delta(disk_path, base, workdir)
-    chunks = dedup.dedup(mem.changed, disk.changed, base, workdir)
+    chunks = dedup.dedup(mem.changed, disk.changed, base)
     plains = [mem.skeleton.encode()] + [plain for plain, _, _ in pack.build_blobs(chunks)]
     t1 = time.monotonic()
     # The package overhead (zip headers, directory, meta) is measured by writing the real

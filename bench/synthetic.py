@@ -124,7 +124,7 @@ def make_overlay(base, workdir, out_path, seed=7, codec=ZSTD, level=3, custom=No
                         % (data, index * PAGE, PAGE), top], check=True, capture_output=True)
     mem = delta.memory_delta(image_path, base, workdir)
     disk = delta.disk_delta(top, base, workdir)
-    chunks = dedup.dedup(mem.changed, disk.changed, base, workdir, unaligned)
+    chunks = dedup.dedup(mem.changed, disk.changed, base, unaligned)
     fields = dict(overlay.meta_fields(base, mem, disk), created_by="tests")
     meta = pack.write_package(out_path, chunks, mem.skeleton, fields, codec, level,
                               NullProgress())

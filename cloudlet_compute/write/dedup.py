@@ -71,13 +71,13 @@ class BaseMatcher:
         return digest, None, None
 
 
-def dedup(memory_changed, disk_changed, base, workdir, unaligned=True):
+def dedup(memory_changed, disk_changed, base, unaligned=True):
     """Classify the changed chunks of two spools (memory first); return ``Chunks``.
 
     ``unaligned`` False leaves out the customized disk's windows at 512-byte offsets (for
-    measuring what they save); ``workdir`` holds their digests."""
+    measuring what they save)."""
     matcher = BaseMatcher(base)
-    windows = DiskWindows(disk_changed, base, workdir) if unaligned else None
+    windows = DiskWindows(memory_changed, disk_changed, base) if unaligned else None
     chunks, pivots = Chunks(memory_changed, disk_changed), {}
     for i, (_index, data) in enumerate(itertools.chain(memory_changed, disk_changed)):
         digest, source, ref = matcher.classify(data)

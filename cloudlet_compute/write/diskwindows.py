@@ -1,43 +1,66 @@
-"""The customized disk's 4 KiB windows at 512-byte steps around its changed chunks.
+"""Memory pages found in the customized disk at 512-byte offsets, around its changed chunks.
 
 A file whose blocks are not 4 KiB-aligned on the disk (ext4 with 1 KiB blocks, a partition
 at sector 63) is in guest memory (page cache, tmpfs) as pages that equal no disk chunk but
 a 4 KiB window of the disk at a 512-byte offset. Where the customization wrote such a file,
 the windows overlap changed chunks: every window that is not 4 KiB-aligned and overlaps a
-changed chunk is indexed (7 a changed chunk, and 7 more before a run of them), its bytes
-taken from the changed chunks and the base disk around them. Work and memory follow the
-disk delta: 7 hashes and 16 bytes a window (the digests are spilled to ``workdir``).
+changed chunk (7 a changed chunk, and 7 more before a run of them) is a candidate, its
+bytes taken from the changed chunks and the base disk around them.
+
+Hashing every window would hash 7 times the disk delta. Instead every changed memory page
+leaves a *mark*: its first ``PREFIX`` bytes at a sector start (0, 512, ...) that are not
+zeros (zeros are too common to tell anything), kept in one set per sector; only a window
+with the same mark is hashed. Work follows the disk delta (a slice and a set lookup a
+window, more where it is zeros), memory the memory delta (~100 bytes a page).
 """
 
 import hashlib
 import os
-from array import array
 
 from cloudlet_compute.format.records import CHUNK_SIZE, SECTOR, ZERO_DIGEST
-from cloudlet_compute.write.digestindex import DigestIndex
 
+PREFIX = 32
 STEPS = range(SECTOR, CHUNK_SIZE, SECTOR)
+SECTOR_STARTS = range(0, CHUNK_SIZE, SECTOR)
+ZERO_PREFIX = bytes(PREFIX)
+
+
+def mark(page, at=0):
+    """``(sector, bytes)``: the mark of the 4 KiB at ``at`` of ``page``, or None."""
+    for sector, start in enumerate(SECTOR_STARTS):
+        key = page[at + start:at + start + PREFIX]
+        if key != ZERO_PREFIX:
+            return sector, key
+    return None
 
 
 class DiskWindows:
-    """``find(digest)``: the byte offset of a window of the customized disk with these
-    bytes, or None. ``count`` windows are indexed."""
+    """``find(digest)``: the byte offset of a window of the customized disk whose bytes
+    have SHA-256 ``digest`` and begin like one of ``memory_changed``'s pages, or None.
+    ``windows`` counts the windows looked at, ``hashed`` those whose beginning matched."""
 
-    def __init__(self, disk_changed, base, workdir):
-        self.offsets = array("Q")
-        path = os.path.join(workdir, "disk-windows")
-        with open(path, "wb") as out, open(base.disk_path, "rb") as base_disk:
+    def __init__(self, memory_changed, disk_changed, base):
+        marks = [set() for _ in SECTOR_STARTS]
+        for _slot, page in memory_changed:
+            page_mark = mark(page)
+            if page_mark is not None:
+                marks[page_mark[0]].add(page_mark[1])
+        self.found, self.windows, self.hashed = {}, 0, 0
+        if not any(marks):
+            return
+        with open(base.disk_path, "rb") as base_disk:
             def base_chunk(index):
                 return os.pread(base_disk.fileno(), CHUNK_SIZE, index * CHUNK_SIZE)
 
             def add_pair(left_index, pair):
-                at = left_index * CHUNK_SIZE
-                with memoryview(pair) as view:
-                    for step in STEPS:
-                        digest = hashlib.sha256(view[step:step + CHUNK_SIZE]).digest()
+                self.windows += len(STEPS)
+                for step in STEPS:
+                    window_mark = mark(pair, step)
+                    if window_mark is not None and window_mark[1] in marks[window_mark[0]]:
+                        self.hashed += 1
+                        digest = hashlib.sha256(pair[step:step + CHUNK_SIZE]).digest()
                         if digest != ZERO_DIGEST:
-                            out.write(digest)
-                            self.offsets.append(at + step)
+                            self.found.setdefault(digest, left_index * CHUNK_SIZE + step)
 
             chunks, prev, prev_data = base.disk_size // CHUNK_SIZE, None, None
             for index, data in disk_changed:
@@ -51,11 +74,6 @@ class DiskWindows:
                 prev, prev_data = index, data
             if prev is not None and prev + 1 < chunks:
                 add_pair(prev, prev_data + base_chunk(prev + 1))
-        self.count = len(self.offsets)
-        self._index = DigestIndex.of_file(path) if self.count else None
 
     def find(self, digest):
-        if self._index is None:
-            return None
-        window = self._index.find(digest)
-        return None if window is None else self.offsets[window]
+        return self.found.get(digest)
