@@ -15,13 +15,21 @@ disk of ``bench/bigvm.py``). Cases:
 The write path after capture (delta -> dedup -> pack, ``bench/bigvm.py``'s child) runs in a
 child process per mode and reports its wall time, dedup time and peak RSS (``VmHWM``).
 
-``python -m bench.dedup_alignment`` (from the repository's root; ~1 min, ~1.5 GiB of scratch
-disk under ``.state/bench``). JSON on stdout (also ``.state/bench/dedup_alignment.json``),
-a table on stderr.
+``--real`` adds the issue's case on a real VM (libvirt): the tiny guest booted from a copy of
+its disk made again with 1 KiB blocks (``mkfs.ext4 -b 1024``), ``cloudlet base create``,
+``resume``, then an 8 MiB random file written to the disk and copied to tmpfs, and 8 MiB of
+other random data in tmpfs; ``cloudlet overlay create`` (512-byte matching), then
+``overlay.create`` of the same running VM with 4 KiB matching only, and a synthesis whose
+guest must read back the same file, copy and data.
+
+``python -m bench.dedup_alignment [--real]`` (from the repository's root; ~1.5 min, ~1.5 GiB
+of scratch disk under ``.state/bench``; ``--real`` ~1 min more). JSON on stdout (also
+``.state/bench/dedup_alignment.json``), a table on stderr.
 """
 
 import argparse
 import datetime
+import functools
 import os
 import random
 import shutil
@@ -42,18 +50,8 @@ CASES = {   # name: (RAM, disk, file bytes, file offset on disk, copies in memor
 
 def make_case(root, ram_size, disk_size, file_size, file_at, copies, other, seed=17):
     """Write a base VM and a customized one (``bigvm.run_child``'s pair) for one case."""
-    from cloudlet_compute import bases
-    from cloudlet_compute.format.saveimage import SaveHeader
-    from bench import synthetic
-
-    rnd, zero = random.Random(seed), bytes(PAGE)
-    data = rnd.randbytes(file_size)
-
-    def base_page(addr):
-        if (addr // PAGE) % bigvm.ZERO_EVERY == 0:
-            return zero
-        return random.Random(seed * 1000003 + addr).randbytes(PAGE)
-
+    rnd = random.Random(seed)
+    data = b"".join(rnd.randbytes(MiB) for _ in range(file_size // MiB))
     changed, at = {}, PAGE * 16
     for _ in range(copies):                    # page cache, tmpfs: the file page by page
         for pos in range(0, file_size, PAGE):
@@ -62,31 +60,9 @@ def make_case(root, ram_size, disk_size, file_size, file_at, copies, other, seed
     for _ in range(other // PAGE):
         changed[at] = rnd.randbytes(PAGE)
         at += PAGE
-    header = SaveHeader(synthetic.XML, "<cookie/>").encode()
-    images = {}
-    for name, page_at in (("base", base_page),
-                          ("custom", lambda a: changed.get(a) or base_page(a))):
-        images[name] = os.path.join(root, name + ".img")
-        with open(images[name], "wb") as f:
-            f.write(header)
-            for piece in synthetic.stream_pieces(ram_size, page_at):
-                f.write(piece)
-    disk = os.path.join(root, "disk.raw")
-    with open(disk, "wb") as f:
-        for i in range(disk_size // PAGE):
-            f.write(rnd.randbytes(PAGE) if i % 3 == 0 else zero)
-    store = bases.BaseStore(os.path.join(root, "home"))
-    base = store.add(disk, images["base"], "align-%d" % seed)
-    top = os.path.join(root, "custom.qcow2")
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b",
-                    base.disk_path, top], check=True)
-    path = os.path.join(root, "file")
-    with open(path, "wb") as f:
-        f.write(data)
-    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -s %s %d %d"
-                    % (path, file_at, file_size), top], check=True, capture_output=True)
-    os.unlink(path)
-    return {"home": store.home, "base_id": base.id, "image": images["custom"], "top": top}
+    return bigvm.write_pair(root, "align-%d" % seed, ram_size,
+                            functools.partial(bigvm.seeded_page, seed), changed, rnd,
+                            disk_size, lambda: data, file_at)
 
 
 def measure(root, name):
@@ -107,15 +83,76 @@ def measure(root, name):
     return case
 
 
+REAL_CUSTOMIZE = ("head -c 8388608 /dev/urandom > /mnt/file8m; cp /mnt/file8m /run/copy; "
+                  "head -c 8388608 /dev/urandom > /run/rand; sync")
+REAL_OBSERVE = "md5sum /mnt/file8m /run/copy /run/rand | cut -d' ' -f1 | tr '\\n' ' '"
+
+
+def measure_real(root):
+    """The issue's case on the tiny guest with a 1 KiB-block ext4 disk (libvirt)."""
+    import libvirt
+    from cloudlet_compute import bases
+    from cloudlet_compute.write import overlay
+    from stack import story as storymod
+    from stack.guest import guest
+
+    os.chmod(root, 0o755)                      # mkdtemp made it 0700: QEMU must reach in
+    image_dir = storymod.make_dir(os.path.join(root, "guest-1k"))
+    for name in ("vmlinuz", "initrd.img"):
+        os.symlink(os.path.join(guest.GUEST_DIR, name), os.path.join(image_dir, name))
+    content = storymod.make_dir(os.path.join(root, "content"))
+    with open(os.path.join(content, "hello.txt"), "w") as f:
+        f.write("hello from the cloudlet test disk\n")
+    disk = os.path.join(image_dir, "disk.raw")
+    subprocess.run(["truncate", "-s", "64M", disk], check=True)
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-b", "1024", "-L", "cltest", "-d", content, disk],
+                   check=True)
+    os.chmod(disk, 0o644)
+    conn = libvirt.open("qemu:///system")
+    story = storymod.Story(conn, os.path.join(root, "real"), image=guest.Image(image_dir))
+    try:
+        log("real: boot, base create, resume")
+        base_id = story.create_base(story.boot_source())
+        customized = story.resume(base_id)
+        with story.channel(customized) as chan:
+            chan.run(REAL_CUSTOMIZE, timeout=120)
+            expected = chan.run(REAL_OBSERVE).split()
+        log("real: overlay create (512-byte matching)")
+        out = os.path.join(story.root, "overlay.zip")
+        t = time.monotonic()
+        created = story.create_overlay(customized, out)
+        case = {"case": "real-1k-ext4", "512": {
+            "output_bytes": os.path.getsize(out), "wall_s": round(time.monotonic() - t, 2),
+            "dedup_s": round(created["timings"]["dedup"], 2), "sources": created["sources"]}}
+        log("real: overlay create (4 KiB matching only)")
+        out4k = os.path.join(story.root, "overlay-4k.zip")
+        t = time.monotonic()
+        meta, timings = overlay.create(conn, bases.BaseStore(story.home), customized, out4k,
+                                       unaligned=False)
+        case["4k"] = {"output_bytes": os.path.getsize(out4k),
+                      "wall_s": round(time.monotonic() - t, 2),
+                      "dedup_s": round(timings["dedup"], 2), "sources": meta["sources"]}
+        log("real: synthesis")
+        synthesized, _ = story.synthesize(out)
+        with story.channel(synthesized) as chan:
+            case["synthesized_same_files"] = chan.run(REAL_OBSERVE).split() == expected
+        case["size_512_over_4k"] = round(case["512"]["output_bytes"] /
+                                         case["4k"]["output_bytes"], 3)
+        return case
+    finally:
+        story.cleanup()
+        conn.close()
+
+
 def _table(doc):
-    rows = ["%-11s %-5s %10s %8s %8s %10s  %s" % ("case", "match", "overlay", "write s",
+    rows = ["%-12s %-5s %10s %8s %8s %10s  %s" % ("case", "match", "overlay", "write s",
                                                    "dedup s", "peak RSS", "sources")]
     for case in doc["cases"]:
         for mode in ("512", "4k"):
             r = case[mode]
-            rows.append("%-11s %-5s %6.1f MiB %8.2f %8.2f %6.0f MiB  %s" % (
-                case["case"], mode, r["output_bytes"] / MiB, r["wall_s"], r["dedup_s"],
-                r["peak_rss_bytes"] / MiB,
+            rss = "%6.0f MiB" % (r["peak_rss_bytes"] / MiB) if "peak_rss_bytes" in r else "-"
+            rows.append("%-12s %-5s %6.1f MiB %8.2f %8.2f %10s  %s" % (
+                case["case"], mode, r["output_bytes"] / MiB, r["wall_s"], r["dedup_s"], rss,
                 " ".join("%s=%d" % kv for kv in sorted(r["sources"].items()) if kv[1])))
     return "\n".join(rows)
 
@@ -124,13 +161,16 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cases", default=",".join(CASES), help="comma-separated: %s"
                         % ", ".join(CASES))
+    parser.add_argument("--real", action="store_true", help="add the case on a real VM")
     args = parser.parse_args(argv)
     t0 = time.monotonic()
     root = tempfile.mkdtemp(prefix="alignbench-", dir=state_dir())
     try:
         doc = {"bench": "dedup_alignment", "cpus": os.cpu_count(),
                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-               "cases": [measure(root, name) for name in args.cases.split(",")]}
+               "cases": [measure(root, name) for name in args.cases.split(",") if name]}
+        if args.real:
+            doc["cases"].append(measure_real(root))
         doc["bench_wall_s"] = round(time.monotonic() - t0, 1)
         publish("dedup_alignment.json", doc, _table(doc))
         return 0

@@ -22,9 +22,9 @@ class Chunks:
     """The changed chunks, memory then disk, numbered 0.. in that order, and their sources.
 
     ``memory`` and ``disk`` are the delta stage's spools; ``sources[i]`` is a
-    ``records.SOURCE_*``, ``refs[i]`` the byte offset (BASE_*, OVERLAY_DISK), the number of the literal
-    it repeats (SELF) or -1; ``repeats`` maps a literal's number to the numbers of its
-    repeats, in order. Only numbers are kept in memory, never chunk bytes.
+    ``records.SOURCE_*``, ``refs[i]`` the byte offset (BASE_*, OVERLAY_DISK), the number of
+    the literal it repeats (SELF) or -1; ``repeats`` maps a literal's number to the numbers
+    of its repeats, in order. Only numbers are kept in memory, never chunk bytes.
     """
 
     def __init__(self, memory, disk):

@@ -1,7 +1,7 @@
 """Write the seed corpora under ``tests/fuzz/corpus/<target>/`` (committed; deterministic).
 
 ``python -m tests.fuzz.make_seeds``. Seeds are small valid inputs, taken from the golden
-overlay (``tests/compute/golden/overlay-v1.zip``) and shrunk, or built with the engine's
+overlay (``tests/compute/golden/overlay-v2.zip``) and shrunk, or built with the engine's
 own writers on tiny memory images, so the fuzzer starts from the paths valid input takes.
 """
 
