@@ -33,7 +33,6 @@ import functools
 import os
 import random
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -97,19 +96,9 @@ def measure_real(root):
     from stack.guest import guest
 
     os.chmod(root, 0o755)                      # mkdtemp made it 0700: QEMU must reach in
-    image_dir = storymod.make_dir(os.path.join(root, "guest-1k"))
-    for name in ("vmlinuz", "initrd.img"):
-        os.symlink(os.path.join(guest.GUEST_DIR, name), os.path.join(image_dir, name))
-    content = storymod.make_dir(os.path.join(root, "content"))
-    with open(os.path.join(content, "hello.txt"), "w") as f:
-        f.write("hello from the cloudlet test disk\n")
-    disk = os.path.join(image_dir, "disk.raw")
-    subprocess.run(["truncate", "-s", "64M", disk], check=True)
-    subprocess.run(["mkfs.ext4", "-q", "-F", "-b", "1024", "-L", "cltest", "-d", content, disk],
-                   check=True)
-    os.chmod(disk, 0o644)
+    image = guest.tiny_with_blocks(os.path.join(root, "guest-1k"), 1024)
     conn = libvirt.open("qemu:///system")
-    story = storymod.Story(conn, os.path.join(root, "real"), image=guest.Image(image_dir))
+    story = storymod.Story(conn, os.path.join(root, "real"), image=image)
     try:
         log("real: boot, base create, resume")
         base_id = story.create_base(story.boot_source())

@@ -55,12 +55,17 @@ class DiskWindows:
             def add_pair(left_index, pair):
                 self.windows += len(STEPS)
                 for step in STEPS:
-                    window_mark = mark(pair, step)
-                    if window_mark is not None and window_mark[1] in marks[window_mark[0]]:
-                        self.hashed += 1
-                        digest = hashlib.sha256(pair[step:step + CHUNK_SIZE]).digest()
-                        if digest != ZERO_DIGEST:
-                            self.found.setdefault(digest, left_index * CHUNK_SIZE + step)
+                    key = pair[step:step + PREFIX]
+                    if key == ZERO_PREFIX:
+                        window_mark = mark(pair, step)
+                        if window_mark is None or window_mark[1] not in marks[window_mark[0]]:
+                            continue
+                    elif key not in marks[0]:
+                        continue
+                    self.hashed += 1
+                    digest = hashlib.sha256(pair[step:step + CHUNK_SIZE]).digest()
+                    if digest != ZERO_DIGEST:
+                        self.found.setdefault(digest, left_index * CHUNK_SIZE + step)
 
             chunks, prev, prev_data = base.disk_size // CHUNK_SIZE, None, None
             for index, data in disk_changed:
