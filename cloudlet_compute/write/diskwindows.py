@@ -36,16 +36,17 @@ def mark(page, at=0):
 
 class DiskWindows:
     """``find(digest)``: the byte offset of a window of the customized disk whose bytes
-    have SHA-256 ``digest`` and begin like one of ``memory_changed``'s pages, or None.
-    ``windows`` counts the windows looked at, ``hashed`` those whose beginning matched."""
+    have SHA-256 ``digest`` and are marked like one of ``memory_changed``'s pages, or None."""
 
     def __init__(self, memory_changed, disk_changed, base):
+        self.found = {}
+        if not len(disk_changed):
+            return
         marks = [set() for _ in SECTOR_STARTS]
         for _slot, page in memory_changed:
             page_mark = mark(page)
             if page_mark is not None:
                 marks[page_mark[0]].add(page_mark[1])
-        self.found, self.windows, self.hashed = {}, 0, 0
         if not any(marks):
             return
         with open(base.disk_path, "rb") as base_disk:
@@ -53,7 +54,6 @@ class DiskWindows:
                 return os.pread(base_disk.fileno(), CHUNK_SIZE, index * CHUNK_SIZE)
 
             def add_pair(left_index, pair):
-                self.windows += len(STEPS)
                 for step in STEPS:
                     key = pair[step:step + PREFIX]
                     if key == ZERO_PREFIX:
@@ -62,7 +62,6 @@ class DiskWindows:
                             continue
                     elif key not in marks[0]:
                         continue
-                    self.hashed += 1
                     digest = hashlib.sha256(pair[step:step + CHUNK_SIZE]).digest()
                     if digest != ZERO_DIGEST:
                         self.found.setdefault(digest, left_index * CHUNK_SIZE + step)
