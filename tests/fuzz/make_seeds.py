@@ -116,6 +116,7 @@ def seeds():
     builder.add_copy(TARGET_MEMORY, 3, records.SOURCE_BASE_MEM, CHUNK_SIZE * 2)
     builder.add_copy(TARGET_DISK, 4, records.SOURCE_BASE_DISK, CHUNK_SIZE * 3)
     builder.add_self(TARGET_DISK, 5, at)
+    builder.add_copy(TARGET_MEMORY, 6, records.SOURCE_OVERLAY_DISK, CHUNK_SIZE * 2 + 1024)
     out["records"] = {"golden-blob": blob_plain, "every-source": bytes(builder.data)}
 
     tiny_skeleton = Skeleton(array("Q", [10, 10, 40]), array("q", [-1, 8192, 4096 * 7]),
