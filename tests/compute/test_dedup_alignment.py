@@ -7,6 +7,7 @@ from array import array
 
 import pytest
 
+from cloudlet_compute import bases
 from cloudlet_compute.errors import FormatError
 from cloudlet_compute.format import records
 from cloudlet_compute.format.records import (CHUNK_SIZE, SOURCE_OVERLAY_DISK, TARGET_DISK,
@@ -130,3 +131,18 @@ def test_handoff_refuses_overlay_disk_records(base):
     builder.add_copy(TARGET_MEMORY, 0, SOURCE_OVERLAY_DISK, 512)
     with pytest.raises(FormatError, match="an overlay record, not valid in a handoff"):
         _Reassembly(base, None, None).take_records(bytes(builder.data), 3)
+
+
+def test_handoff_reads_the_base_disk_at_512_byte_offsets(base):
+    builder = records.BlobBuilder()
+    builder.add_copy(TARGET_DISK, 0, records.SOURCE_BASE_DISK, 3 * CHUNK_SIZE + 512)
+    past_end = records.BlobBuilder()
+    past_end.add_copy(TARGET_DISK, 1, records.SOURCE_BASE_DISK, synthetic.DISK_SIZE - 512)
+    with bases.BaseDiskChunks(base) as base_disk:
+        state = _Reassembly(base, None, base_disk)
+        assert state.take_records(bytes(builder.data), 1) == ([], [0])
+        with pytest.raises(FormatError, match="base disk offset %d, unaligned or beyond"
+                           % (synthetic.DISK_SIZE - 512)):
+            state.take_records(bytes(past_end.data), 2)
+    with open(base.disk_path, "rb") as f:
+        assert state.disk[0] == os.pread(f.fileno(), CHUNK_SIZE, 3 * CHUNK_SIZE + 512)
