@@ -40,7 +40,7 @@ from cloudlet_compute import bootfiles, imagemodel, pagefile
 from cloudlet_compute.errors import (CloudletError, ConflictError, FormatError,
                                      IntegrityError, NotFoundError)
 from cloudlet_compute.format import migstream, saveimage
-from cloudlet_compute.format.records import CHUNK_SIZE, ZERO_DIGEST
+from cloudlet_compute.format.records import CHUNK_SIZE, ZERO_DIGEST, check_disk_offset
 from cloudlet_compute.host import domxml, qemuimg, ramfile
 from cloudlet_compute.progress import NullProgress
 
@@ -106,9 +106,7 @@ class BaseDiskChunks:
 
     def read(self, offset, where):
         """The ``CHUNK_SIZE`` bytes at ``offset``; ``where`` names the record for errors."""
-        if offset % 512 or offset + CHUNK_SIZE > self.size:
-            raise FormatError("%s refers to base disk offset %d, unaligned or beyond the "
-                              "%d-byte disk" % (where, offset, self.size))
+        check_disk_offset(offset, self.size, where, "base disk")
         return os.pread(self._file.fileno(), CHUNK_SIZE, offset)
 
     def close(self):
