@@ -45,6 +45,17 @@ class FakeGlance:
             raise failure
 
 
+class FakeDomain:
+    def __init__(self, xml):
+        self.xml = xml
+
+    def XMLDesc(self, flags=0):
+        return self.xml
+
+    def name(self):
+        return "dom"
+
+
 class FakeConn:
     """A libvirt connection whose domains are XML strings."""
 
@@ -52,11 +63,10 @@ class FakeConn:
         self.xmls = []
 
     def listAllDomains(self):
-        return [type("Dom", (), {"XMLDesc": lambda self, flags=0, x=x: x,
-                                 "name": lambda self: "dom"})() for x in self.xmls]
+        return [FakeDomain(xml) for xml in self.xmls]
 
 
-def publish(glance, seed, workdir):
+def publish(glance, seed):
     """Put the synthetic base of ``seed`` into ``glance``; return ``(base id, disk image id,
     memory image id)``."""
     base_pages, base_disk, _, _ = synthetic.world(seed)
@@ -78,9 +88,9 @@ def cached_ids(cache):
     return {b.id for b in cache.store.list()}
 
 
-def test_concurrent_first_use_fetches_once_and_all_get_the_whole_base(cache, tmp_path):
+def test_concurrent_first_use_fetches_once_and_all_get_the_whole_base(cache):
     cache.glance.delay = 0.3
-    base_id, disk_id, memory_id = publish(cache.glance, 7, tmp_path)
+    base_id, disk_id, memory_id = publish(cache.glance, 7)
     start, got, errors = threading.Barrier(4), [], []
 
     def spawn(holder):
@@ -108,8 +118,8 @@ def test_concurrent_first_use_fetches_once_and_all_get_the_whole_base(cache, tmp
     assert cache._pins == {}
 
 
-def test_failed_fetch_leaves_nothing_and_the_next_spawn_retries(cache, tmp_path):
-    base_id, disk_id, memory_id = publish(cache.glance, 7, tmp_path)
+def test_failed_fetch_leaves_nothing_and_the_next_spawn_retries(cache):
+    base_id, disk_id, memory_id = publish(cache.glance, 7)
     cache.glance.failures.append(ConnectionResetError(104, "Connection reset by peer"))
     with pytest.raises(ConnectionResetError):
         cache.ensure(None, "vm0", base_id, disk_id, memory_id)
@@ -122,20 +132,20 @@ def test_failed_fetch_leaves_nothing_and_the_next_spawn_retries(cache, tmp_path)
         cache.ensure(None, "vm2", "ef" * 32, "disk-7", "memory-8")
 
 
-def _use(cache, holder, seed, tmp_path):
-    base = cache.ensure(None, holder, *publish(cache.glance, seed, tmp_path))
+def _use(cache, holder, seed):
+    base = cache.ensure(None, holder, *publish(cache.glance, seed))
     cache.release(holder)
     return base
 
 
 def test_lru_eviction_under_the_quota_spares_bases_in_use(cache, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger=basecache.__name__)
-    a = _use(cache, "vm-a", 1, tmp_path)
-    b = _use(cache, "vm-b", 2, tmp_path)
+    a = _use(cache, "vm-a", 1)
+    b = _use(cache, "vm-b", 2)
     size = max(a.footprint(), b.footprint())
     cache.max_bytes = int(2.5 * size)            # room for two bases, not three
 
-    c = _use(cache, "vm-c", 3, tmp_path)         # a: least recently used, nothing uses it
+    c = _use(cache, "vm-c", 3)   # a: least recently used, nothing uses it
     assert cached_ids(cache) == {b.id, c.id}
     assert "evicted base VM %s" % a.id in caplog.text
 
@@ -145,14 +155,14 @@ def test_lru_eviction_under_the_quota_spares_bases_in_use(cache, tmp_path, caplo
                     b.disk_path, disk], check=True)
     cache.conn.xmls.append("<domain><name>i-1</name><devices><disk type='file' "
                            "device='disk'><source file='%s'/></disk></devices></domain>" % disk)
-    a = _use(cache, "vm-a2", 1, tmp_path)         # b is the oldest but in use: c goes
+    a = _use(cache, "vm-a2", 1)   # b is the oldest but in use: c goes
     assert cached_ids(cache) == {a.id, b.id}
 
     # Everything in use or pinned: the cache stays over its quota, the spawn goes on.
     cache.conn.xmls.append("<domain><name>i-2</name><metadata><cloudlet:instance "
                            "xmlns:cloudlet='%s' base='%s'/></metadata></domain>"
                            % (domxml.NS, a.id))
-    c = cache.ensure(None, "vm-c2", *publish(cache.glance, 3, tmp_path))
+    c = cache.ensure(None, "vm-c2", *publish(cache.glance, 3))
     assert cached_ids(cache) == {a.id, b.id, c.id}
     assert "over its quota" in caplog.text
 
