@@ -64,8 +64,7 @@ class BaseCache:
     def ensure(self, context, holder, base_id, disk_image_id, memory_image_id, name=None):
         """Return base ``base_id``, fetching its disk and memory images from Glance if
         this host lacks it; the base stays pinned for ``holder`` until :meth:`release`."""
-        with self._guard:
-            self._pins[holder] = base_id
+        self.pin(holder, base_id)
         try:
             with lockutils.lock('cloudlet-base-%s' % base_id):
                 base = engine_adapter.cached_base(self.store, base_id)
@@ -77,6 +76,11 @@ class BaseCache:
         except BaseException:
             self.release(holder)
             raise
+
+    def pin(self, holder, base_id):
+        """Keep base ``base_id`` from eviction while ``holder`` uses it."""
+        with self._guard:
+            self._pins[holder] = base_id
 
     def release(self, holder):
         """The spawn ``holder`` no longer needs its base pinned (its domain, if any, now

@@ -343,10 +343,14 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
                                               guest.name, instance.display_name or
                                               instance.uuid)
         update_task_state(task_states.IMAGE_UPLOADING, task_states.IMAGE_PENDING_UPLOAD)
-        # The disk goes last: when it is active, the images it links are too.
-        with self._task_errors('cloudlet-base'):
-            glance.upload_base(context, self.bases.image_api, image_ids, base, instance)
-        self.bases.record_use(base, image_ids[glance.BASE_DISK])
+        self.bases.pin(instance.uuid, base.id)
+        try:
+            # The disk goes last: when it is active, the images it links are too.
+            with self._task_errors('cloudlet-base'):
+                glance.upload_base(context, self.bases.image_api, image_ids, base, instance)
+            self.bases.record_use(base, image_ids[glance.BASE_DISK])
+        finally:
+            self.bases.release(instance.uuid)
         return base.id
 
     def cloudlet_overlay_finish(self, context, instance, overlay_id, update_task_state):
