@@ -158,14 +158,20 @@ def test_lru_eviction_under_the_quota_spares_bases_in_use(cache, tmp_path, caplo
     a = _use(cache, "vm-a2", 1)   # b is the oldest but in use: c goes
     assert cached_ids(cache) == {a.id, b.id}
 
-    # Everything in use or pinned: the cache stays over its quota, the spawn goes on.
+    # a pinned by a spawn, b used: nothing to evict, the cache stays over, the spawn goes on.
+    cache.pin("vm-x", a.id)
+    c = _use(cache, "vm-c2", 3)
+    assert cached_ids(cache) == {a.id, b.id, c.id}
+    assert "over its quota" in caplog.text
+    cache.release("vm-x")
+
+    # a restored into a domain (its metadata names it): c, the newest, is the only one left.
     cache.conn.xmls.append("<domain><name>i-2</name><metadata><cloudlet:instance "
                            "xmlns:cloudlet='%s' base='%s'/></metadata></domain>"
                            % (domxml.NS, a.id))
-    c = cache.ensure(None, "vm-c2", *publish(cache.glance, 3))
-    assert cached_ids(cache) == {a.id, b.id, c.id}
-    assert "over its quota" in caplog.text
+    d = _use(cache, "vm-d", 4)
+    assert cached_ids(cache) == {a.id, b.id, d.id}
 
     stats = cache.stats()
-    assert stats[basecache.STAT_BASES].split(",") == [c.id, a.id, b.id]   # newest first
-    assert stats[basecache.STAT_IMAGES].split(",") == ["disk-3", "disk-1", "disk-2"]
+    assert stats[basecache.STAT_BASES].split(",") == [d.id, a.id, b.id]   # newest first
+    assert stats[basecache.STAT_IMAGES].split(",") == ["disk-4", "disk-1", "disk-2"]
