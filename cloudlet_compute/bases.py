@@ -177,6 +177,11 @@ class BaseVM:
         ``domxml.with_boot_files``: where domains of this base find what they boot."""
         return {member: self.boot_paths.get(member) for member in bootfiles.MEMBERS}
 
+    def footprint(self):
+        """Bytes the base takes on disk (allocated blocks: its disk and RAM file are sparse)."""
+        return sum(entry.stat().st_blocks * 512 for entry in os.scandir(self.path)
+                   if entry.is_file(follow_symlinks=False))
+
     def summary(self):
         """A dict for listings."""
         return {"id": self.id, "name": self.name, "disk_size": self.disk_size,

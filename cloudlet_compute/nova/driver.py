@@ -116,7 +116,8 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
         except ValueError as exc:
             raise exception.InvalidConfiguration("[cloudlet] %s" % exc) from None
         self._fetch_policy = self._url_policy.fetch
-        self.bases = basecache.BaseCache(CONF.cloudlet.cache_dir)
+        self.bases = basecache.BaseCache(CONF.cloudlet.cache_dir, self._host.get_connection,
+                                         max_bytes=CONF.cloudlet.base_cache_max_gb << 30)
         self._spawn_plans = {}
         self._receptions = {}   # instance uuid -> handed-off VM waiting for nova's spawn
         self._shelved = {}      # instance uuid -> (workdir, overlay, base id) being shelved
@@ -126,6 +127,12 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
         super().init_host(host)
         recovery.recover(host, self.bases.store, CONF.instances_path, self._host,
                          self._image_api)
+
+    def get_available_resource(self, nodename):
+        """nova's resources, with the cached base VMs in the stats (for CachedBaseWeigher)."""
+        data = super().get_available_resource(nodename)
+        data['stats'] = dict(data.get('stats') or {}, **self.bases.stats())
+        return data
 
     # --- spawn: resume base / synthesis ----------------------------------------------
     def spawn(self, context, instance, image_meta, injected_files,
@@ -146,8 +153,8 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
                 if not plan.base_id:
                     raise CloudletError("image %s has no %s property"
                                         % (image_meta.id, glance.PROPERTY_BASE_ID))
-                self.bases.ensure(context, plan.base_id, plan.disk_image_id,
-                                  plan.memory_image_id)
+                self.bases.ensure(context, instance.uuid, plan.base_id,
+                                  plan.disk_image_id, plan.memory_image_id)
                 location = plan.overlay_url
                 if plan.overlay_image_id:
                     work = self.bases.store.scratch('overlay-image-')
@@ -171,6 +178,7 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
             raise
         finally:
             self._spawn_plans.pop(instance.uuid, None)
+            self.bases.release(instance.uuid)
             if work:
                 shutil.rmtree(work, ignore_errors=True)
         reception = self._receptions.pop(instance.uuid, None)
@@ -344,9 +352,14 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
                                               guest.name, instance.display_name or
                                               instance.uuid)
         update_task_state(task_states.IMAGE_UPLOADING, task_states.IMAGE_PENDING_UPLOAD)
-        # The disk goes last: when it is active, the images it links are too.
-        with self._task_errors('cloudlet-base'):
-            glance.upload_base(context, self.bases.image_api, image_ids, base, instance)
+        self.bases.pin(instance.uuid, base.id)
+        try:
+            # The disk goes last: when it is active, the images it links are too.
+            with self._task_errors('cloudlet-base'):
+                glance.upload_base(context, self.bases.image_api, image_ids, base, instance)
+            self.bases.record_use(base, image_ids[glance.BASE_DISK])
+        finally:
+            self.bases.release(instance.uuid)
         return base.id
 
     def cloudlet_overlay_finish(self, context, instance, overlay_id, update_task_state):

@@ -62,6 +62,18 @@ def cache_base(store, base_id, name, fetch):
     return base
 
 
+def bases_in_use(conn, store):
+    """Ids of the cached bases that a domain of ``conn`` (running or defined) uses."""
+    from cloudlet_compute.host import baseuse
+    return baseuse.bases_in_use(conn, store.bases_dir)
+
+
+def evict_base(store, base_id, conn):
+    """Remove cached base ``base_id``; the store refuses (ConflictError) while a domain of
+    ``conn`` names it."""
+    return store.delete(base_id, conn)
+
+
 RefusedURL = fetchpolicy.RefusedURL
 OVERLAY_URL_SCHEMES = ('http', 'https', 'file')
 

@@ -6,6 +6,7 @@ serves the endpoint that CloudletDriver registered through ``virtapi._compute``.
 engine is replaced behind ``engine_adapter``.
 """
 
+import json
 import os
 from types import SimpleNamespace
 from unittest import mock
@@ -13,6 +14,7 @@ from unittest import mock
 from nova.compute import task_states
 
 from cloudlet_api import servers
+from cloudlet_compute.nova import basecache
 from cloudlet_compute.nova import glance as cloudlet_glance
 from cloudlet_compute import imagemodel
 from cloudlet_compute.errors import ConflictError
@@ -167,3 +169,6 @@ class RPCPlumbingTest(base.CloudletTestBase):
             self.assertEqual("ef" * 32,
                              self.glance.show(None, body[key])["properties"]["base_sha256_uuid"])
         self.assertIsNone(self._instance(server["id"]).task_state)
+        # The host that made the base is where the scheduler sends its resumes.
+        with open(os.path.join(self.cache_dir, "fakebase", basecache.RECORD)) as f:
+            self.assertEqual([body["base-disk"]], json.load(f)["images"])
