@@ -30,11 +30,13 @@ from bench import log, publish, state_dir
 MiB = 1 << 20
 FILE_MIB = 256
 WRITE_DELETE_TRIM = ("dd if=/dev/urandom of=/mnt/big bs=1M count=%d 2>/dev/null; sync; "
-                     "rm /mnt/big; sync; fstrim -v /mnt" % FILE_MIB)
+                     "rm /mnt/big; sync; fstrim -v /mnt")
 
 
-def measure(conn, root, zero_freed_pages=True):
-    """Run the case in the new directory ``root`` (QEMU-searchable); return its figures:
+def measure(conn, root, zero_freed_pages=True, file_mib=FILE_MIB, memory_mib=512,
+            disk_mib=512):
+    """Run the case in the new directory ``root`` (QEMU-searchable), a ``file_mib`` file in
+    a guest of ``memory_mib`` RAM and ``disk_mib`` disk; return its figures:
     ``plain_bytes``, ``deleted_bytes``, ``growth_bytes``, the guest's ``fstrim`` line, the
     seconds of each step, and ``expected``/``observed`` (``stack.story.OBSERVE``) of the
     customized and the synthesized guest."""
@@ -44,11 +46,11 @@ def measure(conn, root, zero_freed_pages=True):
     cmdline = guest.KERNEL_CMDLINE
     if not zero_freed_pages:
         cmdline = cmdline.replace(guest.ZERO_FREED_PAGES, "").strip()
-    image = guest.tiny_with_blocks(os.path.join(root, "guest"), 4096, disk_mib=512,
-                                   memory_mib=512, cmdline=cmdline)
+    image = guest.tiny_with_blocks(os.path.join(root, "guest"), 4096, disk_mib=disk_mib,
+                                   memory_mib=memory_mib, cmdline=cmdline)
     story = storymod.Story(conn, os.path.join(root, "story"), image=image)
-    case = {"zero_freed_pages": zero_freed_pages, "memory_mib": 512, "disk_mib": 512,
-            "file_mib": FILE_MIB, "seconds": {}}
+    case = {"zero_freed_pages": zero_freed_pages, "memory_mib": memory_mib,
+            "disk_mib": disk_mib, "file_mib": file_mib, "seconds": {}}
     seconds = case["seconds"]
     try:
         t = time.monotonic()
@@ -63,7 +65,8 @@ def measure(conn, root, zero_freed_pages=True):
             if step == "deleted":
                 t = time.monotonic()
                 with story.channel(domain) as chan:
-                    case["fstrim"] = chan.run(WRITE_DELETE_TRIM, timeout=600).strip()
+                    case["fstrim"] = chan.run(WRITE_DELETE_TRIM % file_mib,
+                                              timeout=600).strip()
                 seconds["write_delete_trim"] = round(time.monotonic() - t, 1)
             t = time.monotonic()
             paths[step] = os.path.join(story.root, "%s.zip" % step)
