@@ -130,9 +130,15 @@ def base_id_of(xml):
     return node.get("base") if node is not None else None
 
 
+# What the guest trims (a deleted file's blocks) or writes as zeros becomes zero clusters
+# of the instance's qcow2, not data: its overlay does not carry them (issue 13 item 7).
+DISK_DISCARD = {"discard": "unmap", "detect_zeroes": "unmap"}
+
+
 def for_instance(xml, name, disk_path, workdir, base_id, domain_uuid=None):
-    """Return ``xml`` renamed to ``name`` with a new UUID, ``disk_path`` as its qcow2 disk,
-    every character-device path moved into ``workdir``, and ``base_id`` in its metadata."""
+    """Return ``xml`` renamed to ``name`` with a new UUID, ``disk_path`` as its qcow2 disk
+    (discards passed through: ``DISK_DISCARD``), every character-device path moved into
+    ``workdir``, and ``base_id`` in its metadata."""
     root = _parse(xml)
     root.find("name").text = name
     uuid_node = root.find("uuid")
@@ -151,7 +157,7 @@ def for_instance(xml, name, disk_path, workdir, base_id, domain_uuid=None):
     for child in list(disk):
         if child.tag in ("source", "backingStore", "driver"):
             disk.remove(child)
-    driver = ET.Element("driver", name="qemu", type="qcow2")
+    driver = ET.Element("driver", name="qemu", type="qcow2", **DISK_DISCARD)
     source = ET.Element("source", file=disk_path)
     disk.insert(0, source)
     disk.insert(0, driver)

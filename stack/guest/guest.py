@@ -38,7 +38,10 @@ from xml.sax.saxutils import escape, quoteattr
 REPO_DIR = Path(__file__).resolve().parents[2]
 GUEST_DIR = Path(os.environ.get("CLOUDLET_GUEST_DIR") or REPO_DIR / ".state" / "guest")
 BUILD_SH = Path(__file__).resolve().parent / "build.sh"
-KERNEL_CMDLINE = "console=ttyS0 panic=-1"
+# init_on_free=1: the guest kernel zeroes every page it frees (a deleted file's page cache,
+# an exited process), so what a guest no longer uses costs its overlay zero records only.
+ZERO_FREED_PAGES = "init_on_free=1"
+KERNEL_CMDLINE = "console=ttyS0 panic=-1 " + ZERO_FREED_PAGES
 
 CONSOLE_LOG = "console.log"   # ttyS0 (kernel console + "tick N"), file under workdir
 CMD_SOCK = "cmd.sock"         # ttyS1 (command shell), unix socket under workdir
@@ -81,11 +84,13 @@ def tiny() -> Image:
     return Image(GUEST_DIR)
 
 
-def tiny_with_blocks(directory: os.PathLike | str, block_size: int) -> Image:
-    """The tiny guest with its disk made again as an ext4 of ``block_size``-byte blocks (the
-    same 64 MiB and content, the kernel and initrd linked) in the new ``directory``
-    (searchable by the QEMU user). With 1 KiB blocks, what mke2fs picks for a small file
-    system, a file's page-cache pages are disk windows at 1 KiB offsets, not disk chunks."""
+def tiny_with_blocks(directory: os.PathLike | str, block_size: int, disk_mib: int = 64,
+                     memory_mib: int = 256, cmdline: str = KERNEL_CMDLINE) -> Image:
+    """The tiny guest with its disk made again as a ``disk_mib`` MiB ext4 of ``block_size``-byte
+    blocks (the same content, the kernel and initrd linked) in the new ``directory``
+    (searchable by the QEMU user), booted with ``memory_mib`` of RAM and ``cmdline``. With
+    1 KiB blocks, what mke2fs picks for a small file system, a file's page-cache pages are
+    disk windows at 1 KiB offsets, not disk chunks."""
     directory = Path(directory)
     content = directory / "content"
     content.mkdir(parents=True)
@@ -95,11 +100,11 @@ def tiny_with_blocks(directory: os.PathLike | str, block_size: int) -> Image:
     (content / "hello.txt").write_text("hello from the cloudlet test disk\n")
     disk = directory / "disk.raw"
     with open(disk, "wb") as f:
-        f.truncate(64 << 20)
+        f.truncate(disk_mib << 20)
     subprocess.run(["mkfs.ext4", "-q", "-F", "-b", str(block_size), "-L", "cltest", "-d",
                     str(content), str(disk)], check=True)
     disk.chmod(0o644)
-    return Image(directory)
+    return Image(directory, cmdline=cmdline, memory_mib=memory_mib)
 
 
 def ensure_built(guest_dir: os.PathLike | str = None) -> Path:
