@@ -52,8 +52,8 @@ def rebase_unsafe(path, backing, backing_format):
 def dirty_extents(socket_path, export, bitmap):
     """``[(offset, length)]`` that dirty bitmap ``bitmap`` marks in NBD export ``export``
     on unix socket ``socket_path`` (QEMU reports dirty ranges as holes in this view)."""
-    opts = ("driver=nbd,server.type=unix,server.path=%s,export=%s,x-dirty-bitmap=qemu:dirty-bitmap:%s"
-            % (socket_path, export, bitmap))
+    opts = ("driver=nbd,server.type=unix,server.path=%s,export=%s,"
+            "x-dirty-bitmap=qemu:dirty-bitmap:%s" % (socket_path, export, bitmap))
     return [(ext["start"], ext["length"])
             for ext in json.loads(_run(["map", "--output=json", "--image-opts", opts]))
             if not ext["data"]]

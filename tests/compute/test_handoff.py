@@ -28,15 +28,6 @@ from tests.compute.test_story import assert_same_guest
 
 MOVE = "STORY_VAR=moved; head -c 2097152 /dev/urandom > /mnt/after; sync"
 OBSERVE_AFTER = "echo after=$(md5sum < /mnt/after)"
-# Rewrites 8 chunks of a 1 MiB file every 0.1 s, synced, all through the handoff.
-WRITER = ("head -c 1048576 /dev/urandom > /mnt/during; sync; "
-          "(i=0; while :; do dd if=/dev/urandom of=/mnt/during bs=4096 count=8 "
-          "seek=$((i % 32 * 8)) conv=notrunc,fsync 2>/dev/null; i=$((i+1)); sleep 0.1; done) "
-          ">/dev/null 2>&1 & echo $! > /run/writer.pid")
-# The file as the page cache holds it, then as the disk holds it.
-DISK_EQUALS_CACHE = ("kill $(cat /run/writer.pid); sleep 0.3; sync; a=$(md5sum < /mnt/during); "
-                     "echo 3 > /proc/sys/vm/drop_caches; b=$(md5sum < /mnt/during); "
-                     "[ \"$a\" = \"$b\" ] && echo same || echo differs")
 
 
 def _observe(story, domain):
@@ -150,7 +141,7 @@ def test_handoff_moves_memory_and_disk(moving_vm, libvirt_conn, tmp_path):
     story, name, expected = moving_vm
     ticket = str(tmp_path / "ticket")
     with story.channel(name) as chan:
-        chan.run(WRITER, timeout=60)
+        chan.run(storymod.DISK_WRITER, timeout=60)
     sender = _sender(story, name, ticket)
     dest = story.name("ho-dst")
     story.domains.append(dest)
@@ -175,7 +166,7 @@ def test_handoff_moves_memory_and_disk(moving_vm, libvirt_conn, tmp_path):
     assert stats["sources"]["base_memory"] > 1000
     # The guest wrote its disk throughout: the destination's disk holds what its page cache does.
     with story.channel(dest) as chan:
-        assert chan.run(DISK_EQUALS_CACHE, timeout=60).strip() == "same"
+        assert chan.run(storymod.DISK_EQUALS_CACHE, timeout=60).strip() == "same"
     # The final pass read only what the dirty bitmap marked: the writer's chunks (and the
     # file system's), not the top layer (its 2 MiB file alone is 512 chunks).
     final = stats["disk_final"]
