@@ -53,7 +53,7 @@ def _handoff(story, procs, src, dst, method):
     if final["method"] != method:
         raise BenchError("asked for a %s final pass, got %s" % (method, final["method"]))
     return {"final_pass_s": final["seconds"], "chunks_read": final["chunks_read"],
-            "chunks_sent": final["chunks_queued"], "first_pass_chunks": stats["disk_early_chunks"],
+            "chunks_sent": final["chunks_sent"], "first_pass_chunks": stats["disk_early_chunks"],
             "qemu_downtime_ms": stats["qemu_downtime_ms"],
             "downtime_to_verdict_s": round(stats["downtime_to_verdict"], 3),
             "total_s": round(stats["total"], 3)}

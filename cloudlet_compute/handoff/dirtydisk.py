@@ -14,6 +14,7 @@ import os
 import shutil
 import socket
 import tempfile
+import time
 
 import libvirt
 
@@ -40,29 +41,36 @@ class DirtyTracker:
 
     def __init__(self, dom, node):
         self.dom, self.node = dom, node
-        self.exported = self.serving = False
+        self.undo = [("block-dirty-bitmap-remove", {"node": node, "name": NAME})]
         self.chunks_read = 0
+        self.export_seconds = 0.0   # from the guest's stop until the dirty ranges are known
 
-    def _qmp(self, command, **arguments):
-        return capture.qmp(self.dom, command, arguments)
+    def _qmp(self, command, undo=None, **arguments):
+        """Run ``command``; once it worked, ``undo`` (a command and its arguments) is due."""
+        capture.qmp(self.dom, command, arguments)
+        if undo:
+            self.undo.append(undo)
 
-    def dirty(self, workdir):
+    def dirty(self):
         """Yield ``(chunk index, bytes)`` of every chunk the bitmap marks, in order; the
-        guest must be stopped. A private socket directory in ``workdir`` lives meanwhile."""
-        self._qmp("block-dirty-bitmap-disable", node=self.node, name=NAME)  # for a read-only export
-        sock_dir = tempfile.mkdtemp(prefix="nbd-", dir=workdir)
+        guest must be stopped."""
+        t0 = time.monotonic()
+        self._qmp("block-dirty-bitmap-disable", node=self.node, name=NAME)  # read-only export
+        sock_dir = tempfile.mkdtemp(prefix="cloudlet-nbd-")   # 0700; QEMU gets the fd only
         path = os.path.join(sock_dir, "s")
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listening:
                 listening.bind(path)
                 listening.listen(4)
                 capture.qmp(self.dom, "getfd", {"fdname": NAME}, files=[listening.fileno()])
+            self.undo.append(("closefd", {"fdname": NAME}))
             self._qmp("nbd-server-start", addr={"type": "fd", "data": {"str": NAME}})
-            self.serving = True
-            self._qmp("block-export-add", type="nbd", id=NAME, name=NAME, writable=False,
-                      bitmaps=[NAME], **{"node-name": self.node})
-            self.exported = True
+            self.undo[-1] = ("nbd-server-stop", {})    # the server took the fd
+            self._qmp("block-export-add", ("block-export-del", {"id": NAME}), type="nbd",
+                      id=NAME, name=NAME, writable=False, bitmaps=[NAME],
+                      **{"node-name": self.node})
             extents = qemuimg.dirty_extents(path, NAME, NAME)
+            self.export_seconds = time.monotonic() - t0
             client = nbd.NBDClient(path, NAME)
             try:
                 for start, length in extents:
@@ -77,16 +85,14 @@ class DirtyTracker:
             shutil.rmtree(sock_dir, ignore_errors=True)
 
     def close(self):
-        """Remove the export, the NBD server and the bitmap (best effort: each is logged)."""
-        steps = [("block-export-del", {"id": NAME})] if self.exported else []
-        steps += [("nbd-server-stop", {})] if self.serving else []
-        steps += [("block-dirty-bitmap-remove", {"node": self.node, "name": NAME})]
-        for command, arguments in steps:
+        """Remove export, NBD server and bitmap, whichever exist (best effort, each logged);
+        a second call does nothing."""
+        while self.undo:
+            command, arguments = self.undo.pop()
             try:
                 capture.qmp(self.dom, command, arguments)
             except HypervisorError as exc:
                 LOG.warning("handoff cleanup: %s", exc)
-        self.exported = self.serving = False
 
 
 def _no_bitmap(dom, why):

@@ -173,11 +173,11 @@ def _final_disk_pass(encoder, tracker, disk_path, base, workdir):
     if tracker is not None:
         try:
             with open(base.disk_path, "rb") as base_disk:
-                for index, data in tracker.dirty(workdir):
+                for index, data in tracker.dirty():
                     if index in sent or data != os.pread(base_disk.fileno(), CHUNK_SIZE,
                                                          index * CHUNK_SIZE):
                         changed[index] = data
-        except CloudletError as exc:
+        except (CloudletError, OSError) as exc:
             LOG.warning("dirty bitmap unreadable, the final disk pass rescans: %s", exc)
             tracker.close()
             tracker, changed = None, {}
@@ -187,6 +187,7 @@ def _final_disk_pass(encoder, tracker, disk_path, base, workdir):
         with open(base.disk_path, "rb") as base_disk:
             for index in sorted(set(sent) - set(changed)):
                 changed[index] = os.pread(base_disk.fileno(), CHUNK_SIZE, index * CHUNK_SIZE)
+    skipped = encoder.skipped
     for index in sorted(changed):
         encoder.add(TARGET_DISK, index, changed[index])
     encoder.flush()
@@ -196,7 +197,10 @@ def _final_disk_pass(encoder, tracker, disk_path, base, workdir):
                                                       b"".join(sent[i] for i in indexes))
     figures = {"method": "rescan" if tracker is None else "bitmap",
                "chunks_read": len(changed) if tracker is None else tracker.chunks_read,
-               "chunks_queued": len(changed), "seconds": round(time.monotonic() - t0, 4)}
+               "chunks_sent": len(changed) - (encoder.skipped - skipped),
+               "seconds": round(time.monotonic() - t0, 4)}
+    if tracker is not None:
+        figures["bitmap_export_s"] = round(tracker.export_seconds, 4)
     LOG.info("final disk pass: %s", figures)
     return figures, content_sha256
 
