@@ -3,10 +3,11 @@ first round are read.
 
 ``track`` briefly pauses the guest (QEMU drains and flushes its disk, so the qcow2 file then
 holds every earlier write, metadata included) and adds a bitmap of 4 KiB granularity on the
-disk's block node; the first round reads the file while every later write is marked. Once
-QEMU holds the guest stopped, ``DirtyTracker.dirty`` exports the node over NBD with the
-bitmap (a unix socket of ours, its listening fd handed to QEMU) and reads the marked ranges
-through QEMU itself. ``close`` removes export, server and bitmap on every path.
+disk's block node, and starts QEMU's NBD server (a unix socket of ours, its listening fd
+handed to QEMU); the first round reads the file while every later write is marked. Once
+QEMU holds the guest stopped, ``DirtyTracker.dirty`` exports the node with the bitmap and
+reads the marked ranges through QEMU itself: two QMP commands and a ``qemu-img map`` in the
+downtime. ``close`` removes export, server and bitmap on every path.
 """
 
 import logging
@@ -43,6 +44,7 @@ class DirtyTracker:
         self.dom, self.node = dom, node
         self.undo = [("block-dirty-bitmap-remove", {"node": node, "name": NAME})]
         self.chunks_read = 0
+        self.sock_dir = self.path = None
         self.export_seconds = 0.0   # from the guest's stop until the dirty ranges are known
 
     def _qmp(self, command, undo=None, **arguments):
@@ -51,42 +53,45 @@ class DirtyTracker:
         if undo:
             self.undo.append(undo)
 
+    def serve(self):
+        """Start QEMU's NBD server (no export yet) on a unix socket in a private directory;
+        QEMU gets its listening fd, not its path."""
+        self.sock_dir = tempfile.mkdtemp(prefix="cloudlet-nbd-")
+        self.path = os.path.join(self.sock_dir, "s")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listening:
+            listening.bind(self.path)
+            listening.listen(4)
+            capture.qmp(self.dom, "getfd", {"fdname": NAME}, files=[listening.fileno()])
+        self.undo.append(("closefd", {"fdname": NAME}))
+        self._qmp("nbd-server-start", addr={"type": "fd", "data": {"str": NAME}})
+        self.undo[-1] = ("nbd-server-stop", {})    # the server took the fd
+
     def dirty(self):
         """Yield ``(chunk index, bytes)`` of every chunk the bitmap marks, in order; the
         guest must be stopped."""
         t0 = time.monotonic()
         self._qmp("block-dirty-bitmap-disable", node=self.node, name=NAME)  # read-only export
-        sock_dir = tempfile.mkdtemp(prefix="cloudlet-nbd-")   # 0700; QEMU gets the fd only
-        path = os.path.join(sock_dir, "s")
+        self._qmp("block-export-add", ("block-export-del", {"id": NAME}), type="nbd", id=NAME,
+                  name=NAME, writable=False, bitmaps=[NAME], **{"node-name": self.node})
+        extents = qemuimg.dirty_extents(self.path, NAME, NAME)
+        self.export_seconds = time.monotonic() - t0
+        client = nbd.NBDClient(self.path, NAME)
         try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listening:
-                listening.bind(path)
-                listening.listen(4)
-                capture.qmp(self.dom, "getfd", {"fdname": NAME}, files=[listening.fileno()])
-            self.undo.append(("closefd", {"fdname": NAME}))
-            self._qmp("nbd-server-start", addr={"type": "fd", "data": {"str": NAME}})
-            self.undo[-1] = ("nbd-server-stop", {})    # the server took the fd
-            self._qmp("block-export-add", ("block-export-del", {"id": NAME}), type="nbd",
-                      id=NAME, name=NAME, writable=False, bitmaps=[NAME],
-                      **{"node-name": self.node})
-            extents = qemuimg.dirty_extents(path, NAME, NAME)
-            self.export_seconds = time.monotonic() - t0
-            client = nbd.NBDClient(path, NAME)
-            try:
-                for start, length in extents:
-                    for at in range(start, start + length, PIECE):
-                        data = client.read(at, min(PIECE, start + length - at))
-                        for pos in range(0, len(data), CHUNK_SIZE):
-                            self.chunks_read += 1
-                            yield (at + pos) // CHUNK_SIZE, data[pos:pos + CHUNK_SIZE]
-            finally:
-                client.close()
+            for start, length in extents:
+                for at in range(start, start + length, PIECE):
+                    data = client.read(at, min(PIECE, start + length - at))
+                    for pos in range(0, len(data), CHUNK_SIZE):
+                        self.chunks_read += 1
+                        yield (at + pos) // CHUNK_SIZE, data[pos:pos + CHUNK_SIZE]
         finally:
-            shutil.rmtree(sock_dir, ignore_errors=True)
+            client.close()
 
     def close(self):
-        """Remove export, NBD server and bitmap, whichever exist (best effort, each logged);
-        a second call does nothing."""
+        """Remove export, NBD server, its socket and the bitmap, whichever exist (best
+        effort, each logged); a second call does nothing."""
+        if self.sock_dir:
+            shutil.rmtree(self.sock_dir, ignore_errors=True)
+            self.sock_dir = None
         while self.undo:
             command, arguments = self.undo.pop()
             try:
@@ -115,4 +120,10 @@ def track(dom, disk_path):
         return _no_bitmap(dom, exc)
     finally:
         capture.resume_guest(dom)
-    return DirtyTracker(dom, node)
+    tracker = DirtyTracker(dom, node)
+    try:
+        tracker.serve()
+    except (HypervisorError, OSError) as exc:
+        tracker.close()
+        return _no_bitmap(dom, exc)
+    return tracker
