@@ -21,11 +21,11 @@ import subprocess
 import threading
 import time
 
-import libvirt_qemu
 import pytest
 
-from cloudlet_compute.errors import CloudletError, FetchError, FormatError
+from cloudlet_compute.errors import CloudletError, FetchError, FormatError, HypervisorError
 from cloudlet_compute.handoff import dirtydisk, wire
+from cloudlet_compute.write import capture
 from stack import story as storymod
 from tests.compute.test_story import assert_same_guest
 
@@ -75,18 +75,15 @@ def moving_vm(story_run):
     return story, name, expected
 
 
-def _qmp(dom, command):
-    return json.loads(libvirt_qemu.qemuMonitorCommand(
-        dom, json.dumps({"execute": command}), 0))["return"]
-
-
 def _source_intact(story, libvirt_conn, name, expected):
     dom = libvirt_conn.lookupByName(name)
     assert dom.isActive() and dom.state()[0] == 1   # running, not paused
     # The handoff's dirty bitmap, NBD export and server are gone.
-    assert [d for b in _qmp(dom, "query-block") for d in b["inserted"].get("dirty-bitmaps", [])
-            ] == []
-    assert _qmp(dom, "query-block-exports") == []
+    assert [d for b in capture.qmp(dom, "query-block")
+            for d in b["inserted"].get("dirty-bitmaps", [])] == []
+    assert capture.qmp(dom, "query-block-exports") == []
+    with pytest.raises(HypervisorError, match="NBD server not running"):
+        capture.qmp(dom, "nbd-server-stop")
     seen = _observe(story, name)
     assert_same_guest(expected, seen)
     assert seen["after"] == expected["after"]
