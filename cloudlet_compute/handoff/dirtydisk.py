@@ -46,6 +46,7 @@ class DirtyTracker:
         self.chunks_read = 0
         self.sock_dir = self.path = None
         self.export_seconds = 0.0   # from the guest's stop until the dirty ranges are known
+        self.pause_seconds = 0.0    # the guest's pause while the bitmap was added
 
     def _qmp(self, command, undo=None, **arguments):
         """Run ``command``; once it worked, ``undo`` (a command and its arguments) is due."""
@@ -110,6 +111,7 @@ def track(dom, disk_path):
     The guest pauses for QEMU's flush and runs again (or ``HypervisorError``)."""
     try:
         node = _node_of(dom, disk_path)
+        paused = time.monotonic()
         dom.suspend()
     except (HypervisorError, libvirt.libvirtError) as exc:
         return _no_bitmap(dom, exc)
@@ -121,6 +123,7 @@ def track(dom, disk_path):
     finally:
         capture.resume_guest(dom)
     tracker = DirtyTracker(dom, node)
+    tracker.pause_seconds = time.monotonic() - paused
     try:
         tracker.serve()
     except (HypervisorError, OSError) as exc:

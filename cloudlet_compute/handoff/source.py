@@ -201,6 +201,7 @@ def _final_disk_pass(encoder, tracker, disk_path, base, workdir):
                "seconds": round(time.monotonic() - t0, 4)}
     if tracker is not None:
         figures["bitmap_export_s"] = round(tracker.export_seconds, 4)
+        figures["bitmap_pause_s"] = round(tracker.pause_seconds, 4)
     LOG.info("final disk pass: %s", figures)
     return figures, content_sha256
 
