@@ -98,7 +98,7 @@ def cmd_handoff_send(args):
     progress = _progress("handing off", 100, unit="%")
     stats = source.send(conn, store, args.domain, channel,
                         lambda done: progress.update(int(done * 100) - progress.done),
-                        codec=args.compression)
+                        codec=args.compression, dirty_bitmap=not args.rescan_disk)
     progress.finish()
     domains.destroy(conn, args.domain)
     instances.Placement.in_home(store.home, args.domain).discard()
@@ -253,6 +253,9 @@ def build_parser():
                    metavar="|".join(adaptive.CHOICES[:3]) + "|...",
                    help="auto (default: codec and level per batch from the measured link and "
                    "CPU), or one forced for every batch: none, zstd-N (1-22), xz-N (0-9)")
+    p.add_argument("--rescan-disk", action="store_true",
+                   help="final disk pass (guest stopped) rereads the whole top layer instead of "
+                   "only the chunks a QEMU dirty bitmap marks as written since the first pass")
     p.add_argument("--json", action="store_true", help="print transfer statistics")
     p.set_defaults(func=cmd_handoff_send)
     p = ho.add_parser("receive", help="take a handed-off VM and start it here")

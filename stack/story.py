@@ -24,6 +24,18 @@ OBSERVE = ("echo var=$STORY_VAR; echo rand=$(md5sum < /run/rand); "
            "echo file=$(md5sum < /mnt/file4m); echo copy=$(md5sum < /run/copy); "
            "echo tick=$(cat /run/tick); echo uptime=$(cut -d' ' -f1 /proc/uptime)")
 
+# A writer on the guest's disk that goes on through a handoff: rewrites 8 chunks of a 1 MiB
+# file every 0.1 s, synced (so at most 256 chunks of it are ever dirty).
+DISK_WRITER = ("head -c 1048576 /dev/urandom > /mnt/during; sync; "
+               "(i=0; while :; do dd if=/dev/urandom of=/mnt/during bs=4096 count=8 "
+               "seek=$((i % 32 * 8)) conv=notrunc,fsync 2>/dev/null; i=$((i+1)); sleep 0.1; "
+               "done) >/dev/null 2>&1 & echo $! > /run/writer.pid")
+# Stops DISK_WRITER and says whether its file reads the same from the page cache and from
+# the disk ("same" or "differs").
+DISK_EQUALS_CACHE = ("kill $(cat /run/writer.pid); sleep 0.3; sync; a=$(md5sum < /mnt/during); "
+                     "echo 3 > /proc/sys/vm/drop_caches; b=$(md5sum < /mnt/during); "
+                     "[ \"$a\" = \"$b\" ] && echo same || echo differs")
+
 
 class CliError(Exception):
     """A ``cloudlet`` command failed; ``rc`` and ``stderr`` say how."""

@@ -26,7 +26,7 @@ import msgpack
 from cloudlet_compute.errors import CloudletError, ConflictError, FetchError, FormatError
 from cloudlet_compute.format import blobcodec, migstream, records
 from cloudlet_compute.format.records import CHUNK_SIZE, TARGET_DISK, TARGET_MEMORY
-from cloudlet_compute.handoff import adaptive, wire
+from cloudlet_compute.handoff import adaptive, dirtydisk, wire
 from cloudlet_compute.handoff.protocol import PROTOCOL_VERSION, memory_digest
 from cloudlet_compute.host import domains, domxml
 from cloudlet_compute.write import capture, dedup, delta
@@ -160,14 +160,63 @@ def _stream_memory(dom, encoder, progress, ram_pages):
     return setup, bytes(feed.buf[ram_end:]), info
 
 
+def _final_disk_pass(encoder, tracker, disk_path, base, workdir):
+    """Queue every disk chunk that differs from what the destination holds (the guest is
+    stopped); return the pass's figures and the disk content hash.
+
+    With a dirty bitmap only the chunks it marks are read; without one (or if reading it
+    fails) the top layer is rescanned, and a chunk sent in the first pass that is back to
+    the base's content gets a base reference."""
+    t0 = time.monotonic()
+    sent = encoder.sent[TARGET_DISK]
+    changed, content_sha256 = {}, None
+    if tracker is not None:
+        try:
+            with open(base.disk_path, "rb") as base_disk:
+                for index, data in tracker.dirty():
+                    if index in sent or data != os.pread(base_disk.fileno(), CHUNK_SIZE,
+                                                         index * CHUNK_SIZE):
+                        changed[index] = data
+        except (CloudletError, OSError) as exc:
+            LOG.warning("dirty bitmap unreadable, the final disk pass rescans: %s", exc)
+            tracker.close()
+            tracker, changed = None, {}
+    if tracker is None:
+        final = delta.disk_delta(disk_path, base, workdir)
+        changed, content_sha256 = dict(final.changed), final.content_sha256
+        with open(base.disk_path, "rb") as base_disk:
+            for index in sorted(set(sent) - set(changed)):
+                changed[index] = os.pread(base_disk.fileno(), CHUNK_SIZE, index * CHUNK_SIZE)
+    skipped = encoder.skipped
+    for index in sorted(changed):
+        encoder.add(TARGET_DISK, index, changed[index])
+    encoder.flush()
+    if content_sha256 is None:   # the destination's disk: the base patched with what was sent
+        indexes = sorted(sent)
+        content_sha256 = delta.patched_content_sha256(base, indexes,
+                                                      b"".join(sent[i] for i in indexes))
+    figures = {"method": "rescan" if tracker is None else "bitmap",
+               "chunks_read": len(changed) if tracker is None else tracker.chunks_read,
+               "chunks_sent": len(changed) - (encoder.skipped - skipped),
+               "seconds": round(time.monotonic() - t0, 4)}
+    if tracker is not None:
+        figures["bitmap_export_s"] = round(tracker.export_seconds, 4)
+        figures["bitmap_pause_s"] = round(tracker.pause_seconds, 4)
+    LOG.info("final disk pass: %s", figures)
+    return figures, content_sha256
+
+
 def send(conn, store, domain_name, channel, progress=None, codec=adaptive.AUTO,
-         level=None, result_wait=RESULT_WAIT):
+         level=None, result_wait=RESULT_WAIT, dirty_bitmap=True):
     """Hand running domain ``domain_name`` off through ``channel`` (an authenticated
     ``wire.Channel`` to the destination).
 
     ``codec``: ``auto`` (each batch's codec and level chosen from the measured link and
     compression speeds, ``handoff.adaptive``), or one forced for every batch: a name of
     ``adaptive.parse`` (``zstd-3``, ``xz-6``, ``none``) or a ``blobcodec`` id with ``level``.
+    ``dirty_bitmap``: track the disk's writes with a QEMU dirty bitmap, so that the final
+    disk pass (guest stopped) reads only the chunks written since the first (``dirtydisk``);
+    False: that pass rescans the whole top layer.
 
     Returns stats once the destination reports the VM running; the source domain is then
     left stopped (paused) for the caller to remove. On any failure the source guest runs
@@ -181,13 +230,14 @@ def send(conn, store, domain_name, channel, progress=None, codec=adaptive.AUTO,
     disk_path, base_id = _handoff_disk(xml)
     base = store.get(base_id)
     t0 = time.monotonic()
-    stats, encoder = {}, None
+    stats, encoder, tracker = {}, None, None
     try:
         channel.send(wire.HEADER, msgpack.packb({
             "version": PROTOCOL_VERSION, "base_vm_sha256": base.id,
             "base_memory_sha256": base.memory_sha256, "disk_size": base.disk_size,
             "xml": xml}))
         encoder = _Encoder(channel, base, chooser)
+        tracker = dirtydisk.track(dom, disk_path) if dirty_bitmap else None
         try:
             early = delta.disk_delta(disk_path, base, store.tmp_dir).changed
         except CloudletError as exc:   # the image moved under us; the final pass covers it
@@ -200,18 +250,12 @@ def send(conn, store, domain_name, channel, progress=None, codec=adaptive.AUTO,
         setup, tail, info = _stream_memory(dom, encoder, progress,
                                            max(1, base.ram_size // CHUNK_SIZE))
         stopped = time.monotonic()
-        final = delta.disk_delta(disk_path, base, store.tmp_dir)
-        changed = dict(final.changed)
-        with open(base.disk_path, "rb") as base_disk:
-            for index in sorted(set(encoder.sent[TARGET_DISK]) - set(changed)):
-                changed[index] = os.pread(base_disk.fileno(), CHUNK_SIZE, index * CHUNK_SIZE)
-        for index in sorted(changed):
-            encoder.add(TARGET_DISK, index, changed[index])
-        encoder.flush()
+        stats["disk_final"], content_sha256 = _final_disk_pass(
+            encoder, tracker, disk_path, base, store.tmp_dir)
         encoder.frame(wire.TAIL, blobcodec.compress(tail))
         encoder.frame(wire.END, msgpack.packb({
             "memory_digest": memory_digest(setup, encoder.sent[TARGET_MEMORY], tail),
-            "disk_content_sha256": final.content_sha256,
+            "disk_content_sha256": content_sha256,
             "pages": len(encoder.sent[TARGET_MEMORY])}))
         stats["compression"] = encoder.finish()
         if progress:
@@ -229,12 +273,16 @@ def send(conn, store, domain_name, channel, progress=None, codec=adaptive.AUTO,
                 kind, payload = channel.receive()
                 exc = wire.PeerFailed(kind, payload.decode("utf-8", "replace"))
         channel.end_with(wire.ABORT, exc)
+        if tracker is not None:
+            tracker.close()
         capture.resume_guest(dom)
         LOG.warning("handoff of %s failed, the guest runs here again: %s", domain_name, exc)
         if isinstance(exc, wire.PeerFailed):
             raise CloudletError("the destination could not take the VM: %s" % exc) from None
         raise
     channel.close()
+    if tracker is not None:
+        tracker.close()
     stats.update({
         "total": time.monotonic() - t0, "bytes_sent": channel.bytes_sent,
         "downtime_to_verdict": time.monotonic() - stopped + info.get("downtime", 0) / 1000.0,

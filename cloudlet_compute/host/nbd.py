@@ -25,9 +25,10 @@ CMD_READ, CMD_WRITE, CMD_DISC, CMD_FLUSH = 0, 1, 2, 3
 
 
 class NBDClient:
-    """A connection to one NBD export on a unix socket."""
+    """A connection to one NBD export (by name, default the server's default) on a unix
+    socket."""
 
-    def __init__(self, path):
+    def __init__(self, path, export=""):
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self._sock.connect(path)
@@ -35,7 +36,7 @@ class NBDClient:
             self._sock.close()
             raise HypervisorError("cannot connect to qemu-nbd: %s" % exc.strerror) from None
         self._handle = 0
-        self.size = self._handshake()
+        self.size = self._handshake(export.encode())
 
     def _recv(self, length):
         buf = bytearray()
@@ -46,7 +47,7 @@ class NBDClient:
             buf += piece
         return bytes(buf)
 
-    def _handshake(self):
+    def _handshake(self, export):
         if self._recv(16) != NBDMAGIC + IHAVEOPT:
             raise HypervisorError("NBD server does not speak the newstyle protocol")
         (flags,) = struct.unpack(">H", self._recv(2))
@@ -54,7 +55,7 @@ class NBDClient:
             raise HypervisorError("NBD server lacks fixed newstyle negotiation")
         client_flags = FLAG_FIXED_NEWSTYLE | (flags & FLAG_NO_ZEROES)
         self._sock.sendall(struct.pack(">I", client_flags))
-        self._sock.sendall(IHAVEOPT + struct.pack(">II", OPT_EXPORT_NAME, 0))
+        self._sock.sendall(IHAVEOPT + struct.pack(">II", OPT_EXPORT_NAME, len(export)) + export)
         size, _tflags = struct.unpack(">QH", self._recv(10))
         if not client_flags & FLAG_NO_ZEROES:
             self._recv(124)

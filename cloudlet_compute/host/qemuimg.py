@@ -47,3 +47,13 @@ def backing_chain(path, fmt):
 def rebase_unsafe(path, backing, backing_format):
     """Point qcow2 ``path`` at ``backing`` without touching its data (metadata only)."""
     _run(["rebase", "-u", "-f", "qcow2", "-F", backing_format, "-b", backing, path])
+
+
+def dirty_extents(socket_path, export, bitmap):
+    """``[(offset, length)]`` that dirty bitmap ``bitmap`` marks in NBD export ``export``
+    on unix socket ``socket_path`` (QEMU reports dirty ranges as holes in this view)."""
+    opts = ("driver=nbd,server.type=unix,server.path=%s,export=%s,"
+            "x-dirty-bitmap=qemu:dirty-bitmap:%s" % (socket_path, export, bitmap))
+    return [(ext["start"], ext["length"])
+            for ext in json.loads(_run(["map", "--output=json", "--image-opts", opts]))
+            if not ext["data"]]

@@ -95,7 +95,8 @@ def source(conn, name):
     return Source(dom, xml, disk_path, disk_format, backing)
 
 
-def _qmp(dom, command, arguments=None, files=None):
+def qmp(dom, command, arguments=None, files=None):
+    """Run QMP ``command`` on ``dom``'s QEMU; return its answer, raise QEMU's refusal."""
     cmd = json.dumps({"execute": command, "arguments": arguments or {}})
     try:
         if files:
@@ -105,7 +106,11 @@ def _qmp(dom, command, arguments=None, files=None):
     except libvirt.libvirtError as exc:
         raise HypervisorError("QEMU %s on %s failed: %s"
                               % (command, dom.name(), exc.get_error_message())) from None
-    return json.loads(reply).get("return", {})
+    reply = json.loads(reply)
+    if "error" in reply:
+        raise HypervisorError("QEMU %s on %s failed: %s"
+                              % (command, dom.name(), reply["error"].get("desc", "?")))
+    return reply.get("return", {})
 
 
 @contextlib.contextmanager
@@ -117,24 +122,24 @@ def live_migration(dom):
     guest keeps running.
     """
     ours, theirs = socket.socketpair()
-    old = _qmp(dom, "query-migrate-parameters").get("max-bandwidth")
+    old = qmp(dom, "query-migrate-parameters").get("max-bandwidth")
     try:
-        _qmp(dom, "getfd", {"fdname": FD_NAME}, files=[theirs.fileno()])
+        qmp(dom, "getfd", {"fdname": FD_NAME}, files=[theirs.fileno()])
         theirs.close()
-        _qmp(dom, "migrate-set-parameters", {"max-bandwidth": BANDWIDTH})
-        _qmp(dom, "migrate", {"uri": "fd:" + FD_NAME})
+        qmp(dom, "migrate-set-parameters", {"max-bandwidth": BANDWIDTH})
+        qmp(dom, "migrate", {"uri": "fd:" + FD_NAME})
         yield ours
     except BaseException:
         with contextlib.suppress(HypervisorError):
-            if _qmp(dom, "query-migrate").get("status") not in TERMINAL:
-                _qmp(dom, "migrate_cancel")
+            if qmp(dom, "query-migrate").get("status") not in TERMINAL:
+                qmp(dom, "migrate_cancel")
         raise
     finally:
         theirs.close()
         ours.close()
         if old is not None:
             with contextlib.suppress(HypervisorError):
-                _qmp(dom, "migrate-set-parameters", {"max-bandwidth": old})
+                qmp(dom, "migrate-set-parameters", {"max-bandwidth": old})
 
 
 def migration_outcome(dom, wait=60.0):
@@ -145,7 +150,7 @@ def migration_outcome(dom, wait=60.0):
     """
     deadline = time.monotonic() + wait
     while True:
-        info = _qmp(dom, "query-migrate")
+        info = qmp(dom, "query-migrate")
         if info.get("status") in TERMINAL or time.monotonic() > deadline:
             break
         time.sleep(POLL)

@@ -113,7 +113,7 @@ def content_sha256(chunk_digests):
     return hashlib.sha256(chunk_digests).hexdigest()
 
 
-def _patched_content_sha256(base, indexes, digests):
+def patched_content_sha256(base, indexes, digests):
     """The content hash of ``base``'s disk with chunk ``indexes[k]`` (ascending) changed to
     one of digest ``digests[32k:32k+32]``, reading the base's chunk digests forward."""
     whole, at = hashlib.sha256(), 0
@@ -163,4 +163,4 @@ def disk_delta(top_path, base, workdir):
                     if chunk != old[pos:pos + CHUNK_SIZE]:
                         changed.add((start + at + pos) // CHUNK_SIZE, chunk)
                         digests += sha(chunk).digest()
-    return DiskDelta(changed, _patched_content_sha256(base, changed.indexes, digests))
+    return DiskDelta(changed, patched_content_sha256(base, changed.indexes, digests))

@@ -1,14 +1,17 @@
 """VM handoff on real libvirt/QEMU through ``cloudlet handoff send/receive`` over TCP.
 
 The source is a VM synthesized from the session's overlay and changed again afterwards;
-the destination must hold exactly its memory and disk, and the source must survive every
-failure (bad secret, no base at the destination, destination killed mid-stream).
+the destination must hold exactly its memory and disk (the guest writes its disk throughout;
+the final disk pass reads only what QEMU's dirty bitmap marks), and the source must survive
+every failure (bad secret, no base at the destination, destination killed mid-stream) with
+no bitmap or NBD export left in its QEMU.
 The channel's refusals (replayed, reordered, forged, truncated frames; wrong secrets; stalled
 handshakes; a second connection) are checked at the wire level, over loopback, without libvirt.
 """
 
 import contextlib
 import json
+import logging
 import os
 import select
 import signal
@@ -20,8 +23,9 @@ import time
 
 import pytest
 
-from cloudlet_compute.errors import CloudletError, FetchError, FormatError
-from cloudlet_compute.handoff import wire
+from cloudlet_compute.errors import CloudletError, FetchError, FormatError, HypervisorError
+from cloudlet_compute.handoff import dirtydisk, wire
+from cloudlet_compute.write import capture
 from stack import story as storymod
 from tests.compute.test_story import assert_same_guest
 
@@ -74,13 +78,19 @@ def moving_vm(story_run):
 def _source_intact(story, libvirt_conn, name, expected):
     dom = libvirt_conn.lookupByName(name)
     assert dom.isActive() and dom.state()[0] == 1   # running, not paused
+    # The handoff's dirty bitmap, NBD export and server are gone.
+    assert [d for b in capture.qmp(dom, "query-block")
+            for d in b["inserted"].get("dirty-bitmaps", [])] == []
+    assert capture.qmp(dom, "query-block-exports") == []
+    with pytest.raises(HypervisorError, match="NBD server not running"):
+        capture.qmp(dom, "nbd-server-stop")
     seen = _observe(story, name)
     assert_same_guest(expected, seen)
     assert seen["after"] == expected["after"]
 
 
 def test_refused_and_failed_destinations_leave_the_source_running(moving_vm, libvirt_conn,
-                                                                  tmp_path):
+                                                                  tmp_path, caplog):
     story, name, expected = moving_vm
     ticket = str(tmp_path / "ticket")
 
@@ -126,10 +136,18 @@ def test_refused_and_failed_destinations_leave_the_source_running(moving_vm, lib
     storymod.guest.destroy(libvirt_conn, story.name("ho-killed"))
     _source_intact(story, libvirt_conn, name, expected)
 
+    # A disk QEMU shows no block node for: no bitmap, the final pass will rescan.
+    with caplog.at_level(logging.INFO, logger=dirtydisk.__name__):
+        assert dirtydisk.track(libvirt_conn.lookupByName(name), "/no/such/disk.qcow2") is None
+    assert "final pass rescans: QEMU shows no block node" in caplog.text
+    _source_intact(story, libvirt_conn, name, expected)
+
 
 def test_handoff_moves_memory_and_disk(moving_vm, libvirt_conn, tmp_path):
     story, name, expected = moving_vm
     ticket = str(tmp_path / "ticket")
+    with story.channel(name) as chan:
+        chan.run(storymod.DISK_WRITER, timeout=60)
     sender = _sender(story, name, ticket)
     dest = story.name("ho-dst")
     story.domains.append(dest)
@@ -152,6 +170,15 @@ def test_handoff_moves_memory_and_disk(moving_vm, libvirt_conn, tmp_path):
     # Only what the base lacks crossed: far less than the guest's RAM plus the changed disk.
     assert stats["bytes_sent"] < 40 << 20
     assert stats["sources"]["base_memory"] > 1000
+    # The guest wrote its disk throughout: the destination's disk holds what its page cache does.
+    with story.channel(dest) as chan:
+        assert chan.run(storymod.DISK_EQUALS_CACHE, timeout=60).strip() == "same"
+    # The final pass read only what the dirty bitmap marked: the writer's chunks (and the
+    # file system's), not the top layer (its 2 MiB file alone is 512 chunks).
+    final = stats["disk_final"]
+    assert final["method"] == "bitmap", final
+    assert 8 <= final["chunks_read"] < 400, final
+    assert final["chunks_sent"] <= final["chunks_read"]
 
 
 # --- the channel alone (handoff/wire.py over loopback, no libvirt) --------------------------
