@@ -13,12 +13,14 @@ setup(
     package_data={"dashboard_panel": ["content/*/templates/*/*.html"]},
     # Every third-party import of the product (cloudlet_compute, cloudlet_api, dashboard_panel,
     # client, fabfile.py). Always needed: the engine and the `cloudlet` CLI (msgpack,
-    # zstandard, libvirt-python, requests; cryptography for the handoff channel) and
-    # `cloudlet-client` / the Horizon panel's OpenStack calls (openstacksdk, keystoneauth1).
+    # zstandard, libvirt-python, requests and urllib3 (fetch); cryptography for the handoff
+    # channel) and `cloudlet-client` / the Horizon panel's OpenStack calls (openstacksdk,
+    # keystoneauth1).
     # `fab install` pip-installs this wheel into the target's OpenStack python with these
     # (not the extras). Tested versions: constraints.txt.
     install_requires=["msgpack>=1.0", "zstandard>=0.22", "libvirt-python>=9.0",
-                      "requests>=2.28", "cryptography>=2.0", "openstacksdk", "keystoneauth1"],
+                      "requests>=2.28", "urllib3>=2.3", "cryptography>=2.0", "openstacksdk",
+                      "keystoneauth1"],
     extras_require={
         # nova-api side (cloudlet_api) and nova-compute side (cloudlet_compute.nova).
         "nova": ["nova>=34.0.0", "oslo.config", "oslo.log", "oslo.messaging", "oslo.utils",

@@ -66,9 +66,10 @@ def memory_image(pages, device_state=b"\x04device-state"):
         stream_pieces(RAM_SIZE, lambda addr: pages.get(addr, zero), device_state))
 
 
-def world(seed=7):
+def world(seed=7, version=2):
     """Deterministic base and customized contents: ``(base_pages, base_disk, custom_pages,
-    custom_disk_chunks)`` — the customization has every kind of chunk a record can be."""
+    custom_disk_chunks)`` — the customization has every kind of chunk a record of format
+    ``version`` can be (the golden file of each version is written from its world)."""
     rnd = random.Random(seed)
     noise = lambda: bytes(rnd.getrandbits(8) for _ in range(PAGE))  # noqa: E731
     base_pages = {a: noise() for a in range(0, RAM_SIZE, PAGE) if rnd.random() < 0.5}
@@ -86,6 +87,8 @@ def world(seed=7):
     custom[addrs[5]] = bytes(base_disk[3 * PAGE:4 * PAGE])       # base disk
     custom_disk = {1: literal, 2: noise(), 3: bytes(PAGE),       # self, raw, zero
                    4: base_pages[addrs[10]]}                     # base memory
+    if version >= 2:                                             # the customized disk at 1 KiB
+        custom[addrs[6]] = custom_disk[1][1024:] + custom_disk[2][:1024]
     return base_pages, bytes(base_disk), custom, custom_disk
 
 
@@ -100,10 +103,12 @@ def make_base(store, workdir, seed=7):
     return store.add(disk, memory, "synthetic-%d" % seed)
 
 
-def make_overlay(base, workdir, out_path, seed=7, codec=ZSTD, level=3):
-    """Write the overlay of the customized VM of ``world(seed)``; return
-    ``(meta, customized memory image bytes, customized disk chunks)``."""
-    _, _, custom_pages, custom_disk = world(seed)
+def make_overlay(base, workdir, out_path, seed=7, codec=ZSTD, level=3, custom=None,
+                 unaligned=True):
+    """Write the overlay of the customized VM of ``world(seed)`` (or ``custom``: its
+    ``(pages, disk chunks)``) against ``base``; return ``(meta, customized memory image bytes,
+    customized disk chunks)``. ``unaligned``: as for ``dedup.dedup``."""
+    custom_pages, custom_disk = custom or world(seed)[2:]
     image = memory_image(custom_pages)
     image_path = os.path.join(workdir, "custom.img")
     with open(image_path, "wb") as f:
@@ -119,7 +124,7 @@ def make_overlay(base, workdir, out_path, seed=7, codec=ZSTD, level=3):
                         % (data, index * PAGE, PAGE), top], check=True, capture_output=True)
     mem = delta.memory_delta(image_path, base, workdir)
     disk = delta.disk_delta(top, base, workdir)
-    chunks = dedup.dedup(mem.changed, disk.changed, base)
+    chunks = dedup.dedup(mem.changed, disk.changed, base, unaligned)
     fields = dict(overlay.meta_fields(base, mem, disk), created_by="tests")
     meta = pack.write_package(out_path, chunks, mem.skeleton, fields, codec, level,
                               NullProgress())

@@ -84,9 +84,13 @@ class CloudletController(wsgi.Controller):
         return context, instance
 
     def _start_task(self, context, instance, image_ids, task_state):
-        """Claim the instance for a cloudlet task; undo the records if that fails."""
+        """Claim the instance for a cloudlet task (and forget why the last one failed);
+        undo the records if that fails."""
         try:
             instance.task_state = task_state
+            if glance.METADATA_TASK_ERROR in (instance.metadata or {}):
+                instance.metadata = {k: v for k, v in instance.metadata.items()
+                                     if k != glance.METADATA_TASK_ERROR}
             instance.save(expected_task_state=[None])
         except exception.UnexpectedTaskStateError as exc:
             glance.delete_records(context, self.image_api, image_ids)
@@ -105,12 +109,15 @@ class CloudletController(wsgi.Controller):
         glance.delete_records(context, self.image_api, image_ids)
 
     @contextlib.contextmanager
-    def _claimed(self, context, instance, image_ids,
+    def _claimed(self, context, instance, image_ids, action,
                  task_state=task_states.IMAGE_SNAPSHOT_PENDING):
-        """Claim the instance (``_start_task``) for the cast in the block; if the block
-        raises, give the instance back and drop the records."""
+        """Claim the instance (``_start_task``) and record the instance action ``action``
+        for the cast in the block; if the block raises, give the instance back and drop the
+        records."""
         self._start_task(context, instance, image_ids, task_state)
         try:
+            objects.InstanceAction.action_start(context, instance.uuid, action,
+                                                want_result=False)
             yield
         except Exception:
             with excutils.save_and_reraise_exception():
@@ -127,7 +134,7 @@ class CloudletController(wsgi.Controller):
         name = body['cloudlet-base']['name']
 
         ids = glance.create_base_records(context, self.image_api, instance, name)
-        with self._claimed(context, instance, ids.values()):
+        with self._claimed(context, instance, ids.values(), 'cloudlet-base'):
             self.rpcapi.cloudlet_base(context, instance, ids)
         LOG.info("cloudlet-base %s requested: images %s", name, ids, instance=instance)
         return {glance.RESPONSE_KEYS[t]: image_id for t, image_id in ids.items()}
@@ -142,16 +149,19 @@ class CloudletController(wsgi.Controller):
         context, instance = self._idle_active(req, id, 'cloudlet-overlay-finish',
                                               'overlay_finish')
         name = body['cloudlet-overlay-finish']['overlay-name']
-        return {'overlay-id': self._overlay(context, instance, id, name), 'overlay-name': name}
+        return {'overlay-id': self._overlay(context, instance, id, name,
+                                            'cloudlet-overlay-finish'),
+                'overlay-name': name}
 
-    def _overlay(self, context, instance, server_id, name):
-        """Start building ``instance``'s VM overlay as image ``name``; return the image id."""
+    def _overlay(self, context, instance, server_id, name, action):
+        """Start building ``instance``'s VM overlay as image ``name`` (instance action
+        ``action``); return the image id."""
         if glance.instance_base_id(instance) is None:
             raise webob.exc.HTTPConflict(explanation=(
                 "Server %s was not created from a cloudlet base VM (its image is not a %s "
                 "image), so it has no VM overlay" % (server_id, glance.BASE_DISK)))
         overlay_id = glance.create_overlay_record(context, self.image_api, instance, name)
-        with self._claimed(context, instance, [overlay_id]):
+        with self._claimed(context, instance, [overlay_id], action):
             self.rpcapi.cloudlet_overlay_finish(context, instance, name, overlay_id)
         LOG.info("VM overlay %s requested: image %s", name, overlay_id, instance=instance)
         return overlay_id
@@ -167,7 +177,8 @@ class CloudletController(wsgi.Controller):
         args = body['cloudlet-handoff']
         url = args['handoff_url']
         if url.startswith('file://'):
-            return {'handoff': self._overlay(context, instance, id, url[len('file://'):])}
+            return {'handoff': self._overlay(context, instance, id, url[len('file://'):],
+                                             'cloudlet-handoff')}
         if not args.get('dest_token'):
             raise webob.exc.HTTPBadRequest(
                 explanation="cloudlet-handoff to an http(s) URL needs dest_token")
@@ -184,13 +195,8 @@ class CloudletController(wsgi.Controller):
             error = webob.exc.HTTPBadRequest if exc.status == 400 else webob.exc.HTTPConflict
             raise error(explanation=str(exc))
         dest_name = args.get('dest_vmname') or instance.display_name
-        if glance.METADATA_HANDOFF_ERROR in (instance.metadata or {}):
-            metadata = dict(instance.metadata)
-            del metadata[glance.METADATA_HANDOFF_ERROR]
-            instance.metadata = metadata   # saved with the task state
-        with self._claimed(context, instance, [], task_state=task_states.MIGRATING):
-            objects.InstanceAction.action_start(context, instance.uuid, 'cloudlet-handoff',
-                                                want_result=False)
+        with self._claimed(context, instance, [], 'cloudlet-handoff',
+                           task_state=task_states.MIGRATING):
             self.rpcapi.cloudlet_handoff(context, instance, dest.url, args['dest_token'],
                                          dest_name, image_id, flavor_id)
         LOG.info("cloudlet-handoff to %s requested (base image %s, flavor %s)", dest.url,

@@ -40,7 +40,7 @@ from cloudlet_compute import bootfiles, imagemodel, pagefile
 from cloudlet_compute.errors import (CloudletError, ConflictError, FormatError,
                                      IntegrityError, NotFoundError)
 from cloudlet_compute.format import migstream, saveimage
-from cloudlet_compute.format.records import CHUNK_SIZE, ZERO_DIGEST
+from cloudlet_compute.format.records import CHUNK_SIZE, ZERO_DIGEST, check_disk_offset
 from cloudlet_compute.host import domxml, qemuimg, ramfile
 from cloudlet_compute.progress import NullProgress
 
@@ -106,9 +106,7 @@ class BaseDiskChunks:
 
     def read(self, offset, where):
         """The ``CHUNK_SIZE`` bytes at ``offset``; ``where`` names the record for errors."""
-        if offset % 512 or offset + CHUNK_SIZE > self.size:
-            raise FormatError("%s refers to base disk offset %d, unaligned or beyond the "
-                              "%d-byte disk" % (where, offset, self.size))
+        check_disk_offset(offset, self.size, where, "base disk")
         return os.pread(self._file.fileno(), CHUNK_SIZE, offset)
 
     def close(self):
@@ -178,6 +176,11 @@ class BaseVM:
         """``{"kernel": path, "initrd": path}`` (None where it has none) for
         ``domxml.with_boot_files``: where domains of this base find what they boot."""
         return {member: self.boot_paths.get(member) for member in bootfiles.MEMBERS}
+
+    def footprint(self):
+        """Bytes the base takes on disk (allocated blocks: its disk and RAM file are sparse)."""
+        return sum(entry.stat().st_blocks * 512 for entry in os.scandir(self.path)
+                   if entry.is_file(follow_symlinks=False))
 
     def summary(self):
         """A dict for listings."""

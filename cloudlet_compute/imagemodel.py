@@ -68,5 +68,7 @@ BOOT_FILES = {BASE_KERNEL: "kernel", BASE_RAMDISK: "initrd"}
 METADATA_HANDOFF_SOURCE = 'cloudlet_handoff_source'
 METADATA_HANDOFF_SECRET = 'cloudlet_handoff_secret'
 METADATA_HANDOFF_FROM = 'cloudlet_handoff_from'
-# Source server metadata: why its last handoff failed (event details are admin-only in nova).
-METADATA_HANDOFF_ERROR = 'cloudlet_handoff_error'
+# Server metadata: why its last cloudlet action (base, overlay, handoff) failed, for its users
+# (nova shows faults only of ERROR servers, event details only to admins); the API clears it
+# when the next action begins.
+METADATA_TASK_ERROR = 'cloudlet_error'

@@ -56,6 +56,19 @@ class Progress:
             self._stream.flush()
 
 
+def percent_steps(report, step=5):
+    """A ``fraction -> None`` that calls ``report(percent)`` each time the fraction done has
+    grown by ``step`` percent, and at 100 (reports to a service, not a terminal)."""
+    reported = [0]
+
+    def seen(fraction):
+        percent = min(int(fraction * 100), 100)
+        if percent >= reported[0] + step or percent == 100 > reported[0]:
+            reported[0] = percent
+            report(percent)
+    return seen
+
+
 class NullProgress(Progress):
     """Progress that counts but never draws."""
 

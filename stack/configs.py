@@ -16,6 +16,8 @@ from .topology import SERVICE_PASSWORD
 
 DEFAULT_COMPUTE_DRIVER = "libvirt.LibvirtDriver"
 DEFAULT_API_ROUTER = "nova.api.openstack.compute:APIRouterV21.factory"
+WEIGHERS = ("nova.scheduler.weights.all_weighers",
+            "cloudlet_compute.nova.weigher.CachedBaseWeigher")
 
 
 def settings(compute_driver=None, api_router=None, nova_extra_conf=None, cloudlet=False):
@@ -56,6 +58,8 @@ def write_configs(p, settings):
                     " (VM hand-off).\nhandoff_host = %s\n" % c.link_ip)
         for key, value, comment in topology.EMBEDDED_CLOUDLET_OPTIONS:
             cloudlet += (comment + "\n" if comment else "") + "%s = %s\n" % (key, value)
+        cloudlet += ("\n[filter_scheduler]\n# nova-scheduler prefers hosts that cache the "
+                     "request's base VM.\nweight_classes = %s\n" % ",".join(WEIGHERS))
     base = {
         "state": p.state, "etc": p.etc, "logs": p.logs, "host": c.nova_host,
         "my_ip": c.host, "rabbit_url": c.rabbit_url,

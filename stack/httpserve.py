@@ -4,13 +4,15 @@ Python's ``http.server`` ignores ``Range``; overlays are read by range. Faults c
 injected: ``no_ranges`` (answer 200 with the whole body), ``cut_after`` (close the
 connection after that many body bytes of a response: of every one, or of the first ``cuts``
 that are longer), ``hold_after`` (after that many body bytes of a longer response, set
-``held`` and wait for ``release``). ``sent`` counts the body bytes served.
+``held`` and wait for ``release``), ``rate`` (send at most that many body bytes a second, in
+4 KiB pieces: a server that trickles). ``sent`` counts the body bytes served.
 """
 
 import http.server
 import os
 import re
 import threading
+import time
 
 RANGE = re.compile(r"bytes=(\d*)-(\d*)\Z")
 
@@ -67,8 +69,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     server.held.set()
                     server.release.wait()
                     hold = length
-                piece = f.read(min(1 << 16, limit - sent, max(hold - sent, 1)))
+                piece = f.read(min(server.piece, limit - sent, max(hold - sent, 1)))
                 self.wfile.write(piece)
+                if server.rate:
+                    self.wfile.flush()
+                    time.sleep(len(piece) / server.rate)
                 sent += len(piece)
                 server.sent += len(piece)
         if sent < length:
@@ -82,8 +87,10 @@ class FileServer(http.server.ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, root, no_ranges=False, cut_after=None, cuts=None, hold_after=None):
+    def __init__(self, root, no_ranges=False, cut_after=None, cuts=None, hold_after=None,
+                 rate=None):
         super().__init__(("127.0.0.1", 0), _Handler)
+        self.rate, self.piece = rate, 4096 if rate else 1 << 16
         self.root, self.no_ranges, self.cut_after, self.cuts = root, no_ranges, cut_after, cuts
         self.hold_after, self.held, self.release = hold_after, threading.Event(), threading.Event()
         self.requests, self.sent = [], 0

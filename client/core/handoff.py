@@ -140,12 +140,8 @@ def handoff_failure(conn, server_id, request_id=None):
         return None
     # Event details are for admins by default; the source also leaves the reason in the
     # server's metadata.
-    with api_errors():
-        resp = conn.compute.get("/servers/%s/metadata/%s"
-                                % (server_id, model.METADATA_HANDOFF_ERROR), raise_exc=False)
-    recorded = resp.json().get("meta", {}).get(model.METADATA_HANDOFF_ERROR) \
-        if resp.status_code == 200 else None
-    reason = errors[-1].get("details") or recorded or action.get("message") or \
+    reason = errors[-1].get("details") or waiting.recorded_failure(conn, server_id) or \
+        action.get("message") or \
         "%s ended in Error" % errors[-1].get("event")
     return " ".join(str(reason).split())
 

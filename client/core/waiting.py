@@ -9,6 +9,7 @@ import sys
 import time
 
 from client.core.errors import ApiError, api_errors
+from cloudlet_compute import imagemodel as model
 from cloudlet_compute.errors import FetchError
 from cloudlet_compute.progress import Progress
 
@@ -51,6 +52,17 @@ def wait_server_active(conn, server_id, timeout=DEFAULT_TIMEOUT, report=say):
         time.sleep(POLL_INTERVAL)
 
 
+def recorded_failure(conn, server_id):
+    """Why the server's last cloudlet action failed, as nova-compute recorded it in its
+    metadata (one line), or None."""
+    with api_errors():
+        resp = conn.compute.get("/servers/%s/metadata/%s"
+                                % (server_id, model.METADATA_TASK_ERROR), raise_exc=False)
+    reason = resp.json().get("meta", {}).get(model.METADATA_TASK_ERROR) \
+        if resp.status_code == 200 else None
+    return " ".join(reason.split()) if reason else None
+
+
 def wait_task(conn, server_id, image_ids, timeout=DEFAULT_TIMEOUT, report=say):
     """Wait until the server's cloudlet task is over and every image is active."""
     deadline, seen, idle_since = time.monotonic() + timeout, None, None
@@ -70,9 +82,9 @@ def wait_task(conn, server_id, image_ids, timeout=DEFAULT_TIMEOUT, report=say):
         idle_since = (idle_since or time.monotonic()) if not server.task_state else None
         if failed or (idle_since and time.monotonic() - idle_since > TASK_GRACE):
             image_id = (failed or list(statuses))[0]
-            raise ApiError("the task on server %s failed: image %s is %s (see `openstack "
-                           "server event list %s`)" % (server.name, image_id,
-                                                       statuses[image_id], server.id))
+            reason = recorded_failure(conn, server_id) if not server.task_state else None
+            raise ApiError("the task on server %s failed: %s" % (
+                server.name, reason or "image %s is %s" % (image_id, statuses[image_id])))
         if time.monotonic() > deadline:
             raise ApiError("server %s: task %s not done after %d s"
                            % (server.name, server.task_state, timeout))

@@ -12,8 +12,8 @@ from cloudlet_compute.errors import FormatError, IntegrityError
 from cloudlet_compute.format.records import CHUNK_SIZE
 
 FORMAT = "openstackpp-overlay"
-FORMAT_VERSION = 1
-SUPPORTED_VERSIONS = (1,)
+FORMAT_VERSION = 2
+SUPPORTED_VERSIONS = (1, 2)
 MEMBER_META = "overlay-meta"
 MEMBER_SKELETON = "memory-skeleton"
 BLOB_MEMBER = re.compile(r"blob-\d{5}\Z")

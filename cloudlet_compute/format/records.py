@@ -5,8 +5,9 @@ A blob's plaintext is a sequence of records, each a 9-byte header then a payload
     u8  kind      high nibble = target (0x1 memory slot, 0x2 disk chunk)
                   low nibble  = source (see SOURCE_* below)
     u64 target    memory: slot index in the skeleton; disk: chunk index (offset / 4096)
-    payload       RAW: 4096 bytes | ZERO: none | BASE_MEM, BASE_DISK: u64 byte offset
-                  in the base memory image / base disk | SELF: u32 offset, in this
+    payload       RAW: 4096 bytes | ZERO: none | BASE_MEM, BASE_DISK, OVERLAY_DISK: u64
+                  byte offset in the base memory image / base disk / the customized
+                  disk (version 2, memory targets only) | SELF: u32 offset, in this
                   blob's plaintext, of the payload of an earlier RAW record | PRIOR (handoff
                   stream only, never in an overlay): u8 target, u64 index of a chunk the
                   receiver already holds
@@ -36,9 +37,14 @@ SOURCE_BASE_MEM = 2
 SOURCE_BASE_DISK = 3
 SOURCE_SELF = 4
 SOURCE_PRIOR = 5
+SOURCE_OVERLAY_DISK = 6
 SOURCE_NAMES = {SOURCE_RAW: "raw", SOURCE_ZERO: "zero", SOURCE_BASE_MEM: "base_memory",
-                SOURCE_BASE_DISK: "base_disk", SOURCE_SELF: "self", SOURCE_PRIOR: "prior"}
-OVERLAY_SOURCES = (SOURCE_RAW, SOURCE_ZERO, SOURCE_BASE_MEM, SOURCE_BASE_DISK, SOURCE_SELF)
+                SOURCE_BASE_DISK: "base_disk", SOURCE_SELF: "self", SOURCE_PRIOR: "prior",
+                SOURCE_OVERLAY_DISK: "overlay_disk"}
+OVERLAY_SOURCES = (SOURCE_RAW, SOURCE_ZERO, SOURCE_BASE_MEM, SOURCE_BASE_DISK, SOURCE_SELF,
+                   SOURCE_OVERLAY_DISK)
+COPY_SOURCES = (SOURCE_BASE_MEM, SOURCE_BASE_DISK, SOURCE_OVERLAY_DISK)
+SECTOR = 512            # alignment of a reference into a disk
 
 HEADER = struct.Struct("<BQ")
 PRIOR = struct.Struct("<BQ")
@@ -71,11 +77,12 @@ class BlobBuilder:
         self.data += HEADER.pack(target | SOURCE_ZERO, index)
         self.records += 1
 
-    def add_base(self, target, index, source, base_offset):
-        """Append a chunk copied from the base memory image or base disk at ``base_offset``."""
-        if source not in (SOURCE_BASE_MEM, SOURCE_BASE_DISK):
-            raise ValueError("not a base source: %r" % source)
-        self.data += HEADER.pack(target | source, index) + U64.pack(base_offset)
+    def add_copy(self, target, index, source, offset):
+        """Append a chunk copied from the base memory image, the base disk or the customized
+        disk (``COPY_SOURCES``) at byte ``offset``."""
+        if source not in COPY_SOURCES:
+            raise ValueError("not a copy source: %r" % source)
+        self.data += HEADER.pack(target | source, index) + U64.pack(offset)
         self.records += 1
 
     def add_prior(self, target, index, ref_target, ref_index):
@@ -90,11 +97,19 @@ class BlobBuilder:
         self.records += 1
 
 
+def check_disk_offset(offset, disk_size, where, disk):
+    """Refuse a reference to ``disk`` (its name, for the message) at byte ``offset`` that is
+    not 512-byte aligned or whose chunk runs past the disk's ``disk_size`` bytes."""
+    if offset % SECTOR or offset + CHUNK_SIZE > disk_size:
+        raise FormatError("%s refers to %s offset %d, unaligned or beyond the %d-byte disk"
+                          % (where, disk, offset, disk_size))
+
+
 def iter_records(plain):
     """Yield ``(target, index, source, value)`` for each record of a blob's plaintext.
 
-    ``value`` is a memoryview of the 4096 chunk bytes for RAW and SELF, the base offset
-    for BASE_MEM and BASE_DISK, None for ZERO and ``(target, index)`` for PRIOR.
+    ``value`` is a memoryview of the 4096 chunk bytes for RAW and SELF, the byte offset
+    for BASE_MEM, BASE_DISK and OVERLAY_DISK, None for ZERO and ``(target, index)`` for PRIOR.
     Structure is checked here (lengths, kinds, SELF pointing at an earlier literal);
     ranges of targets and base offsets are checked by the stage that knows the images.
     """
@@ -138,7 +153,7 @@ def iter_records(plain):
             pos += PRIOR.size
         else:
             if end - pos < U64.size:
-                raise FormatError("base record truncated at offset %d" % pos)
+                raise FormatError("copy record truncated at offset %d" % pos)
             (value,) = U64.unpack_from(view, pos)
             pos += U64.size
         yield target, index, source, value

@@ -79,6 +79,9 @@ class _Reassembly:
                 data = None
             elif source == records.SOURCE_PRIOR:
                 data = self._held(value, where)
+            elif source == records.SOURCE_OVERLAY_DISK:
+                raise FormatError("%s is an overlay record, not valid in a handoff stream"
+                                  % where)
             else:
                 data = self._base_bytes(source, value, where)
             if target == TARGET_DISK:

@@ -74,7 +74,7 @@ class _Encoder:
         if source == records.SOURCE_ZERO:
             b.add_zero(target, index)
         elif source is not None:
-            b.add_base(target, index, source, ref)
+            b.add_copy(target, index, source, ref)
         elif digest in self.literals:
             b.add_self(target, index, self.literals[digest])
             source = records.SOURCE_SELF

@@ -4,7 +4,6 @@ Each such domain has a directory (its ``Placement``) holding its qcow2 disk over
 cached base disk, its sockets and logs; it must be reachable by the QEMU user.
 """
 
-import contextlib
 import errno
 import itertools
 import logging
@@ -82,8 +81,16 @@ class Placement:
             shutil.rmtree(self.path, ignore_errors=True)
             return
         for path in (self.disk_path, self.image_path, self.hook_marker):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
+            _remove(path)
+
+
+def _remove(path):
+    """Delete ``path`` if it is there; True if it was."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def _check_reachable(path):
@@ -109,8 +116,7 @@ def start(conn, placement, base, header, stream_pieces, paused=False, ram=None):
     """
     xml = domxml.with_ram_file(placement.domain_xml(header.xml, base),
                                ram.path if ram else None, placement.hook_marker)
-    with contextlib.suppress(FileNotFoundError):    # left by a restore libvirt did itself
-        os.unlink(placement.hook_marker)
+    _remove(placement.hook_marker)                 # left by a restore libvirt did itself
     pieces = itertools.chain([header.encode(xml)], stream_pieces)
     try:
         if ram is None:
@@ -121,12 +127,9 @@ def start(conn, placement, base, header, stream_pieces, paused=False, ram=None):
         else:
             _restore_streamed(conn, placement, pieces)
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(placement.image_path)
+        _remove(placement.image_path)
     if ram is not None:
-        try:
-            os.unlink(placement.hook_marker)
-        except FileNotFoundError:
+        if not _remove(placement.hook_marker):
             domains.destroy(conn, placement.name)
             raise ramfile.Unusable("libvirt did not run the hook %s (libvirtd started before "
                                    "it was installed?)" % ramhook.HOOK_PATH) from None

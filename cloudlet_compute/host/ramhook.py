@@ -11,10 +11,16 @@ domain whose ``<cloudlet:instance>`` metadata has ``ram-file`` and ``ram-marker`
 then writes the link's path to the marker file, which tells the engine the hook ran. A symlink,
 not a hard link: linking and unlinking would change the file's ctime, which the engine
 compares before each use. Anything else: nothing done, exit 0.
+
+It runs as root for every domain anyone defines, so it trusts nothing in the XML: the RAM
+file must be a base's (a regular file named ``pc.ram`` beside the base's ``ram.json``
+record, writable by its owner only), and the marker may only be written, never through a
+symlink, in the directory that holds the domain's disk (the engine's instance directory).
 """
 
 import os
 import re
+import stat
 import sys
 import xml.etree.ElementTree as ET
 
@@ -25,6 +31,7 @@ QEMU_CONF = "/etc/libvirt/qemu.conf"
 DEFAULT_BACKING_DIR = "/var/lib/libvirt/qemu/ram"
 SHORT_NAME_MAX = 20                                   # libvirt's VIR_DOMAIN_SHORT_NAME_MAX
 BLOCK = "pc.ram"
+RECORD = "ram.json"                                   # beside a base's RAM file (host/ramfile.py)
 MARKER_NAME = "ramhook.done"                          # the only file name it writes
 
 
@@ -52,6 +59,33 @@ def link_path(root, directory):
     return os.path.join(directory, "%s-%s" % (root.get("id"), name[:SHORT_NAME_MAX]), BLOCK)
 
 
+def _base_ram_file(target):
+    """The lstat of ``target`` if it is a base's RAM file, else None."""
+    if not target or not os.path.isabs(target) or os.path.basename(target) != BLOCK:
+        return None
+    try:
+        st = os.lstat(target)
+        record = os.lstat(os.path.join(os.path.dirname(target), RECORD))
+    except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode) or not stat.S_ISREG(record.st_mode) or \
+            st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return None
+    return st
+
+
+def _disk_dirs(root):
+    """The directories of the domain's file disks."""
+    return {os.path.dirname(os.path.normpath(source.get("file")))
+            for source in root.findall("devices/disk/source") if source.get("file")}
+
+
+def _write_marker(marker, text):
+    fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
 def prepare(xml, directory):
     """Link the RAM file named in domain ``xml`` into place; return the link or None."""
     root = ET.fromstring(xml)
@@ -59,18 +93,17 @@ def prepare(xml, directory):
     if node is None or root.get("id") is None or "/" in (root.findtext("name") or "/"):
         return None
     target, marker = node.get("ram-file"), node.get("ram-marker")
-    if not target or not marker or os.path.basename(marker) != MARKER_NAME or \
-            not os.path.isfile(target):
+    st = _base_ram_file(target)
+    if st is None or not marker or os.path.basename(marker) != MARKER_NAME or \
+            os.path.dirname(os.path.normpath(marker)) not in _disk_dirs(root):
         return None
     link = link_path(root, directory)
-    st = os.stat(target)
     os.makedirs(os.path.dirname(link), mode=0o700, exist_ok=True)
     os.chown(os.path.dirname(link), st.st_uid, st.st_gid)   # libvirt skips an existing one
     if os.path.lexists(link):
         os.unlink(link)
     os.symlink(target, link)
-    with open(marker, "w") as f:
-        f.write(link + "\n")
+    _write_marker(marker, link + "\n")
     return link
 
 

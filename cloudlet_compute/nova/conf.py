@@ -30,6 +30,51 @@ Related options:
 * ``[DEFAULT] state_path``: the default is below it
 * ``[DEFAULT] instances_path``: instance disks stay there, as for stock libvirt
 """),
+    cfg.IntOpt('base_cache_max_gb',
+               default=0,
+               min=0,
+               help="""
+Quota of the base VM cache (``cache_dir``), in GiB; 0 for none.
+
+Before a base is fetched from Glance, and again once it is registered, the least
+recently used bases are removed until the cache fits. A base that a domain on this host
+uses (running or only defined) or that a spawn is using is never removed; if only such
+bases are left, the cache stays over its quota (logged as a warning). Every removal is
+logged at INFO. nova's own copy of the base disk image in ``$instances_path/_base`` is
+nova's image cache and follows its options.
+
+Possible values:
+
+* 0 (default): no quota
+* A number of GiB
+
+Related options:
+
+* ``cache_dir``
+* ``[image_cache] remove_unused_original_minimum_age_seconds``: nova's disk image cache
+"""),
+    cfg.FloatOpt('base_cache_weight_multiplier',
+                 default=10.0,
+                 help="""
+Multiplier of the scheduler's ``CachedBaseWeigher`` (nova-scheduler reads it).
+
+The weigher gives 1 to a host whose cache holds the base VM a server resumes or
+synthesizes (named by the server's image, or by the ``cloudlet_base`` scheduler hint),
+else 0; nova normalizes every weigher's values across the hosts and adds them, each
+times its multiplier. The default outweighs the RAM, CPU and disk weighers (1.0 each):
+a host with the base wins when the filters leave it. An aggregate's
+``cloudlet_base_weight_multiplier`` metadata overrides this value for its hosts.
+
+Possible values:
+
+* A positive number: prefer hosts that hold the base
+* 0: ignore the cache
+
+Related options:
+
+* ``[filter_scheduler] weight_classes``: must list
+  ``cloudlet_compute.nova.weigher.CachedBaseWeigher``
+"""),
     cfg.StrOpt('handoff_host',
                default='$my_ip',
                help="""
@@ -142,6 +187,18 @@ TCP ports an ``overlay_url`` may name (explicitly or by its scheme's default).
 Possible values:
 
 * A list of port numbers; empty allows every port
+
+Related options:
+
+* ``overlay_allowed_hosts``
+"""),
+    cfg.IntOpt('overlay_fetch_time_limit',
+               default=3600,
+               min=0,
+               help="""
+Seconds one overlay's download from an ``overlay_url`` may take, from the first request
+to the last byte (resumes and waits included); a server that trickles or stalls is cut
+off then and the server goes to ERROR saying so. 0: no limit.
 
 Related options:
 

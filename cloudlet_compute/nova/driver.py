@@ -93,6 +93,14 @@ def _overlay_name(plan):
     return plan.overlay_url or "image %s" % plan.overlay_image_id
 
 
+def _progress_of(instance):
+    """``progress(percent)`` that shows ``instance``'s build progress (its ``progress``)."""
+    def progress(percent):
+        instance.progress = percent
+        instance.save()
+    return progress
+
+
 def _host_error(exc):
     """A failure of this host's file system (``OSError``) without the path it names."""
     return "%s on the compute node" % exc.strerror
@@ -110,7 +118,8 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
         except ValueError as exc:
             raise exception.InvalidConfiguration("[cloudlet] %s" % exc) from None
         self._fetch_policy = self._url_policy.fetch
-        self.bases = basecache.BaseCache(CONF.cloudlet.cache_dir)
+        self.bases = basecache.BaseCache(CONF.cloudlet.cache_dir, self._host.get_connection,
+                                         max_bytes=CONF.cloudlet.base_cache_max_gb << 30)
         self._spawn_plans = {}
         self._receptions = {}   # instance uuid -> handed-off VM waiting for nova's spawn
         self._shelved = {}      # instance uuid -> (workdir, overlay, base id) being shelved
@@ -120,6 +129,12 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
         super().init_host(host)
         recovery.recover(host, self.bases.store, CONF.instances_path, self._host,
                          self._image_api)
+
+    def get_available_resource(self, nodename):
+        """nova's resources, with the cached base VMs in the stats (for CachedBaseWeigher)."""
+        data = super().get_available_resource(nodename)
+        data['stats'] = dict(data.get('stats') or {}, **self.bases.stats())
+        return data
 
     # --- spawn: resume base / synthesis ----------------------------------------------
     def spawn(self, context, instance, image_meta, injected_files,
@@ -140,8 +155,8 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
                 if not plan.base_id:
                     raise CloudletError("image %s has no %s property"
                                         % (image_meta.id, glance.PROPERTY_BASE_ID))
-                self.bases.ensure(context, plan.base_id, plan.disk_image_id,
-                                  plan.memory_image_id)
+                self.bases.ensure(context, instance.uuid, plan.base_id,
+                                  plan.disk_image_id, plan.memory_image_id)
                 location = plan.overlay_url
                 if plan.overlay_image_id:
                     work = self.bases.store.scratch('overlay-image-')
@@ -165,6 +180,7 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
             raise
         finally:
             self._spawn_plans.pop(instance.uuid, None)
+            self.bases.release(instance.uuid)
             if work:
                 shutil.rmtree(work, ignore_errors=True)
         reception = self._receptions.pop(instance.uuid, None)
@@ -212,7 +228,8 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
             else:
                 engine_adapter.synthesize_into(conn, self.bases.store, location,
                                                plan.base_id, xml, paused=paused,
-                                               policy=self._fetch_policy)
+                                               policy=self._fetch_policy,
+                                               progress=_progress_of(instance))
         LOG.info("cloudlet %s done", plan.mode, instance=instance)
         # As in nova's _create_guest: the callback (config drive) needs the domain defined.
         if post_xml_callback is not None:
@@ -337,9 +354,14 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
                                               guest.name, instance.display_name or
                                               instance.uuid)
         update_task_state(task_states.IMAGE_UPLOADING, task_states.IMAGE_PENDING_UPLOAD)
-        # The disk goes last: when it is active, the images it links are too.
-        with self._task_errors('cloudlet-base'):
-            glance.upload_base(context, self.bases.image_api, image_ids, base, instance)
+        self.bases.pin(instance.uuid, base.id)
+        try:
+            # The disk goes last: when it is active, the images it links are too.
+            with self._task_errors('cloudlet-base'):
+                glance.upload_base(context, self.bases.image_api, image_ids, base, instance)
+            self.bases.record_use(base, image_ids[glance.BASE_DISK])
+        finally:
+            self.bases.release(instance.uuid)
         return base.id
 
     def cloudlet_overlay_finish(self, context, instance, overlay_id, update_task_state):

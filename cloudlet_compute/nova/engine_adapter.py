@@ -62,6 +62,18 @@ def cache_base(store, base_id, name, fetch):
     return base
 
 
+def bases_in_use(conn, store):
+    """Ids of the cached bases that a domain of ``conn`` (running or defined) uses."""
+    from cloudlet_compute.host import baseuse
+    return baseuse.bases_in_use(conn, store.bases_dir)
+
+
+def evict_base(store, base_id, conn):
+    """Remove cached base ``base_id``; the store refuses (ConflictError) while a domain of
+    ``conn`` names it."""
+    return store.delete(base_id, conn)
+
+
 RefusedURL = fetchpolicy.RefusedURL
 OVERLAY_URL_SCHEMES = ('http', 'https', 'file')
 
@@ -78,13 +90,14 @@ class OverlayURLPolicy:
     scheme with ``check_scheme``. Raises ValueError naming the option that is wrong.
     """
 
-    def __init__(self, schemes, allowed_hosts, disallowed_hosts, allowed_ports):
+    def __init__(self, schemes, allowed_hosts, disallowed_hosts, allowed_ports, time_limit=0):
         bad = set(schemes) - set(OVERLAY_URL_SCHEMES)
         if bad:
             raise ValueError("overlay_url_schemes: unknown %s" % ", ".join(sorted(bad)))
         self.schemes = tuple(schemes)
         try:
-            self.fetch = fetchpolicy.FetchPolicy(allowed_hosts, disallowed_hosts, allowed_ports)
+            self.fetch = fetchpolicy.FetchPolicy(allowed_hosts, disallowed_hosts, allowed_ports,
+                                                 time_limit=time_limit)
         except ValueError as exc:
             raise ValueError("overlay_allowed_ports: %s" % exc) from None
 
@@ -92,7 +105,8 @@ class OverlayURLPolicy:
     def from_options(cls, opts):
         """The policy of ``opts``, nova's ``CONF.cloudlet``."""
         return cls(opts.overlay_url_schemes, opts.overlay_allowed_hosts,
-                   opts.overlay_disallowed_hosts, opts.overlay_allowed_ports)
+                   opts.overlay_disallowed_hosts, opts.overlay_allowed_ports,
+                   opts.overlay_fetch_time_limit)
 
     def check_scheme(self, url):
         """Raise RefusedScheme unless ``url``'s scheme is allowed; return the scheme."""
@@ -295,17 +309,27 @@ def resume_into(conn, store, base_id, nova_xml, paused=False):
     _finish_restore(conn, placement, nova_xml)
 
 
-def synthesize_into(conn, store, location, base_id, nova_xml, paused=False, policy=None):
+def synthesize_into(conn, store, location, base_id, nova_xml, paused=False, policy=None,
+                    progress=None):
     """VM synthesis from the overlay at ``location`` into nova's domain (``nova_xml``).
 
     The overlay must be for base ``base_id`` (the server's image); an http(s) location is
-    fetched under ``policy``. On failure the engine leaves no domain and none of its files;
-    nova removes its instance directory.
+    fetched under ``policy``; ``progress(percent)``, if given, hears how much of the overlay
+    has been fetched and applied, in steps of 5 %. On failure the engine leaves no domain and
+    none of its files; nova removes its instance directory.
     """
     from cloudlet_compute.read import synthesis
+    from cloudlet_compute.progress import NullProgress, percent_steps
     placement = placement_for_nova(nova_xml)
-    timings = synthesis.synthesize(conn, store, location, placement, require_base=base_id,
-                                   paused=paused, policy=policy)
+    factory = NullProgress
+    if progress is not None:
+        steps = percent_steps(progress)
+
+        def factory(label, total):
+            return NullProgress(label, total, callback=lambda _label, done, total: (
+                steps(done / total) if total else None))
+    timings = synthesis.synthesize(conn, store, location, placement, factory,
+                                   require_base=base_id, paused=paused, policy=policy)
     _finish_restore(conn, placement, nova_xml)
     LOG.info("synthesized %s: %s", placement.name, timings)
     return timings

@@ -9,20 +9,7 @@ from cloudlet_compute.errors import CloudletError
 from cloudlet_compute.nova import destination
 from cloudlet_compute.nova import engine_adapter
 from cloudlet_compute.nova import glance
-
-PROGRESS_STEP = 5   # percent between two progress reports to nova
-
-
-def _every_step(progress):
-    """``progress(percent)`` called when the fraction done has grown by a step."""
-    reported = [0]
-
-    def report(fraction):
-        percent = int(fraction * 100)
-        if percent >= reported[0] + PROGRESS_STEP:
-            reported[0] = percent
-            progress(percent)
-    return report
+from cloudlet_compute.progress import percent_steps
 
 
 def hand_off(conn, store, guest_name, instance_uuid, target, progress, opts):
@@ -51,7 +38,7 @@ def hand_off(conn, store, guest_name, instance_uuid, target, progress, opts):
             glance.METADATA_HANDOFF_FROM: instance_uuid})
         engine_adapter.handoff_send(conn, store, guest_name, listener, dest_id,
                                     opts.handoff_wait, check_destination,
-                                    _every_step(progress), opts.handoff_compression)
+                                    percent_steps(progress), opts.handoff_compression)
     except Exception as exc:
         listener.close()
         if dest_id:

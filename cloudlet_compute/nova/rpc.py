@@ -9,12 +9,17 @@ Task states, as nova's snapshot uses them: the API sets ``image_snapshot_pending
 the data, then None. On failure the task state is reverted, an instance fault records
 why, and the queued Glance records are deleted.
 
-A handoff runs under task_state ``migrating`` with the server's ``progress`` rising; its
-instance action ``cloudlet-handoff`` gets the event ``compute_cloudlet_handoff``, whose
-details say why it failed (nova shows event details to admins only, so the reason is also
-put in the server's metadata ``cloudlet_handoff_error``, which the next handoff clears).
-After success the source server is deleted.
+A handoff runs under task_state ``migrating`` with the server's ``progress`` rising. After
+success the source server is deleted.
+
+Each action's instance action (``cloudlet-base``, ``cloudlet-overlay-finish``,
+``cloudlet-handoff``, recorded by the API) gets its ``compute_...`` event, whose details
+say why it failed; nova shows those to admins only and instance faults only of ERROR
+servers, so the reason also goes into the server's metadata ``cloudlet_error`` (one line;
+the API clears it when the next action begins).
 """
+
+import contextlib
 
 import oslo_messaging as messaging
 from oslo_log import log as logging
@@ -56,14 +61,16 @@ class CloudletEndpoint:
         glance.delete_records(context, self.image_api, image_ids)
 
     @compute_manager.reverts_task_state
+    @compute_utils.wrap_instance_event(prefix='compute')
     @compute_manager.wrap_instance_fault
     def cloudlet_base(self, context, instance, image_ids):
         """Snapshot ``instance`` into a base VM and upload it to ``image_ids``."""
         context = context.elevated()
         LOG.info("creating cloudlet base VM", instance=instance)
         try:
-            self.driver.cloudlet_base(context, instance, image_ids,
-                                      self._task_state_updater(instance))
+            with _reason_kept(instance):
+                self.driver.cloudlet_base(context, instance, image_ids,
+                                          self._task_state_updater(instance))
         except Exception:
             with excutils.save_and_reraise_exception():
                 self._delete_images(context, image_ids.values())
@@ -72,14 +79,16 @@ class CloudletEndpoint:
         LOG.info("cloudlet base VM uploaded: %s", image_ids, instance=instance)
 
     @compute_manager.reverts_task_state
+    @compute_utils.wrap_instance_event(prefix='compute')
     @compute_manager.wrap_instance_fault
     def cloudlet_overlay_finish(self, context, instance, overlay_name, overlay_id):
         """Build ``instance``'s VM overlay and upload it to image ``overlay_id``."""
         context = context.elevated()
         LOG.info("creating VM overlay %s", overlay_name, instance=instance)
         try:
-            self.driver.cloudlet_overlay_finish(context, instance, overlay_id,
-                                                self._task_state_updater(instance))
+            with _reason_kept(instance):
+                self.driver.cloudlet_overlay_finish(context, instance, overlay_id,
+                                                    self._task_state_updater(instance))
         except Exception:
             with excutils.save_and_reraise_exception():
                 self._delete_images(context, [overlay_id])
@@ -100,22 +109,30 @@ class CloudletEndpoint:
             instance.progress = percent
             instance.save(expected_task_state=[task_states.MIGRATING])
 
-        try:
+        with _reason_kept(instance):
             dest_id = self.driver.cloudlet_handoff(context, instance, handoff_url, dest_token,
                                                    dest_vmname, dest_image_id, dest_flavor_id,
                                                    progress)
-        except Exception as exc:
-            reason = exc.format_message() if hasattr(exc, 'format_message') else str(exc)
-            instance.metadata = dict(instance.metadata or {},
-                                     **{glance.METADATA_HANDOFF_ERROR: reason[:255]})
-            instance.save()
-            raise
         LOG.info("handed off to server %s at %s; deleting it here", dest_id, handoff_url,
                  instance=instance)
         instance.task_state = None
         instance.progress = 100
         instance.save(expected_task_state=[task_states.MIGRATING])
         compute_api.API().delete(context, instance)
+
+
+@contextlib.contextmanager
+def _reason_kept(instance):
+    """On failure, the reason (one line, at most 255 characters) in ``instance``'s metadata
+    ``cloudlet_error``, where its users see it."""
+    try:
+        yield
+    except Exception as exc:
+        reason = exc.format_message() if hasattr(exc, 'format_message') else str(exc)
+        instance.metadata = dict(instance.metadata or {},
+                                 **{glance.METADATA_TASK_ERROR: reason[:255]})
+        instance.save()
+        raise
 
 
 def register(virtapi, driver):

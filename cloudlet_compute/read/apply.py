@@ -1,7 +1,8 @@
 """Apply stage: records -> the customized VM's memory image and disk, verified.
 
 Memory slots are collected, then spliced into the skeleton (a slot no record names
-keeps its default: the base page at the same guest address, or zeros). Disk chunks are
+keeps its default: the base page at the same guest address, or zeros; a slot copied from
+the customized disk is read from the disk chunks once every blob is in). Disk chunks are
 written, in offset order and coalesced, through NBD into the qcow2 over the base disk,
 then read back for the content hash.
 """
@@ -45,6 +46,12 @@ class Rebuild:
             return ZERO_CHUNK
         if source == records.SOURCE_PRIOR:
             raise FormatError("%s is a handoff-stream record, not valid in an overlay" % where)
+        if source == records.SOURCE_OVERLAY_DISK:
+            if self.meta.get("version") == 1:
+                raise FormatError("%s copies the overlay's disk, which version 1 has not"
+                                  % where)
+            records.check_disk_offset(value, self.base.disk_size, where, "overlay disk")
+            return value      # an offset, read when the disk is complete (_slot_page)
         if source == records.SOURCE_BASE_MEM:
             if value + CHUNK_SIZE > self.base.memory_size:
                 raise FormatError("%s refers to base memory offset %d, beyond the %d-byte image"
@@ -65,6 +72,8 @@ class Rebuild:
                     raise FormatError("%s targets memory slot %d: beyond %d slots or repeated"
                                       % (where, index, slots))
                 self.slots[index] = data
+            elif source == records.SOURCE_OVERLAY_DISK:
+                raise FormatError("%s: a disk chunk cannot copy the overlay's own disk" % where)
             else:
                 if index >= self.disk_chunks or index in self.disk:
                     raise FormatError("%s targets disk chunk %d: beyond %d chunks or repeated"
@@ -78,7 +87,16 @@ class Rebuild:
         if page is None:
             default = self.skeleton.defaults[slot]
             page = self._base_mem[default:default + CHUNK_SIZE] if default >= 0 else ZERO_CHUNK
+        elif isinstance(page, int):
+            page = self._overlay_disk_page(page)
         return page
+
+    def _overlay_disk_page(self, offset):
+        """The customized disk's 4096 bytes at ``offset`` (checked by ``apply_blob``)."""
+        first, rel = divmod(offset, CHUNK_SIZE)
+        data = b"".join(self.disk.get(i) or self._base_disk.read(i * CHUNK_SIZE, "a slot")
+                        for i in range(first, first + 2 if rel else first + 1))
+        return data[rel:rel + CHUNK_SIZE]
 
     def _image_pieces(self):
         data = memoryview(self.skeleton.data)

@@ -4,7 +4,8 @@ Over HTTP the reader asks for byte ranges (``Range: bytes=...``): the tail of th
 first (meta and zip directory), then one streamed range over all blobs. A server that
 ignores ranges gets one plain GET, streamed into a private temporary file, at most
 ``max_bytes`` of it. With a ``FetchPolicy`` (services fetching on a user's behalf) every
-connection's peer is checked before a byte is sent and redirects are refused.
+connection's peer is checked before a byte is sent, redirects are refused and the whole
+download (requests, resumes, waits) ends by the policy's ``time_limit``.
 """
 
 import logging
@@ -17,6 +18,7 @@ import requests
 import requests.adapters
 import urllib3.connection
 import urllib3.connectionpool
+import urllib3.exceptions
 
 from cloudlet_compute.errors import FetchError, NotFoundError
 
@@ -27,6 +29,7 @@ TIMEOUT = (10, 60)   # connect, read (seconds)
 # times, after RESUME_DELAY seconds, doubled each time (0.5 + 1 + 2 s at most).
 RESUMES = 3
 RESUME_DELAY = 0.5
+NETWORK_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError, OSError)
 
 
 class FileSource:
@@ -65,10 +68,10 @@ class FileSource:
 class HttpSource:
     """An http(s) URL read with Range requests."""
 
-    def __init__(self, url, tail_hint, policy=None, max_bytes=None):
+    def __init__(self, url, tail_hint, policy, max_bytes, limit):
         self.location = url
         self._session = requests.Session()
-        self._policy = policy
+        self._policy, self._limit = policy, limit
         if policy is not None:
             for scheme in ("http://", "https://"):
                 self._session.mount(scheme, _PolicyAdapter(policy))
@@ -76,10 +79,13 @@ class HttpSource:
         self.tail = self._get_tail(tail_hint, max_bytes)
 
     def _request(self, headers, stream=False):
+        self._limit.check()
         try:
             resp = self._session.get(self.location, headers=headers, stream=stream,
-                                     timeout=TIMEOUT, allow_redirects=self._policy is None)
+                                     timeout=self._limit.timeouts(),
+                                     allow_redirects=self._policy is None)
         except requests.RequestException as exc:
+            self._limit.check()
             raise _Unreachable("cannot fetch %s: %s" % (self.location, _reason(exc))) from exc
         if resp.is_redirect:
             resp.close()
@@ -101,7 +107,7 @@ class HttpSource:
             resp.close()
             raise _too_big(self.location, max_bytes)
         self.size = total
-        data = _read_body(resp, self.location, min(length, total))
+        data = _read_body(resp, self.location, min(length, total), self._limit)
         return total - len(data), data
 
     def read(self, start, length):
@@ -127,7 +133,7 @@ class HttpSource:
                 if attempt == RESUMES:
                     raise FetchError("%s; gave up after %d resumes" % (exc, RESUMES)) from exc
                 LOG.info("%s; resuming at byte %d", exc, pos)
-                time.sleep(RESUME_DELAY * 2 ** attempt)
+                self._limit.sleep(RESUME_DELAY * 2 ** attempt)
 
     def _stream_range(self, start, length):
         if length == 0:
@@ -142,13 +148,14 @@ class HttpSource:
             raise FetchError("overlay URL %s stopped honouring Range requests" % self.location)
         got = 0
         try:
-            for piece in resp.iter_content(STREAM_PIECE):
+            for piece in _pieces(resp, self._limit):
                 got += len(piece)
                 if got > length:
                     raise FetchError("%s sent more than the %d bytes asked for"
                                      % (self.location, length))
                 yield piece
-        except (requests.RequestException, OSError) as exc:
+        except NETWORK_ERRORS as exc:
+            self._limit.check()
             raise _Broken("connection to %s closed after %d of %d bytes (%s)"
                           % (self.location, got, length, type(exc).__name__)) from exc
         finally:
@@ -197,6 +204,45 @@ def _too_big(url, max_bytes):
                       "take" % (url, max_bytes))
 
 
+class TimeLimit:
+    """The end of the time one overlay's download may take (``seconds`` None: no end)."""
+
+    def __init__(self, url, seconds):
+        self._url, self._seconds = url, seconds
+        self._end = time.monotonic() + seconds if seconds else None
+
+    def check(self):
+        """Raise FetchError once the time is up."""
+        if self._end is not None and time.monotonic() >= self._end:
+            raise FetchError("the download of %s did not end within %g s, this cloud's "
+                             "overlay fetch time limit" % (self._url, self._seconds))
+
+    def timeouts(self):
+        """(connect, read) timeouts for a request: TIMEOUT, never past the end."""
+        if self._end is None:
+            return TIMEOUT
+        left = max(self._end - time.monotonic(), 0.05)
+        return min(TIMEOUT[0], left), min(TIMEOUT[1], left)
+
+    def sleep(self, seconds):
+        """Wait ``seconds``, or until the end and raise."""
+        if self._end is not None:
+            seconds = min(seconds, max(self._end - time.monotonic(), 0))
+        time.sleep(seconds)
+        self.check()
+
+
+def _pieces(resp, limit):
+    """The body of ``resp`` as it arrives (pieces of at most STREAM_PIECE bytes), checking
+    ``limit`` before each read: a trickling server cannot stretch one piece past it."""
+    while True:
+        limit.check()
+        piece = resp.raw.read1(STREAM_PIECE, decode_content=True)
+        if not piece:
+            return
+        yield piece
+
+
 class _Unreachable(FetchError):
     """A request got no response (connection refused, reset, timed out)."""
 
@@ -227,15 +273,16 @@ def _content_range_total(resp, url):
     return int(total)
 
 
-def _read_body(resp, url, expected):
+def _read_body(resp, url, expected, limit):
     """The body of a streamed response, which must be ``expected`` bytes (no more is read)."""
     data = bytearray()
     try:
-        for piece in resp.iter_content(STREAM_PIECE):
+        for piece in _pieces(resp, limit):
             data += piece
             if len(data) > expected:
                 raise FetchError("%s sent more than the %d bytes asked for" % (url, expected))
-    except (requests.RequestException, OSError) as exc:
+    except NETWORK_ERRORS as exc:
+        limit.check()
         raise FetchError("connection to %s broke: %s" % (url, _reason(exc))) from exc
     finally:
         resp.close()
@@ -244,7 +291,7 @@ def _read_body(resp, url, expected):
     return bytes(data)
 
 
-def _download(resp, url, workdir, progress, max_bytes):
+def _download(resp, url, workdir, progress, max_bytes, limit):
     """Stream a full-body response (at most ``max_bytes``) into a temporary file in
     ``workdir``; return its path."""
     expected = resp.headers.get("Content-Length")
@@ -260,7 +307,7 @@ def _download(resp, url, workdir, progress, max_bytes):
     got = 0
     try:
         with os.fdopen(fd, "wb", buffering=0) as out:   # a write error is raised here
-            for piece in resp.iter_content(STREAM_PIECE):
+            for piece in _pieces(resp, limit):
                 try:
                     _write_all(out, piece)
                 except OSError as exc:
@@ -272,8 +319,9 @@ def _download(resp, url, workdir, progress, max_bytes):
         if expected is not None and got != expected:
             raise FetchError("connection to %s closed after %d of %d bytes" % (url, got, expected))
         return path
-    except (requests.RequestException, OSError) as exc:
+    except NETWORK_ERRORS as exc:
         os.unlink(path)
+        limit.check()
         raise FetchError("connection to %s closed after %d bytes (%s)"
                          % (url, got, type(exc).__name__)) from exc
     except BaseException:
@@ -301,8 +349,8 @@ def open_source(location, workdir, progress, tail_hint=64 << 10, policy=None,
 
     Returns ``(source, temp_path)``; ``temp_path`` is a file the caller must delete
     (a full download from a server without Range support) or None. ``policy`` (a
-    ``fetchpolicy.FetchPolicy``) vets http(s) URLs and their connections; ``max_bytes``
-    bounds what is read.
+    ``fetchpolicy.FetchPolicy``) vets http(s) URLs and their connections and bounds the
+    download's time; ``max_bytes`` bounds what is read.
     """
     parsed = urllib.parse.urlsplit(location)
     if parsed.scheme in ("http", "https"):
@@ -310,11 +358,12 @@ def open_source(location, workdir, progress, tail_hint=64 << 10, policy=None,
             raise FetchError("overlay URL %r has no host" % location)
         if policy is not None:
             policy.check(parsed)
+        limit = TimeLimit(location, policy.time_limit if policy is not None else None)
         try:
-            return HttpSource(location, tail_hint, policy, max_bytes), None
+            return HttpSource(location, tail_hint, policy, max_bytes, limit), None
         except _NoRanges as no_ranges:
             LOG.info("%s ignores Range requests; downloading it whole", location)
-            path = _download(no_ranges.response, location, workdir, progress, max_bytes)
+            path = _download(no_ranges.response, location, workdir, progress, max_bytes, limit)
             return FileSource(path, label=location), path
     if parsed.scheme == "file":
         return FileSource(urllib.parse.unquote(parsed.path)), None

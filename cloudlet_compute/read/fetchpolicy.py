@@ -1,4 +1,5 @@
-"""Which hosts and ports an overlay URL may name, for services that fetch on a user's behalf.
+"""Which hosts and ports an overlay URL may name, and how long its download may take, for
+services that fetch on a user's behalf.
 
 Modelled on Glance's web-download import filtering: a URL's host is resolved and *every*
 address it resolves to is checked before anything connects; the peer of each connection is
@@ -8,6 +9,7 @@ and reserved addresses, this host's own addresses, and ports other than 80 and 4
 operator's ``allowed_hosts`` (names, addresses, CIDRs) restricts URLs to those and lifts the
 default refusal for what it names; ``disallowed_hosts`` always wins. A refusal says only
 ``REFUSED``: nothing about which rule, so faults do not map the management network.
+``time_limit`` bounds a whole download (every request, resume and wait of one source).
 """
 
 import ipaddress
@@ -47,14 +49,16 @@ def _host_addresses():
 
 
 class FetchPolicy:
-    """Checks overlay URLs (``check``) and connected peers (``check_peer``)."""
+    """Checks overlay URLs (``check``) and connected peers (``check_peer``); ``time_limit``
+    (seconds, None for none) is what ``fetch`` gives one overlay's download."""
 
     def __init__(self, allowed_hosts=(), disallowed_hosts=(), allowed_ports=DEFAULT_PORTS,
-                 resolve=None, host_addresses=None):
+                 resolve=None, host_addresses=None, time_limit=None):
         self.allowed = [_parse_entry(h) for h in allowed_hosts if h.strip()]
         self.disallowed = [_parse_entry(h) for h in disallowed_hosts if h.strip()]
         self.ports = frozenset(int(p) for p in allowed_ports)
         self._resolve = resolve or _resolve
+        self.time_limit = time_limit or None
         self._host_addresses = host_addresses
 
     def check(self, url_parts):

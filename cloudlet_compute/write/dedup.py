@@ -1,8 +1,9 @@
 """Dedup stage: find, for every changed chunk, the cheapest place its bytes already exist.
 
 In order: a chunk of zeros; a page of the base memory image; a chunk of the base disk;
-an earlier chunk of this overlay (memory first, so memory holds the canonical copy);
-otherwise the chunk's own bytes. Matching is by SHA-256 of the plaintext.
+for a memory page, a 4 KiB window of the customized disk at a 512-byte offset
+(``diskwindows``); an earlier chunk of this overlay (memory first, so memory holds the
+canonical copy); otherwise the chunk's own bytes. Matching is by SHA-256 of the plaintext.
 """
 
 import hashlib
@@ -10,8 +11,10 @@ import itertools
 from array import array
 
 from cloudlet_compute.format.records import (CHUNK_SIZE, SOURCE_BASE_DISK, SOURCE_BASE_MEM,
-                                             SOURCE_RAW, SOURCE_SELF, SOURCE_ZERO, TARGET_DISK,
-                                             TARGET_MEMORY, ZERO_CHUNK, ZERO_DIGEST)
+                                             SOURCE_OVERLAY_DISK, SOURCE_RAW, SOURCE_SELF,
+                                             SOURCE_ZERO, TARGET_DISK, TARGET_MEMORY,
+                                             ZERO_CHUNK, ZERO_DIGEST)
+from cloudlet_compute.write.diskwindows import DiskWindows
 from cloudlet_compute.write.digestindex import DigestIndex
 
 
@@ -19,9 +22,9 @@ class Chunks:
     """The changed chunks, memory then disk, numbered 0.. in that order, and their sources.
 
     ``memory`` and ``disk`` are the delta stage's spools; ``sources[i]`` is a
-    ``records.SOURCE_*``, ``refs[i]`` the base offset (BASE_*), the number of the literal
-    it repeats (SELF) or -1; ``repeats`` maps a literal's number to the numbers of its
-    repeats, in order. Only numbers are kept in memory, never chunk bytes.
+    ``records.SOURCE_*``, ``refs[i]`` the byte offset (BASE_*, OVERLAY_DISK), the number of
+    the literal it repeats (SELF) or -1; ``repeats`` maps a literal's number to the numbers
+    of its repeats, in order. Only numbers are kept in memory, never chunk bytes.
     """
 
     def __init__(self, memory, disk):
@@ -68,12 +71,19 @@ class BaseMatcher:
         return digest, None, None
 
 
-def dedup(memory_changed, disk_changed, base):
-    """Classify the changed chunks of two spools (memory first); return ``Chunks``."""
+def dedup(memory_changed, disk_changed, base, unaligned=True):
+    """Classify the changed chunks of two spools (memory first); return ``Chunks``.
+
+    ``unaligned`` False leaves out the customized disk's windows at 512-byte offsets (for
+    measuring what they save)."""
     matcher = BaseMatcher(base)
+    windows = DiskWindows(memory_changed, disk_changed, base) if unaligned else None
     chunks, pivots = Chunks(memory_changed, disk_changed), {}
     for i, (_index, data) in enumerate(itertools.chain(memory_changed, disk_changed)):
         digest, source, ref = matcher.classify(data)
+        if source is None and windows is not None and i < len(memory_changed):
+            ref = windows.find(digest)
+            source = None if ref is None else SOURCE_OVERLAY_DISK
         if source is None:
             pivot = pivots.get(digest)
             if pivot is None:

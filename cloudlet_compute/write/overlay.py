@@ -30,11 +30,11 @@ def meta_fields(base, mem, disk):
 
 
 def create(conn, store, domain_name, out_path, codec=blobcodec.DEFAULT_CODEC, level=None,
-           progress_factory=NullProgress):
+           progress_factory=NullProgress, unaligned=True):
     """Build the overlay of running domain ``domain_name`` at ``out_path``.
 
     The domain keeps running (it is paused while its state is captured). Returns
-    ``(meta, timings)``; timings are seconds per phase.
+    ``(meta, timings)``; timings are seconds per phase. ``unaligned``: as for ``dedup.dedup``.
     """
     timings = {}
     t0 = time.monotonic()
@@ -54,7 +54,7 @@ def create(conn, store, domain_name, out_path, codec=blobcodec.DEFAULT_CODEC, le
         disk = delta.disk_delta(cap.disk_path, base, work)
         t2 = time.monotonic()
         timings["delta"] = t2 - t1
-        chunks = dedup.dedup(mem.changed, disk.changed, base)
+        chunks = dedup.dedup(mem.changed, disk.changed, base, unaligned)
         t3 = time.monotonic()
         timings["dedup"] = t3 - t2
         fields = meta_fields(base, mem, disk)

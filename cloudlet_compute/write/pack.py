@@ -49,7 +49,7 @@ def build_blobs(chunks):
         elif source == SOURCE_ZERO:
             builder.add_zero(target, index)
         else:
-            builder.add_base(target, index, source, ref)
+            builder.add_copy(target, index, source, ref)
         counts["disk_chunks" if target == TARGET_DISK else "memory_chunks"] += 1
     if builder.records:
         yield bytes(builder.data), builder.records, counts

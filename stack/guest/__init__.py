@@ -16,10 +16,11 @@ from .guest import (  # noqa: F401
     destroy,
     domain_xml,
     ensure_built,
+    tiny_with_blocks,
 )
 
 __all__ = [
     "CMD_SOCK", "CONSOLE_LOG", "GUEST_DIR", "GuestChannel", "GuestCommandError",
     "GuestConnectionError", "GuestError", "GuestTimeoutError", "Image", "boot", "console_tail",
-    "destroy", "domain_xml", "ensure_built",
+    "destroy", "domain_xml", "ensure_built", "tiny_with_blocks",
 ]

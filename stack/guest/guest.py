@@ -81,6 +81,27 @@ def tiny() -> Image:
     return Image(GUEST_DIR)
 
 
+def tiny_with_blocks(directory: os.PathLike | str, block_size: int) -> Image:
+    """The tiny guest with its disk made again as an ext4 of ``block_size``-byte blocks (the
+    same 64 MiB and content, the kernel and initrd linked) in the new ``directory``
+    (searchable by the QEMU user). With 1 KiB blocks, what mke2fs picks for a small file
+    system, a file's page-cache pages are disk windows at 1 KiB offsets, not disk chunks."""
+    directory = Path(directory)
+    content = directory / "content"
+    content.mkdir(parents=True)
+    directory.chmod(0o755)
+    for name in ("vmlinuz", "initrd.img"):
+        (directory / name).symlink_to(GUEST_DIR / name)
+    (content / "hello.txt").write_text("hello from the cloudlet test disk\n")
+    disk = directory / "disk.raw"
+    with open(disk, "wb") as f:
+        f.truncate(64 << 20)
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-b", str(block_size), "-L", "cltest", "-d",
+                    str(content), str(disk)], check=True)
+    disk.chmod(0o644)
+    return Image(directory)
+
+
 def ensure_built(guest_dir: os.PathLike | str = None) -> Path:
     """Run build.sh (a no-op when the guest is up to date) and return the guest directory."""
     guest_dir = Path(guest_dir or GUEST_DIR)

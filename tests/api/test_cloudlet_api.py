@@ -172,6 +172,12 @@ class CloudletAPITest(base.CloudletTestBase):
         _ctxt, instance, name, overlay_id = cast.call_args.args
         self.assertEqual((resumed["id"], "ov", body["overlay-id"]),
                          (instance.uuid, name, overlay_id))
+        # Each action is an instance action (its compute event says why it failed).
+        for server_id, action in ((self.server["id"], "cloudlet-base"),
+                                  (resumed["id"], "cloudlet-overlay-finish")):
+            actions = self.api.api_get("/servers/%s/os-instance-actions"
+                                       % server_id).body["instanceActions"]
+            self.assertIn(action, [a["action"] for a in actions])
 
         # A cast that cannot be sent gives the server back and drops the records.
         with mock.patch(OVERLAY_CAST, side_effect=RuntimeError("no queue")):
@@ -273,3 +279,6 @@ class OverlayURLAllowedTest(_OverlayURLTest):
         for url in ("http://127.0.0.1:5000/ov.zip", "http://overlays.invalid/ov.zip"):
             resp = self._post(url)
             self.assertEqual(202, resp.status, (url, resp.body))
+            # This compute host fakes the engine: the build completes. Waiting for it keeps
+            # its RPC calls from outliving the test's services (a 60 s timeout at teardown).
+            self._wait_for_state_change(resp.body["server"], "ACTIVE")

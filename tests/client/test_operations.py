@@ -60,3 +60,35 @@ def test_synthesis_needs_one_overlay_source():
     for url, image in ((None, None), ("http://h/o.zip", "app")):
         with pytest.raises(UsageError, match="overlay URL or --overlay-image"):
             synthesis.synthesis(None, url, "vm", overlay_image=image)
+
+
+class FailedTaskCompute:
+    """A server whose cloudlet task is over, its image record deleted; ``reason`` (or None)
+    is what nova-compute left in its metadata."""
+
+    def __init__(self, reason):
+        self.reason = reason
+
+    def get_server(self, server_id):
+        return types.SimpleNamespace(name="web", task_state=None)
+
+    def get(self, url, raise_exc=True):
+        assert url == "/servers/s1/metadata/cloudlet_error", url
+        if self.reason is None:
+            return types.SimpleNamespace(status_code=404, json=lambda: {})
+        return types.SimpleNamespace(status_code=200,
+                                     json=lambda: {"meta": {"cloudlet_error": self.reason}})
+
+
+@pytest.mark.parametrize("reason, said", [
+    ("Cloudlet cloudlet-overlay-finish failed: No space left\non device",
+     "the task on server web failed: Cloudlet cloudlet-overlay-finish failed: No space left "
+     "on device"),
+    (None, "the task on server web failed: image ov1 is deleted")])
+def test_a_failed_task_says_why(reason, said):
+    from client.core import waiting
+    conn = types.SimpleNamespace(compute=FailedTaskCompute(reason), image=types.SimpleNamespace(
+        find_image=lambda image_id, ignore_missing=True: None))
+    with pytest.raises(errors.ApiError) as err:
+        waiting.wait_task(conn, "s1", ["ov1"], report=lambda text: None)
+    assert str(err.value) == said

@@ -5,6 +5,7 @@ import http.server
 import ipaddress
 import os
 import threading
+import time
 import urllib.parse
 
 import pytest
@@ -13,6 +14,7 @@ from cloudlet_compute.errors import FetchError
 from cloudlet_compute.progress import NullProgress
 from cloudlet_compute.read import fetch, fetchpolicy
 from cloudlet_compute.read.fetchpolicy import REFUSED, FetchPolicy, RefusedURL
+from stack.httpserve import FileServer
 
 PUBLIC = "93.184.216.34"
 OWN = "10.9.8.7"
@@ -175,3 +177,36 @@ def test_a_name_that_connects_elsewhere_is_refused_before_sending(server, tmp_pa
 
 def test_host_addresses_include_loopback():
     assert ipaddress.ip_address("127.0.0.1") in fetchpolicy._host_addresses()
+
+
+@pytest.mark.parametrize("no_ranges", [False, True], ids=["ranged", "whole"])
+def test_a_trickling_server_is_cut_off_at_the_time_limit_and_leaves_no_file(tmp_path,
+                                                                            no_ranges):
+    """The time limit bounds the whole download, however the server dribbles its bytes: at
+    64 KiB/s a 1 MiB overlay would take 16 s; the limit of 1 s ends it."""
+    (tmp_path / "served").mkdir()
+    (tmp_path / "served" / "o.zip").write_bytes(os.urandom(1 << 20))
+    work = tmp_path / "work"
+    work.mkdir()
+    limited = FetchPolicy(time_limit=1, **LOOPBACK_OK)
+    with FileServer(str(tmp_path / "served"), no_ranges=no_ranges, rate=64 << 10) as served:
+        url = served.url("o.zip")
+        t0 = time.monotonic()
+        with pytest.raises(FetchError) as err:
+            source, _ = fetch.open_source(url, str(work), NullProgress(), policy=limited,
+                                          tail_hint=16)
+            b"".join(source.stream(0, source.size))
+        took = time.monotonic() - t0
+    assert str(err.value) == ("the download of %s did not end within 1 s, this cloud's "
+                              "overlay fetch time limit" % url)
+    assert 1 <= took < 3, took
+    assert os.listdir(work) == []
+
+
+def test_a_download_within_the_time_limit_is_whole(tmp_path):
+    data = os.urandom(256 << 10)
+    (tmp_path / "o.zip").write_bytes(data)
+    with FileServer(str(tmp_path), rate=1 << 20) as served:
+        source, _ = fetch.open_source(served.url("o.zip"), str(tmp_path), NullProgress(),
+                                      policy=FetchPolicy(time_limit=30, **LOOPBACK_OK))
+        assert b"".join(source.stream(0, source.size)) == data

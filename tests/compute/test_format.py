@@ -1,8 +1,9 @@
 """The overlay format without libvirt: golden file, codecs, records, meta, and fuzzing.
 
 A synthetic base VM and customization (``bench/synthetic.py``) exercise every
-record source. ``golden/overlay-v1.zip`` freezes format version 1: today's writer must
-produce it byte for byte, and today's reader must rebuild the customized VM from it.
+record source. ``golden/overlay-vN.zip`` freezes format version N: today's writer must
+produce the current version's byte for byte, and today's reader must rebuild the customized
+VM of each version's world from its file (old overlays still synthesize).
 """
 
 import json
@@ -25,7 +26,8 @@ from cloudlet_compute.read.fetch import FileSource
 from cloudlet_compute.read.synthesis import read_overlay
 from bench import synthetic
 
-GOLDEN = os.path.join(os.path.dirname(__file__), "golden", "overlay-v1.zip")
+GOLDEN_V1, GOLDEN = (os.path.join(os.path.dirname(__file__), "golden", "overlay-v%d.zip" % v)
+                     for v in (1, metamod.FORMAT_VERSION))
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Reads the golden overlay's meta with libvirt made unimportable: the reader the clients use
 # (and both command lines, over the whole client core) must not load libvirt.
@@ -71,7 +73,7 @@ def test_every_record_source_is_used(world):
 
 def test_writer_reproduces_the_golden_file(world):
     with open(world[1], "rb") as new, open(GOLDEN, "rb") as golden:
-        assert new.read() == golden.read(), "format v1 changed: bump the version, add a golden"
+        assert new.read() == golden.read(), "format v2 changed: bump the version, add a golden"
 
 
 def test_overlay_info_reads_the_golden_meta_without_libvirt(tmp_path):
@@ -84,11 +86,13 @@ def test_overlay_info_reads_the_golden_meta_without_libvirt(tmp_path):
     assert meta["version"] == metamod.FORMAT_VERSION
 
 
-def test_golden_file_rebuilds_the_customized_vm(world):
-    base, _out, _meta, image, disk = world
-    got_image, got_disk, meta = rebuild(GOLDEN, base)
-    assert meta["version"] == 1
-    assert got_image == image
+@pytest.mark.parametrize("version", [1, 2])
+def test_golden_file_rebuilds_the_customized_vm(world, version):
+    base = world[0]
+    _, _, pages, disk = synthetic.world(version=version)
+    got_image, got_disk, meta = rebuild(GOLDEN_V1 if version == 1 else GOLDEN, base)
+    assert meta["version"] == version
+    assert got_image == synthetic.memory_image(pages)
     assert got_disk == disk
 
 
@@ -113,7 +117,7 @@ def test_records_round_trip():
     chunk = os.urandom(records.CHUNK_SIZE)
     at = builder.add_raw(records.TARGET_MEMORY, 5, chunk)
     builder.add_zero(records.TARGET_DISK, 7)
-    builder.add_base(records.TARGET_DISK, 8, records.SOURCE_BASE_MEM, 4096 * 3)
+    builder.add_copy(records.TARGET_DISK, 8, records.SOURCE_BASE_MEM, 4096 * 3)
     builder.add_self(records.TARGET_DISK, 9, at)
     got = [(t, i, s, bytes(v) if isinstance(v, memoryview) else v)
            for t, i, s, v in records.iter_records(bytes(builder.data))]
@@ -141,7 +145,7 @@ def good_meta(world):
 
 @pytest.mark.parametrize("change, message", [
     (lambda m: m.pop("disk"), "disk is missing"),
-    (lambda m: m.update(version=2), "version 2 is not supported"),
+    (lambda m: m.update(version=3), "version 3 is not supported"),
     (lambda m: m.update(format="other"), "not an OpenStack"),
     (lambda m: m["blobs"][0].update(member="../x"), "expected 'blob-00000'"),
     (lambda m: m["memory"].update(image_size=-1), "negative"),

@@ -167,8 +167,9 @@ def test_hook_links_the_file_and_leaves_a_marker(tmp_path, world):
     base = world[0]
     ram = ramfile.ensure(base)
     marker = str(tmp_path / ramhook.MARKER_NAME)
-    xml = domxml.with_ram_file("<domain type='qemu' id='17'><name>%s</name><memory>1</memory>"
-                               "<devices/></domain>" % ("n" * 30), ram.path, marker)
+    domain = ("<domain type='qemu' id='17'><name>%s</name><memory>1</memory><devices><disk>"
+              "<source file='%s'/></disk></devices></domain>" % ("n" * 30, tmp_path / "disk"))
+    xml = domxml.with_ram_file(domain, ram.path, marker)
     directory = str(tmp_path / "ram")
     assert ramhook.main(["hook", "x", "start", "begin"], io.StringIO(xml)) == 0
     assert not os.path.exists(marker)
@@ -176,8 +177,40 @@ def test_hook_links_the_file_and_leaves_a_marker(tmp_path, world):
     assert link == os.path.join(directory, "17-" + "n" * 20, "pc.ram")
     assert os.readlink(link) == ram.path and open(marker).read().strip() == link
     assert ram.unchanged()
-    forged = xml.replace(ramhook.MARKER_NAME, "passwd")
-    assert ramhook.prepare(forged, str(tmp_path / "other")) is None
+
+
+def test_hook_trusts_nothing_in_the_xml(tmp_path, world):
+    """Run as root for any domain: only a base's RAM file is linked, and the marker is only
+    written, not through a symlink, beside the domain's disk."""
+    ram = ramfile.ensure(world[0])
+    disk = tmp_path / "inst" / "disk"
+    disk.parent.mkdir()
+    marker = str(disk.parent / ramhook.MARKER_NAME)
+    domain = ("<domain type='qemu' id='3'><name>d</name><memory>1</memory><devices><disk>"
+              "<source file='%s'/></disk></devices></domain>" % disk)
+    (tmp_path / "pc.ram").write_bytes(b"secret")      # a pc.ram that is no base's
+    directory = str(tmp_path / "ram")
+    for target, where in (("/etc/passwd", marker), (str(tmp_path / "pc.ram"), marker),
+                          ("pc.ram", marker),
+                          (ram.path, str(tmp_path / ramhook.MARKER_NAME)),
+                          (ram.path, "/etc/" + ramhook.MARKER_NAME),
+                          (ram.path, str(disk.parent / "passwd"))):
+        assert ramhook.prepare(domxml.with_ram_file(domain, target, where), directory) is None
+        assert not os.path.exists(directory), (target, where)
+    shaped = tmp_path / "base"                          # shaped as a base's, but writable
+    shaped.mkdir()
+    (shaped / "pc.ram").write_bytes(b"ram")
+    (shaped / "ram.json").write_text("{}")
+    os.chmod(shaped / "pc.ram", 0o666)
+    xml = domxml.with_ram_file(domain, str(shaped / "pc.ram"), marker)
+    assert ramhook.prepare(xml, directory) is None
+    os.chmod(shaped / "pc.ram", 0o644)
+    assert os.readlink(ramhook.prepare(xml, directory)) == str(shaped / "pc.ram")
+    os.unlink(marker)
+    os.symlink(str(tmp_path / "victim"), marker)        # a planted marker is not followed
+    assert ramhook.main(["hook", "d", "prepare", "begin"],
+                        io.StringIO(domxml.with_ram_file(domain, ram.path, marker))) == 0
+    assert not os.path.exists(tmp_path / "victim")
 
 
 def test_nova_placement_keeps_the_ram_file(tmp_path):

@@ -3,6 +3,8 @@
 import os
 import shutil
 
+from cloudlet_compute import bases
+from cloudlet_compute.host import baseuse, domxml
 from stack import story as storymod
 from stack.guest import guest
 from stack.httpserve import FileServer
@@ -22,6 +24,15 @@ def assert_same_guest(expected, observed):
 def test_base_create_keeps_source_running(story_run, libvirt_conn):
     source = libvirt_conn.lookupByName(story_run.story.name("src"))
     assert source.isActive()
+
+
+def test_resumed_vm_keeps_its_base_from_eviction(story_run, libvirt_conn):
+    """What the compute node's cache eviction asks: the resumed guest uses its base, by its
+    metadata and by its disk's backing file alike (nova's rewritten XML keeps only the latter)."""
+    store = bases.BaseStore(story_run.story.home)
+    assert story_run.base_id in baseuse.bases_in_use(libvirt_conn, store.bases_dir)
+    disk, _ = domxml.file_disk(libvirt_conn.lookupByName(story_run.customized).XMLDesc())
+    assert baseuse.qcow2_backing(disk) == store.get(story_run.base_id).disk_path
 
 
 def test_overlay_is_deduplicated(story_run):

@@ -7,6 +7,7 @@ engine is never reached: tests replace ``engine_adapter`` functions.
 
 import os
 import sys
+import types
 import uuid
 
 import fixtures
@@ -86,7 +87,8 @@ class CloudletTestBase(base.ServersTestBase):
         start nova's XML in fakelibvirt, overlays need ``BASE_ID``."""
         mocks = {}
         for name, kwargs in (
-                ("cached_base", {"return_value": object()}),
+                ("cached_base", {"return_value": types.SimpleNamespace(
+                    id=BASE_ID, path=self.useFixture(fixtures.TempDir()).path)}),
                 ("cache_base", {"side_effect": AssertionError("base already cached")}),
                 ("overlay_base_id", {"return_value": BASE_ID}),
                 ("overlay_size_bound", {"return_value": 1 << 30}),

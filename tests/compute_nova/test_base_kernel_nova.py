@@ -106,7 +106,7 @@ class BaseKernelTest(base.CloudletTestBase):
             with open(files[image_type], "wb") as f:
                 f.write(member.encode())
         self.engine["create_base"].side_effect = lambda *a: SimpleNamespace(
-            id="ef" * 32, cmdline=CMDLINE, image_files=lambda: files)
+            id="ef" * 32, path=path, cmdline=CMDLINE, image_files=lambda: files)
 
         body = self.api.post_server_action(server["id"], {"cloudlet-base": {"name": "b1"}})
         disk = self.glance.show(None, body["base-disk"])

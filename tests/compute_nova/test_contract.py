@@ -144,3 +144,17 @@ def test_shim_installs_one_module(tmp_path):
     (virt / "cloudlet" / "__init__.py").write_text("somebody else's\n")
     with pytest.raises(RuntimeError):
         shim.uninstall(str(virt))
+
+
+def test_driver_stats_reach_the_scheduler_host_state():
+    from nova.compute import resource_tracker
+    from nova.scheduler import host_manager, utils, weights
+    assert params(libvirt_driver.LibvirtDriver.get_available_resource) == ["self", "nodename"]
+    assert "stats.digest_stats(resources.get('stats'))" in inspect.getsource(
+        resource_tracker.ResourceTracker._copy_resources)
+    assert "self.stats = compute.stats or {}" in inspect.getsource(
+        host_manager.HostState._update_from_compute_node)
+    assert params(weights.BaseHostWeigher._weigh_object) == [
+        "self", "obj", "weight_properties"]
+    assert params(utils.get_weight_multiplier) == [
+        "host_state", "multiplier_name", "multiplier_config"]

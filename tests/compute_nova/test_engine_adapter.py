@@ -145,9 +145,11 @@ def test_plug_without_nova_nics_only_detaches(tmp_path, libvirt_consts):
 
 def test_overlay_url_policy_checks_schemes_and_options():
     """One policy of the ``[cloudlet] overlay_*`` options serves nova-api and nova-compute."""
-    policy = engine_adapter.OverlayURLPolicy(["http", "https"], [], ["10.0.0.0/8"], ["80"])
+    policy = engine_adapter.OverlayURLPolicy(["http", "https"], [], ["10.0.0.0/8"], ["80"], 600)
     assert policy.check_scheme("https://overlays.example/o.zip") == "https"
     assert policy.fetch.ports == frozenset({80})
+    assert policy.fetch.time_limit == 600
+    assert engine_adapter.OverlayURLPolicy(["http"], [], [], [], 0).fetch.time_limit is None
     with pytest.raises(engine_adapter.RefusedScheme) as err:
         policy.check_scheme("file:///etc/passwd")
     assert str(err.value) == ("overlay_url scheme 'file' is not allowed by this cloud "
@@ -156,3 +158,25 @@ def test_overlay_url_policy_checks_schemes_and_options():
         engine_adapter.OverlayURLPolicy(["http", "ftp"], [], [], [])
     with pytest.raises(ValueError, match="^overlay_allowed_ports: "):
         engine_adapter.OverlayURLPolicy(["http"], [], [], ["eighty"])
+
+
+def test_synthesis_progress_reaches_nova_in_steps(monkeypatch):
+    """The engine's fetch progress becomes nova's percent, in steps of 5, once its total is
+    known."""
+    from cloudlet_compute.read import synthesis
+
+    def synthesize(conn, store, location, placement, progress_factory, **kwargs):
+        fetched = progress_factory("fetching", None)
+        fetched.update(10)                   # the meta: the total is not known yet
+        fetched.total = 1000
+        for _ in range(33):
+            fetched.update(30)
+        return {}
+    monkeypatch.setattr(synthesis, "synthesize", synthesize)
+    monkeypatch.setattr(engine_adapter, "placement_for_nova",
+                        lambda xml: SimpleNamespace(name="instance-1"))
+    monkeypatch.setattr(engine_adapter, "_finish_restore", lambda *args: None)
+    seen = []
+    engine_adapter.synthesize_into(None, None, "http://o/ov.zip", "b", "<domain/>",
+                                   progress=seen.append)
+    assert seen == [7, 13, 19, 25, 31, 37, 43, 49, 55, 61, 67, 73, 79, 85, 91, 97, 100]

@@ -6,6 +6,7 @@ serves the endpoint that CloudletDriver registered through ``virtapi._compute``.
 engine is replaced behind ``engine_adapter``.
 """
 
+import json
 import os
 from types import SimpleNamespace
 from unittest import mock
@@ -13,6 +14,7 @@ from unittest import mock
 from nova.compute import task_states
 
 from cloudlet_api import servers
+from cloudlet_compute.nova import basecache
 from cloudlet_compute.nova import glance as cloudlet_glance
 from cloudlet_compute import imagemodel
 from cloudlet_compute.errors import ConflictError
@@ -43,11 +45,21 @@ class RPCPlumbingTest(base.CloudletTestBase):
         self.engine["synthesize_into"].assert_not_called()
 
         url = "http://overlays.example/ov.zip"
+        building = []
+
+        def synthesize(conn, *args, progress, **kwargs):
+            progress(35)    # the engine's fetch: 35 % of the overlay in
+            building.append(self.api.get_server(args[-1].split("<uuid>")[1][:36]))
+            base.fake_restore(conn, *args, **kwargs)
+        self.engine["synthesize_into"].side_effect = synthesize
         synthesized = self._boot(image_id=disk_image, metadata={"overlay_url": url})
         (_conn, _store, location, base_id, xml), kwargs = \
             self.engine["synthesize_into"].call_args
         self.assertEqual((url, base.BASE_ID), (location, base_id))
         self.assertIn(synthesized["id"], xml)
+        # While it builds, the server's progress is the synthesis's.
+        self.assertEqual([("BUILD", 35)], [(s["status"], s["progress"]) for s in building])
+        self.engine["synthesize_into"].side_effect = base.fake_restore
         policy = kwargs["policy"]
         self.assertEqual(frozenset({80, 443}), policy.ports)   # the product default
         self.engine["overlay_base_id"].assert_called_with(self.engine_store(), url,
@@ -119,7 +131,16 @@ class RPCPlumbingTest(base.CloudletTestBase):
         self.assertIsNone(self._instance(server["id"]).task_state)
         self.assertIn("Cloudlet cloudlet-overlay-finish failed: domain has no base",
                       self._faults(server["id"]))
-        self.assertEqual(["ov1"], [i["name"] for i in self.glance.images.values()
+        # ... and its owner reads why in the server's metadata; the next action clears it.
+        metadata = self.api.get_server(server["id"])["metadata"]
+        self.assertEqual("Cloudlet cloudlet-overlay-finish failed: domain has no base",
+                         metadata[cloudlet_glance.METADATA_TASK_ERROR])
+        self.engine["create_overlay"].side_effect = create_overlay
+        self.api.post_server_action(
+            server["id"], {"cloudlet-overlay-finish": {"overlay-name": "ov3"}})
+        self.assertNotIn(cloudlet_glance.METADATA_TASK_ERROR,
+                         self.api.get_server(server["id"])["metadata"])
+        self.assertEqual(["ov1", "ov3"], [i["name"] for i in self.glance.images.values()
                                    if i["properties"].get("cloudlet_type") ==
                                    cloudlet_glance.OVERLAY])
 
@@ -148,3 +169,6 @@ class RPCPlumbingTest(base.CloudletTestBase):
             self.assertEqual("ef" * 32,
                              self.glance.show(None, body[key])["properties"]["base_sha256_uuid"])
         self.assertIsNone(self._instance(server["id"]).task_state)
+        # The host that made the base is where the scheduler sends its resumes.
+        with open(os.path.join(self.cache_dir, "fakebase", basecache.RECORD)) as f:
+            self.assertEqual([body["base-disk"]], json.load(f)["images"])

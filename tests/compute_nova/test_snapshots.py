@@ -85,7 +85,8 @@ class SnapshotAndShelveTest(base.CloudletTestBase):
                 f.write(OVERLAY_BYTES)
             return {"base_vm_sha256": base.BASE_ID}
 
-        def synthesize_into(conn, store, location, base_id, xml, paused=False, policy=None):
+        def synthesize_into(conn, store, location, base_id, xml, paused=False, policy=None,
+                            progress=None):
             with open(location, "rb") as f:
                 synthesized["data"] = f.read()
             synthesized["base_id"] = base_id
@@ -124,7 +125,8 @@ class SnapshotAndShelveTest(base.CloudletTestBase):
         16); nova-api refuses an image that is not an overlay, a missing one, and both keys."""
         synthesized = {}
 
-        def synthesize_into(conn, store, location, base_id, xml, paused=False, policy=None):
+        def synthesize_into(conn, store, location, base_id, xml, paused=False, policy=None,
+                            progress=None):
             with open(location, "rb") as f:
                 synthesized["data"] = f.read()
             base.fake_restore(conn, xml)

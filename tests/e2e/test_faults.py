@@ -118,6 +118,7 @@ def start_overlay(demo, prepared, until=None):
     resp = cloud.server_action(demo, prepared.server_id, {"cloudlet-overlay-finish": {
         "overlay-name": "%s-ov-%s" % (prepared.story.tag, uuid.uuid4().hex[:4])}})
     assert resp.status_code == 202, resp.text
+    assert user_reason(demo, prepared) is None        # a new action forgets the last failure
     prepared.story.images.append(resp.json()["overlay-id"])
     if until:
         cloud.wait_for(lambda: task_state(demo, prepared) == until, 120,
@@ -130,12 +131,24 @@ def new_faults(prepared):
     return faults.fault_messages(prepared.server_id)[prepared.faults_before:]
 
 
-def action_fault(prepared):
-    """The one fault the last overlay creation on the prepared server recorded (one line)."""
+def action_fault(demo, prepared):
+    """The one fault the last overlay creation on the prepared server recorded (one line),
+    which its (non-admin) owner reads in the server's metadata; the instance action says
+    Error."""
     new = new_faults(prepared)
     assert len(new) == 1, new
     assert_one_line(new[0])
+    assert user_reason(demo, prepared) == new[0]
+    action = demo.compute.get("/servers/%s/os-instance-actions" % prepared.server_id).json()
+    latest = max(action["instanceActions"], key=lambda a: a["start_time"])
+    assert (latest["action"], latest["message"]) == ("cloudlet-overlay-finish", "Error"), latest
     return new[0]
+
+
+def user_reason(demo, prepared):
+    """Why the prepared server's last cloudlet action failed, as its owner reads it."""
+    metadata = demo.compute.get_server_metadata(prepared.server_id).metadata
+    return metadata.get(model.METADATA_TASK_ERROR)
 
 
 def task_state(demo, prepared):
@@ -236,7 +249,7 @@ def test_cache_full_during_overlay_creation(clouds, prepared):
         overlay_id = start_overlay(demo, prepared)
         settled(demo, prepared)
         image_gone(demo, overlay_id)
-        message = action_fault(prepared)
+        message = action_fault(demo, prepared)
         assert "No space left on device" in message, message
         assert_clean(admin)
     assert_source_intact(demo, prepared)
@@ -252,7 +265,7 @@ def test_glance_down_during_overlay_upload(clouds, prepared):
                        "the overlay upload to start", interval=0.1)
         down()
         settled(demo, prepared)
-    message = action_fault(prepared)
+    message = action_fault(demo, prepared)
     assert message == ("Cloudlet cloudlet-overlay-finish failed: the image service cannot be "
                        "reached; nothing was stored"), message
     image_gone(demo, overlay_id)    # deleted once Glance is back
@@ -269,7 +282,7 @@ def test_rabbitmq_restarted_during_overlay_creation(clouds, prepared):
     image = cloud.wait_for(lambda: _finished(demo, overlay_id), 120,
                            "image %s to be active or deleted" % overlay_id)
     if image == "deleted":      # failed cleanly: with a reason
-        action_fault(prepared)
+        action_fault(demo, prepared)
     else:
         assert new_faults(prepared) == []
     assert_clean(admin)

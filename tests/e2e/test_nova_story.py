@@ -46,5 +46,7 @@ def test_resume_overlay_synthesis_through_nova(clouds, base_images):
                                  overlay_image=overlay_id)
         assert from_glance.status == "ACTIVE"
         assert_same_guest(expected, story.observe(from_glance.id))
+        # The build's progress followed the overlay's fetch (a resume fetches nothing).
+        assert (resumed.progress, synthesized.progress, from_glance.progress) == (0, 100, 100)
     finally:
         story.cleanup()

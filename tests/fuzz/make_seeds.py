@@ -1,7 +1,7 @@
 """Write the seed corpora under ``tests/fuzz/corpus/<target>/`` (committed; deterministic).
 
 ``python -m tests.fuzz.make_seeds``. Seeds are small valid inputs, taken from the golden
-overlay (``tests/compute/golden/overlay-v1.zip``) and shrunk, or built with the engine's
+overlay (``tests/compute/golden/overlay-v2.zip``) and shrunk, or built with the engine's
 own writers on tiny memory images, so the fuzzer starts from the paths valid input takes.
 """
 
@@ -113,9 +113,10 @@ def seeds():
     builder = records.BlobBuilder()
     at = builder.add_raw(TARGET_MEMORY, 1, page)
     builder.add_zero(TARGET_DISK, 2)
-    builder.add_base(TARGET_MEMORY, 3, records.SOURCE_BASE_MEM, CHUNK_SIZE * 2)
-    builder.add_base(TARGET_DISK, 4, records.SOURCE_BASE_DISK, CHUNK_SIZE * 3)
+    builder.add_copy(TARGET_MEMORY, 3, records.SOURCE_BASE_MEM, CHUNK_SIZE * 2)
+    builder.add_copy(TARGET_DISK, 4, records.SOURCE_BASE_DISK, CHUNK_SIZE * 3)
     builder.add_self(TARGET_DISK, 5, at)
+    builder.add_copy(TARGET_MEMORY, 6, records.SOURCE_OVERLAY_DISK, CHUNK_SIZE * 2 + 1024)
     out["records"] = {"golden-blob": blob_plain, "every-source": bytes(builder.data)}
 
     tiny_skeleton = Skeleton(array("Q", [10, 10, 40]), array("q", [-1, 8192, 4096 * 7]),
@@ -170,12 +171,12 @@ def _handoff_plaintexts(page):
     disk = records.BlobBuilder()
     at = disk.add_raw(TARGET_DISK, 1, page)
     disk.add_zero(TARGET_DISK, 2)
-    disk.add_base(TARGET_DISK, 5, records.SOURCE_BASE_DISK, CHUNK_SIZE * 3)
+    disk.add_copy(TARGET_DISK, 5, records.SOURCE_BASE_DISK, CHUNK_SIZE * 3)
     disk.add_self(TARGET_DISK, 6, at)
     memory = records.BlobBuilder()
     memory.add_raw(TARGET_MEMORY, 0, page[::-1])
     memory.add_zero(TARGET_MEMORY, CHUNK_SIZE)
-    memory.add_base(TARGET_MEMORY, 2 * CHUNK_SIZE, records.SOURCE_BASE_MEM, offsets[0])
+    memory.add_copy(TARGET_MEMORY, 2 * CHUNK_SIZE, records.SOURCE_BASE_MEM, offsets[0])
     memory.add_prior(TARGET_MEMORY, 3 * CHUNK_SIZE, TARGET_DISK, 1)
     state = destination._Reassembly(base, w.base_mem, w.base_disk)
     state.take_records(bytes(disk.data), 1)

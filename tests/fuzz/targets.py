@@ -40,7 +40,7 @@ from cloudlet_compute.write.spool import FileFeed
 from bench import synthetic
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-GOLDEN = os.path.join(os.path.dirname(HERE), "compute", "golden", "overlay-v1.zip")
+GOLDEN = os.path.join(os.path.dirname(HERE), "compute", "golden", "overlay-v2.zip")
 FRAME_KEY = bytes(range(32))          # both directions of the fuzzed handoff channel
 DEST_UUID = "6b0d4c1e-2f3a-4b5c-8d9e-0a1b2c3d4e5f"
 FAKE_SECRET = bytes(range(32, 64))

@@ -52,7 +52,9 @@ def test_endpoints_are_separate(clouds_ab):
     # b's handoff address on the link, a's on the root side.
     for c, want in ((stack.cloud("a"), "10.251.0.1"), (B, "10.251.0.2")):
         with open(os.path.join(c.state, "etc", "nova", "nova.conf")) as f:
-            assert "handoff_host = %s\n" % want in f.read()
+            text = f.read()
+        assert "handoff_host = %s\n" % want in text
+        assert "cloudlet_compute.nova.weigher.CachedBaseWeigher\n" in text
 
 
 def test_server_on_cloud_b(clouds_ab):

@@ -14,6 +14,7 @@ import uuid
 
 import stack
 from client.core.bases import import_base_package
+from cloudlet_compute import imagemodel as model
 from stack.guest import guest
 from stack.novastory import NovaStory, delete_server, guest_channel, server_action, wait_for
 
@@ -90,8 +91,12 @@ def upload_kernel(conn, tag, guest_dir, created):
 @contextlib.contextmanager
 def imported_base(conn, package, prefix):
     """The base package imported into Glance as ``conn``'s user, named ``PREFIX-<random>``:
-    ``{cloudlet_type: id}``; its images deleted afterwards."""
+    ``{cloudlet_type: id}``; its images deleted afterwards. The tiny guest has no ACPI
+    power-button handler, so nova's stop would wait the whole clean-shutdown timeout (60 s)
+    before forcing it off: its disk image says 2 s (``os_shutdown_timeout``; a soft reboot
+    waits the stack's ``[libvirt] wait_soft_reboot_seconds`` instead)."""
     ids = import_base_package(conn, package, name="%s-%s" % (prefix, uuid.uuid4().hex[:6]))
+    conn.image.update_image(ids[model.BASE_DISK], os_shutdown_timeout="2")
     try:
         yield ids
     finally:
