@@ -139,6 +139,8 @@ def assert_rebuild_to_a_plain_image_boots_it(story, server_id):
     uploaded = []
     plain = cloud.upload_guest(story.demo, story.tag, guest.GUEST_DIR, uploaded)
     story.images += [i.id for i in uploaded]
+    # rebuild stops the server first, waiting the new image's clean-shutdown timeout.
+    story.demo.image.update_image(plain.id, os_shutdown_timeout="2")
     log = rebuild(story, server_id, plain.id)
     assert not log.says("cloudlet spawn"), log.lines()
     booted = read_guest(story, server_id)
