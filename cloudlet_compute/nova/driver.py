@@ -62,7 +62,8 @@ def spawn_plan(instance, image):
     another image than the one the server was created from. A base disk resumes the base
     (or synthesizes the overlay of ``overlay_url`` or ``overlay_image`` metadata, or receives
     a handoff); an overlay image (a shelved cloudlet server) is synthesized; anything else
-    boots as nova does.
+    boots as nova does. A rebuild never receives a handoff again (that VM was received
+    once, its source is gone): a handed-off server rebuilds as a resume of its base.
     """
     props = (image or {}).get('properties') or {}
     image_type = props.get(glance.PROPERTY_TYPE)
@@ -77,7 +78,8 @@ def spawn_plan(instance, image):
     if image_type != glance.BASE_DISK:
         return None
     overlay_url = metadata.get(glance.METADATA_OVERLAY_URL)
-    handoff_source = metadata.get(glance.METADATA_HANDOFF_SOURCE)
+    handoff_source = None if instance.task_state == task_states.REBUILD_SPAWNING else \
+        metadata.get(glance.METADATA_HANDOFF_SOURCE)
     mode = HANDOFF if handoff_source else SYNTHESIS if overlay_url or overlay_image else RESUME
     return SpawnPlan(mode=mode, base_id=props.get(glance.PROPERTY_BASE_ID),
                      disk_image_id=image['id'], memory_image_id=props.get(glance.BASE_MEMORY),

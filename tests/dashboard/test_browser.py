@@ -6,8 +6,10 @@ chromium driven by Selenium, logged in as the non-admin user ``demo``:
 Import Base VM -> Resume Base VM -> (the test customizes the guest through its serial
 console) -> Create VM Overlay -> Download VM overlay -> Start VM Synthesis (the downloaded
 overlay served over HTTP; then from the overlay image in Glance) -> the synthesized instance
-is Active and its guest holds the customized memory and disk -> VM Handoff to cloud b -> the instance is gone here and runs on
-b with the same memory and disk. Each step leaves a screenshot in doc/screenshots/.
+is Active and its guest holds the customized memory and disk -> VM Handoff to cloud b -> the
+instance is gone here and runs on b with the same memory and disk -> Shelve, then Unshelve
+the resumed instance in Horizon's Instances panel: it comes back with its memory and disk.
+Each Cloudlet step leaves a screenshot in doc/screenshots/.
 """
 
 import os
@@ -189,10 +191,11 @@ def shot(driver, name, table=None):
 
 
 class Panel:
-    """The Cloudlet page in the browser."""
+    """A page of Horizon's Project dashboard in the browser (the Cloudlet panel unless
+    ``page`` says another)."""
 
-    def __init__(self, driver, url):
-        self.driver, self.url = driver, url + "/project/cloudlet/"
+    def __init__(self, driver, url, page="cloudlet"):
+        self.driver, self.url = driver, "%s/project/%s/" % (url, page)
 
     def open(self):
         self.driver.get(self.url)
@@ -212,6 +215,27 @@ class Panel:
         self.modal()
         self.driver.find_element(
             By.CSS_SELECTOR, "#modal_wrapper .modal .modal-footer .btn-primary").click()
+
+    def run_workflow(self, action_id, name, screenshot, fields=(), choices=()):
+        """Open the workflow behind button ``action_id``; fill ``fields`` and pick
+        ``choices`` (pairs of field id and text, select id and label prefix), name the
+        instance ``name`` with flavor cl.tiny; screenshot ``screenshot``; submit."""
+        self.click(action_id)
+        for field_id, text in fields:
+            self.fill(field_id, text)
+        for select_id, label in choices:
+            self.choose(select_id, label)
+        self.fill("id_name", name)
+        self.choose("id_flavor", "cl.tiny ")
+        shot(self.driver, screenshot)
+        self.submit_modal()
+
+    def row_menu_action(self, table, object_id, action):
+        """Click row action ``action`` of row ``object_id``, from the row's dropdown menu."""
+        row = self.wait(EC.presence_of_element_located(
+            (By.CSS_SELECTOR, "#%s tr[data-object-id='%s']" % (table, object_id))))
+        row.find_element(By.CSS_SELECTOR, ".btn-group .dropdown-toggle").click()
+        self.click("%s__row_%s__action_%s" % (table, object_id, action))
 
     def fill(self, field_id, text):
         field = self.wait(EC.visibility_of_element_located((By.ID, field_id)))
@@ -311,11 +335,8 @@ def test_cloudlet_story_in_the_browser(horizon, browser, base_package, stack_up,
         assert any("Imported base VM" in m for m in panel.messages()), panel.messages()
 
         # Resume Base VM: a workflow with the flavors that fit the base.
-        panel.click("images__row_%s__action_resume" % base_image)
-        panel.fill("id_name", tag + "-resumed")
-        panel.choose("id_flavor", "cl.tiny ")
-        shot(browser, "3-resume-base")
-        panel.submit_modal()
+        panel.run_workflow("images__row_%s__action_resume" % base_image, tag + "-resumed",
+                           "3-resume-base")
         resumed = panel.row_id("instances", tag + "-resumed")
         servers.append(resumed)
         cells = panel.wait_row_status("instances", tag + "-resumed", "Active")
@@ -348,12 +369,8 @@ def test_cloudlet_story_in_the_browser(horizon, browser, base_package, stack_up,
 
         # Start VM Synthesis from the downloaded overlay, served over HTTP.
         with FileServer(browser.downloads) as server:
-            panel.click("instances__action_synthesis")
-            panel.fill("id_overlay_url", server.url(overlay_name + ".zip"))
-            panel.fill("id_name", tag + "-synth")
-            panel.choose("id_flavor", "cl.tiny ")
-            shot(browser, "5-vm-synthesis")
-            panel.submit_modal()
+            panel.run_workflow("instances__action_synthesis", tag + "-synth", "5-vm-synthesis",
+                               fields=[("id_overlay_url", server.url(overlay_name + ".zip"))])
             synthesized = panel.row_id("instances", tag + "-synth")
             servers.append(synthesized)
             cells = panel.wait_row_status("instances", tag + "-synth", "Active")
@@ -366,12 +383,9 @@ def test_cloudlet_story_in_the_browser(horizon, browser, base_package, stack_up,
 
         # Start VM Synthesis from the overlay image itself: nova-compute reads it from
         # Glance (no web server); the same guest again. Deleted before the handoff.
-        panel.click("instances__action_synthesis")
-        panel.choose("id_overlay_image", overlay_name)
-        panel.fill("id_name", tag + "-from-image")
-        panel.choose("id_flavor", "cl.tiny ")
-        shot(browser, "5c-vm-synthesis-from-image")
-        panel.submit_modal()
+        panel.run_workflow("instances__action_synthesis", tag + "-from-image",
+                           "5c-vm-synthesis-from-image",
+                           choices=[("id_overlay_image", overlay_name)])
         from_image = panel.row_id("instances", tag + "-from-image")
         servers.append(from_image)
         panel.wait_row_status("instances", tag + "-from-image", "Active")
@@ -406,6 +420,18 @@ def test_cloudlet_story_in_the_browser(horizon, browser, base_package, stack_up,
         assert demo_b.compute.get_server(moved[0].id).status == "ACTIVE"
         assert demo.compute.find_server(synthesized) is None
         with cloud.guest_channel(admin_b, moved[0].id) as chan:
+            observed = storymod.parse_observation(chan.run(storymod.OBSERVE))
+        assert_same_guest(expected, observed)
+
+        # Shelve and Unshelve the resumed server in Horizon's own Instances panel: nova's
+        # shelve stores its overlay, unshelve synthesizes it; the guest goes on.
+        instances = Panel(browser, horizon, page="instances")
+        instances.open()
+        instances.row_menu_action("instances", resumed, "shelve")
+        instances.wait_row_status("instances", tag + "-resumed", "Shelved Offloaded")
+        instances.row_menu_action("instances", resumed, "shelve")   # now Unshelve Instance
+        instances.wait_row_status("instances", tag + "-resumed", "Active")
+        with cloud.guest_channel(admin, resumed) as chan:
             observed = storymod.parse_observation(chan.run(storymod.OBSERVE))
         assert_same_guest(expected, observed)
     except BaseException:

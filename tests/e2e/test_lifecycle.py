@@ -65,6 +65,18 @@ def wait_settled(conn, server_id, status, what):
     return server
 
 
+def assert_pause_and_suspend_keep_memory(story, server_id, expected):
+    """pause/unpause, then suspend/resume: each time the guest goes on with the memory and
+    disk it reported as ``expected`` (counter continued, no reboot)."""
+    for stop, start, stopped in (("pause", "unpause", "PAUSED"),
+                                 ("suspend", "resume", "SUSPENDED")):
+        openstack("server", stop, server_id)
+        wait_settled(story.demo, server_id, stopped, stop)
+        openstack("server", start, server_id)
+        wait_settled(story.demo, server_id, "ACTIVE", start)
+        assert_same_guest(expected, story.observe(server_id))
+
+
 def test_shelve_and_unshelve_keep_memory_and_disk(clouds, base_images):
     demo, _ = clouds
     story = cloud.NovaStory(*clouds)
@@ -99,20 +111,13 @@ def test_shelve_and_unshelve_keep_memory_and_disk(clouds, base_images):
         story.cleanup()
 
 
-
 def test_pause_suspend_and_a_compute_restart_keep_the_guest(clouds, base_images):
     demo, admin = clouds
     story = cloud.NovaStory(*clouds)
     try:
         server = story.boot("life", base_images[model.BASE_DISK])
         expected = story.customize(server.id)
-        for stop, start, stopped in (("pause", "unpause", "PAUSED"),
-                                     ("suspend", "resume", "SUSPENDED")):
-            openstack("server", stop, server.id)
-            wait_settled(demo, server.id, stopped, stop)
-            openstack("server", start, server.id)
-            wait_settled(demo, server.id, "ACTIVE", start)
-            assert_same_guest(expected, story.observe(server.id))
+        assert_pause_and_suspend_keep_memory(story, server.id, expected)
 
         restarted = datetime.datetime.now(datetime.timezone.utc)
         cloud.stack.restart(["nova-compute"])

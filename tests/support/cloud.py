@@ -92,8 +92,9 @@ def upload_kernel(conn, tag, guest_dir, created):
 def imported_base(conn, package, prefix):
     """The base package imported into Glance as ``conn``'s user, named ``PREFIX-<random>``:
     ``{cloudlet_type: id}``; its images deleted afterwards. The tiny guest has no ACPI
-    power-button handler, so nova's stop and soft reboot would wait the whole clean-shutdown
-    timeout (60 s) before forcing it off: its disk image says 2 s (``os_shutdown_timeout``)."""
+    power-button handler, so nova's stop would wait the whole clean-shutdown timeout (60 s)
+    before forcing it off: its disk image says 2 s (``os_shutdown_timeout``; a soft reboot
+    waits the stack's ``[libvirt] wait_soft_reboot_seconds`` instead)."""
     ids = import_base_package(conn, package, name="%s-%s" % (prefix, uuid.uuid4().hex[:6]))
     conn.image.update_image(ids[model.BASE_DISK], os_shutdown_timeout="2")
     try:
