@@ -1,6 +1,6 @@
 """Shared pieces of the Cloudlet panel's unit tests: fake images, instances and flavors as
-the API module returns them, the panel's URLs, and ``PanelTestCase`` (OpenStack unreachable,
-messages readable).
+the API module returns them, Glance images as Horizon's ``api.glance`` returns them, the
+panel's URLs, and ``PanelTestCase`` (Horizon's clients unreachable, messages readable).
 """
 
 import io
@@ -10,6 +10,8 @@ from unittest import mock
 
 from django.contrib.messages.storage import default_storage
 from django.urls import reverse
+from openstack_dashboard.api import _nova as horizon_nova
+from openstack_dashboard.api import glance, neutron
 from openstack_dashboard.test import helpers as test
 
 from dashboard_panel.api import cloudlet as api
@@ -50,6 +52,27 @@ FLAVORS = [flavor("fl-0", "too.small", 128, 1), flavor("fl-1", "cl.tiny", 256, 1
            flavor("fl-2", "cl.small", 512, 2)]
 
 
+class _Record(dict):
+    """A glanceclient image record: a dict whose keys are attributes as well."""
+
+    def __getattr__(self, key):
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+
+def glance_image(image_id, kind=None, status="active", **properties):
+    """An image as ``openstack_dashboard.api.glance`` returns it, of ``cloudlet_type``
+    ``kind`` (if given) and base ``BASE_ID`` (unless ``properties`` says otherwise)."""
+    record = _Record(id=image_id, name=image_id, status=status, visibility="private",
+                     min_ram=256, min_disk=1, size=1, created_at=None)
+    if kind:
+        record.update({"cloudlet_type": kind, "base_sha256_uuid": BASE_ID})
+    record.update(properties)
+    return glance.Image(record)
+
+
 def zip_bytes():
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:
@@ -59,12 +82,17 @@ def zip_bytes():
 
 class PanelTestCase(test.TestCase):
 
+    # The clients behind openstack_dashboard.api that the panel's calls reach.
+    CLIENTS = ((glance, "glanceclient"), (horizon_nova, "novaclient"),
+               (horizon_nova, "computeclient"), (neutron, "networkclient"))
+
     def setUp(self):
         super().setUp()
-        patcher = mock.patch.object(api, "connection",
-                                    side_effect=AssertionError("a unit test reached OpenStack"))
-        patcher.start()
-        self.addCleanup(patcher.stop)
+        for module, name in self.CLIENTS:
+            patcher = mock.patch.object(
+                module, name, side_effect=AssertionError("a unit test reached OpenStack"))
+            patcher.start()
+            self.addCleanup(patcher.stop)
 
     def messages(self):
         """``[(level tag, text)]`` of the messages queued in the test client's cookie."""
