@@ -12,7 +12,7 @@ import mmap
 from cloudlet_compute.bases import BaseDiskChunks
 from cloudlet_compute.errors import FormatError, IntegrityError
 from cloudlet_compute.format import deltastream, migstream, records
-from cloudlet_compute.format.records import CHUNK_SIZE, ZERO_CHUNK
+from cloudlet_compute.format.records import CHUNK_SIZE
 from cloudlet_compute.write.delta import content_sha256
 
 MAX_WRITE = 4 << 20
@@ -31,6 +31,8 @@ class Rebuild:
         self._base_file = open(base.memory_path, "rb")
         self._base_mem = mmap.mmap(self._base_file.fileno(), 0, prot=mmap.PROT_READ)
         self._base_disk = BaseDiskChunks(base)
+        self._resolver = records.Resolver(self._base_mem, self._check_base_offset,
+                                         self._base_disk)
 
     def close(self):
         """Release the base images."""
@@ -38,19 +40,10 @@ class Rebuild:
         self._base_file.close()
         self._base_disk.close()
 
-    def _source_bytes(self, source, value, where):
-        if source in (records.SOURCE_RAW, records.SOURCE_SELF):
-            return bytes(value)
-        if source == records.SOURCE_ZERO:
-            return ZERO_CHUNK
-        if source == records.SOURCE_PRIOR:
-            raise FormatError("%s is a handoff-stream record, not valid in an overlay" % where)
-        if source == records.SOURCE_BASE_MEM:
-            if value + CHUNK_SIZE > self.base.memory_size:
-                raise FormatError("%s refers to base memory offset %d, beyond the %d-byte image"
-                                  % (where, value, self.base.memory_size))
-            return self._base_mem[value:value + CHUNK_SIZE]
-        return self._base_disk.read(value, where)
+    def _check_base_offset(self, offset, where):
+        if offset + CHUNK_SIZE > self.base.memory_size:
+            raise FormatError("%s refers to base memory offset %d, beyond the %d-byte image"
+                              % (where, offset, self.base.memory_size))
 
     def apply_blob(self, name, plain):
         """Take in every record of one blob's plaintext; return how many there were."""
@@ -59,7 +52,7 @@ class Rebuild:
         for target, index, source, value in records.iter_records(plain):
             count += 1
             where = "%s record %d" % (name, count)
-            data = self._source_bytes(source, value, where)
+            data = self._resolver.chunk(self._resolver.resolve(source, value, where))
             if target == records.TARGET_MEMORY:
                 if index >= slots or index in self.slots:
                     raise FormatError("%s targets memory slot %d: beyond %d slots or repeated"
@@ -77,7 +70,7 @@ class Rebuild:
         page = self.slots.get(slot)
         if page is None:
             default = self.skeleton.defaults[slot]
-            page = self._base_mem[default:default + CHUNK_SIZE] if default >= 0 else ZERO_CHUNK
+            page = self._resolver.chunk(default if default >= 0 else None)
         return page
 
     def _image_pieces(self):

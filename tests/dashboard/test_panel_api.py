@@ -49,7 +49,8 @@ class ApiTests(PanelTestCase):
         self.mock_image_list_detailed.return_value = (
             [glance_image("img-1", BASE_DISK), glance_image("other", OVERLAY)], False, False)
         self.novaclient().servers.list.return_value = [
-            server("a"), server("b", "other"), server("c", metadata={"overlay_url": "http://h/o.zip"})]
+            server("a"), server("b", "other"),
+            server("c", metadata={"overlay_url": "http://h/o.zip"})]
 
         got = api.instance_list(mock.Mock())
 
