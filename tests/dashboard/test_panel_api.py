@@ -6,6 +6,7 @@ import types
 import urllib.parse
 from unittest import mock
 
+from glanceclient import exc as glance_exceptions
 from novaclient import exceptions as nova_exceptions
 from openstack_dashboard.api import _nova as horizon_nova
 from openstack_dashboard.api import glance
@@ -13,25 +14,8 @@ from openstack_dashboard.test import helpers as test
 
 from dashboard_panel.api import cloudlet as api
 from dashboard_panel.exceptions import CloudletAPIError, CloudletNotFound
-from tests.dashboard.panel_helpers import BASE_ID, PanelTestCase, glance_image
-
-BASE_DISK, OVERLAY = "cloudlet_base_disk", "cloudlet_overlay"
-
-
-def server(sid, image_id="img-1", metadata=None, **attrs):
-    """A server as novaclient returns it (extended attributes under their API names)."""
-    fields = {"id": sid, "name": sid, "status": "ACTIVE", "OS-EXT-STS:task_state": None,
-              "OS-EXT-STS:power_state": 1, "image": {"id": image_id},
-              "flavor": {"original_name": "cl.tiny"}, "metadata": metadata or {},
-              "created": None, "addresses": {"provider": [{"addr": "10.0.0.5"}]}}
-    fields.update(attrs)
-    return types.SimpleNamespace(**fields)
-
-
-def action_answer(body):
-    """What novaclient's HTTP client answers a POST with: ``(response, JSON body)``."""
-    return mock.Mock(status_code=202), body
-
+from tests.dashboard.panel_helpers import (BASE_DISK, BASE_ID, OVERLAY, SYNTHESIZED,
+                                           PanelTestCase, action_answer, glance_image, server)
 
 class ApiTests(PanelTestCase):
     """The API module's own logic, over Horizon's mocked API layer."""
@@ -49,8 +33,7 @@ class ApiTests(PanelTestCase):
         self.mock_image_list_detailed.return_value = (
             [glance_image("img-1", BASE_DISK), glance_image("other", OVERLAY)], False, False)
         self.novaclient().servers.list.return_value = [
-            server("a"), server("b", "other"),
-            server("c", metadata={"overlay_url": "http://h/o.zip"})]
+            server("a"), server("b", image_id="other"), server("c", kind=SYNTHESIZED)]
 
         got = api.instance_list(mock.Mock())
 
@@ -137,7 +120,6 @@ class ApiTests(PanelTestCase):
 
     @test.create_mocks({glance: ["image_get", "image_delete"]})
     def test_delete_base_goes_on_past_a_linked_image_already_gone(self):
-        from glanceclient import exc as glance_exceptions
         self.mock_image_get.return_value = glance_image(
             "d", BASE_DISK, cloudlet_base_memory="m", cloudlet_base_disk_hash="dh",
             cloudlet_base_memory_hash="mh")
@@ -183,9 +165,40 @@ class ApiTests(PanelTestCase):
         with self.assertRaisesRegex(CloudletAPIError, "^image d is not a VM overlay$"):
             api.download_overlay(mock.Mock(), "d")
 
+    def test_import_base_runs_the_client_core_over_horizons_glance(self):
+        package, base_id = self.base_package()
+        self.horizon()
+        self.glance_store()
+
+        ids = api.import_base(mock.Mock(), package, name="kb")
+
+        self.assertEqual(set(ids), {"cloudlet_base_disk", "cloudlet_base_memory",
+                                    "cloudlet_base_disk_hash", "cloudlet_base_memory_hash"})
+        self.assertEqual(set(self.images), set(ids.values()))
+        disk = api.base_image_get(mock.Mock(), ids["cloudlet_base_disk"])
+        self.assertEqual((disk.name, disk.base_id, disk.status), ("kb-disk", base_id, "active"))
+        self.assertEqual(disk.linked, {t: i for t, i in ids.items() if t != BASE_DISK})
+        self.assertTrue(all(i.size > 0 for i in self.images.values()))
+        # A second import of the same base is refused before anything is uploaded.
+        with self.assertRaisesRegex(CloudletAPIError, "base VM %s is already in Glance"
+                                    % base_id):
+            api.import_base(mock.Mock(), package)
+        self.assertEqual(len(self.images), 4)
+        api.delete_base(mock.Mock(), ids["cloudlet_base_disk"])
+        self.assertEqual(self.images, {})
+
+    def test_failed_import_leaves_no_image(self):
+        package, _base_id = self.base_package()
+        self.horizon()
+        self.glance_store(fail_upload_of="kb-disk")
+        with self.assertRaisesRegex(CloudletAPIError,
+                                    r"^storage quota full \(HTTP 413\)$"):
+            api.import_base(mock.Mock(), package, name="kb")
+        self.assertEqual(self.images, {})
+        self.assertEqual(self.glance.images.upload.call_count, 4)
+
     @test.create_mocks({glance: ["glanceclient", "image_delete"]})
     def test_failed_upload_leaves_no_image(self):
-        from glanceclient import exc as glance_exceptions
         images = self.mock_glanceclient.return_value.images
         images.create.return_value = types.SimpleNamespace(id="new")
         images.upload.side_effect = glance_exceptions.HTTPOverLimit("quota")
@@ -289,8 +302,7 @@ class ApiTests(PanelTestCase):
     @test.create_mocks({horizon_nova: ["novaclient"]})
     def test_instance_keeps_progress_and_not_found_is_its_own_error(self):
         get = self.novaclient().servers.get
-        get.return_value = server("s", status="MIGRATING", progress=42,
-                                  **{"OS-EXT-STS:task_state": "migrating"})
+        get.return_value = server("s", status="MIGRATING", task_state="migrating", progress=42)
         self.assertEqual(api.instance_get(mock.Mock(), "s").progress, 42)
         get.side_effect = nova_exceptions.NotFound(404, "No Server found for s")
         with self.assertRaisesRegex(CloudletNotFound, r"^No Server found for s \(HTTP 404\)$"):
