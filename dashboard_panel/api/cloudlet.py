@@ -50,7 +50,6 @@ OVERLAY_URL_SCHEMES = ("http", "https")
 # The compute microversion of every Nova call: ``networks: "none"`` on create (2.37) and
 # the flavor's name in server records (2.47). The os-cloudlet actions need no microversion.
 COMPUTE_MICROVERSION = "2.47"
-# How long the synthesis form waits for an overlay URL (HEAD and the meta read).
 # The overlay fetch policy of this Horizon server (cloudlet_compute.read.fetchpolicy; the
 # defaults refuse loopback, link-local, this host's addresses and ports other than 80/443).
 # Settings: CLOUDLET_OVERLAY_ALLOWED_HOSTS, CLOUDLET_OVERLAY_DISALLOWED_HOSTS,
