@@ -225,12 +225,15 @@ def _cloud(request):
     return types.SimpleNamespace(image=HorizonImages(request))
 
 
-def _images_of_type(request, image_type, **filters):
-    """The images of ``cloudlet_type`` ``image_type`` (Glance filters on the property;
-    ``lookups.of_type`` keeps the client core's exact rule)."""
+def _images_of_type(request, image_type, base_id=None, **filters):
+    """The images of ``cloudlet_type`` ``image_type`` (and base id ``base_id``, if given):
+    Glance filters on the properties, ``lookups.of_type`` keeps the client core's rule."""
     filters[model.PROPERTY_TYPE] = image_type
-    return [i for i in glance.image_list_detailed(request, filters=filters)[0]
-            if lookups.of_type(i, image_type, filters.get(model.PROPERTY_BASE_ID))]
+    if base_id is not None:
+        filters[model.PROPERTY_BASE_ID] = base_id
+    # NOTE: glanceclient rewrites the filters it is given (encoded, with a limit).
+    images = glance.image_list_detailed(request, filters=dict(filters))[0]
+    return [i for i in images if lookups.of_type(i, image_type, base_id)]
 
 
 def _verify():
@@ -256,8 +259,7 @@ def base_image_get(request, image_id):
 @handle_errors
 def base_image_find(request, base_id):
     """The active base disk image of base VM ``base_id``, or None."""
-    image = lookups.first_active(_images_of_type(request, model.BASE_DISK,
-                                                 **{model.PROPERTY_BASE_ID: base_id}))
+    image = lookups.first_active(_images_of_type(request, model.BASE_DISK, base_id))
     return BaseImage(image) if image is not None else None
 
 

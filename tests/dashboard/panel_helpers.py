@@ -107,9 +107,10 @@ class PanelTestCase(test.TestCase):
 
     def horizon(self, images=(), servers=(), flavors=FLAVORS, networks=()):
         """Make ``openstack_dashboard.api`` answer for this cloud: Glance holds ``images``
-        (filtered as Glance filters), Nova ``servers`` (``self.nova``: the novaclient),
+        (filtered as Glance filters; ``self.image_queries``), Nova ``servers`` (``self.nova``: the novaclient),
         ``flavors`` and ``networks`` (``[(id, name)]``). The mocks record every call."""
         self.images = {i.id: i for i in images}
+        self.image_queries = []   # the filters of every image list, as given
         for image in images:
             image._apiresource.setdefault("owner", self.tenant.id)   # the user's project
         self.mock_image_list_detailed = self._patch(glance, "image_list_detailed",
@@ -156,8 +157,13 @@ class PanelTestCase(test.TestCase):
         return export_package(scratch, boot=False)
 
     def _image_list(self, request, filters=None, **kwargs):
+        filters = {} if filters is None else filters
+        self.image_queries.append(dict(filters))
         found = [i for i in self.images.values()
-                 if all(i._apiresource.get(k) == v for k, v in (filters or {}).items())]
+                 if all(i._apiresource.get(k) == v for k, v in filters.items())]
+        # As glanceclient does: the filters given are rewritten (encoded, with a limit).
+        filters.update({k: v.encode() for k, v in filters.items() if isinstance(v, str)},
+                       limit=1000)
         return found, False, False
 
     def _image_get(self, request, image_id):

@@ -150,9 +150,7 @@ class SynthesisTests(PanelTestCase):
 
     def base_lookups(self):
         """The base ids the panel asked Glance for."""
-        return [c.kwargs["filters"].get("base_sha256_uuid")
-                for c in self.mock_image_list_detailed.call_args_list
-                if "base_sha256_uuid" in c.kwargs["filters"]]
+        return [q["base_sha256_uuid"] for q in self.image_queries if "base_sha256_uuid" in q]
 
     def test_get(self):
         self.cloud()

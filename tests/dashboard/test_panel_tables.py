@@ -32,9 +32,8 @@ class IndexTests(PanelTestCase):
                      "Synthesized VM", "10.0.0.5", "cl.tiny"):
             self.assertIn(text, content)
         self.assertNotIn("srv-4", content)
-        filters = [c.kwargs["filters"] for c in self.mock_image_list_detailed.call_args_list]
-        self.assertIn({"cloudlet_type": BASE_DISK}, filters)
-        self.assertIn({"cloudlet_type": OVERLAY, "owner": self.tenant.id}, filters)
+        self.assertIn({"cloudlet_type": BASE_DISK}, self.image_queries)
+        self.assertIn({"cloudlet_type": OVERLAY, "owner": self.tenant.id}, self.image_queries)
         self.nova.servers.list.assert_called_once_with(detailed=True)
 
     def test_row_actions_follow_type_and_state(self):
