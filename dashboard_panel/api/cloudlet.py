@@ -280,23 +280,26 @@ def delete_base(request, image_id):
 
 @handle_errors
 def resume_base(request, name, image_id, flavor_id, network_id=None):
-    """``POST /servers`` from a base disk image: the driver restores the base's memory."""
-    return Instance(_create_server(request, name, image_id, flavor_id, network_id))
+    """``POST /servers`` from a base disk image: the driver restores the base's memory.
+    Returns the new server's id."""
+    return _create_server(request, name, image_id, flavor_id, network_id)
 
 
 @handle_errors
 def synthesize(request, name, image_id, flavor_id, overlay_url=None, network_id=None,
                overlay_image=None):
     """``POST /servers`` from the base with ``metadata.overlay_url`` (or ``overlay_image``,
-    a VM overlay image id, which nova-compute reads from Glance): VM synthesis."""
-    return Instance(_create_server(request, name, image_id, flavor_id, network_id,
-                                   synthesis.synthesis_metadata(overlay_url, overlay_image)))
+    a VM overlay image id, which nova-compute reads from Glance): VM synthesis. Returns the
+    new server's id."""
+    return _create_server(request, name, image_id, flavor_id, network_id,
+                          synthesis.synthesis_metadata(overlay_url, overlay_image))
 
 
 def _create_server(request, name, image_id, flavor_id, network_id, metadata=None):
+    # NOTE: the id only; any other attribute of the answer makes novaclient GET the server.
     nics = [{"net-id": network_id}] if network_id else "none"
     return _novaclient(request).servers.create(name, image_id, flavor_id, meta=metadata,
-                                               nics=nics)
+                                               nics=nics).id
 
 
 # --- overlays -----------------------------------------------------------------------------
