@@ -26,7 +26,7 @@ setup(
         "nova": ["nova>=34.0.0", "oslo.config", "oslo.log", "oslo.messaging", "oslo.utils",
                  "oslo.concurrency", "oslo.policy", "WebOb"],
         # The Horizon panel (dashboard_panel).
-        "horizon": ["horizon>=27.0.0", "Django"],
+        "horizon": ["horizon>=27.0.0", "Django", "python-novaclient", "python-glanceclient"],
         # `openstack cloudlet ...` (client/osc).
         "osc": ["osc-lib", "python-openstackclient"],
         # fabfile.py (its tasks; the agent, scripts/install_agent/, is stdlib only and not

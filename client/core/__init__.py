@@ -4,7 +4,7 @@ Small modules over one openstacksdk ``Connection`` (public APIs only: Glance for
 model, Nova for servers and the ``os-cloudlet`` actions):
 
 ``errors``     error classes, SDK/keystoneauth translation, nova error messages
-``sessions``   connections (clouds.yaml / ``OS_*``, or a token with known endpoints) and
+``sessions``   the command lines' connection (clouds.yaml / ``OS_*``) and
                server actions
 ``lookups``    servers, images by cloudlet type, base VM images, flavors, networks
 ``waiting``    polling servers and images, progress bars, cleanup of unfinished work

@@ -28,8 +28,20 @@ def images_of_type(conn, image_type, base_id=None, **query):
     # on our properties; the filtering happens here.
     with api_errors():
         images = list(conn.image.images(**query))
-    return [i for i in images if (i.properties or {}).get(model.PROPERTY_TYPE) == image_type
-            and (base_id is None or i.properties.get(model.PROPERTY_BASE_ID) == base_id)]
+    return [i for i in images if of_type(i, image_type, base_id)]
+
+
+def of_type(image, image_type, base_id=None):
+    """Whether ``image`` has ``cloudlet_type`` ``image_type`` (and base id ``base_id``, if
+    given)."""
+    props = image.properties or {}
+    return props.get(model.PROPERTY_TYPE) == image_type and (
+        base_id is None or props.get(model.PROPERTY_BASE_ID) == base_id)
+
+
+def first_active(images):
+    """The first of ``images`` that is active, or None."""
+    return next((i for i in images if i.status == "active"), None)
 
 
 def base_images(conn, base_id):
@@ -39,7 +51,7 @@ def base_images(conn, base_id):
 
 def active_base_image(conn, base_id):
     """The (first) active base disk image of base VM ``base_id``, or None."""
-    return next((i for i in base_images(conn, base_id) if i.status == "active"), None)
+    return first_active(base_images(conn, base_id))
 
 
 def find_image(conn, ref, image_type):

@@ -1,13 +1,7 @@
-"""Connections to a cloud, and the raw server-action call.
-
-``connect`` is the command lines' connection (clouds.yaml or ``OS_*``); ``token_connection``
-is one for a token that is already scoped and endpoints that are already known (the Horizon
-panel passes what ``openstack_dashboard.api`` uses), with no request to Keystone.
-"""
+"""The command lines' connection to a cloud (clouds.yaml or ``OS_*``), and the raw
+server-action call. (The Horizon panel uses Horizon's own clients instead.)"""
 
 import openstack
-from keystoneauth1 import session as ks_session
-from keystoneauth1 import token_endpoint
 
 from client.core.errors import api_errors, check_response
 
@@ -19,25 +13,6 @@ def connect(cloud=None):
         conn = openstack.connect(cloud=cloud)
         conn.authorize()
     return conn
-
-
-def token_connection(token, endpoints, verify=True, region_name=None, original_ip=None,
-                     app_name=None):
-    """An openstacksdk connection that sends ``token`` to the endpoints of ``endpoints``
-    (``{service type: URL or None}``). A service whose URL is None is disabled: using it
-    raises ``ServiceDisabledException`` with the reason. Other services are not usable."""
-    sess = ks_session.Session(auth=token_endpoint.Token(endpoint=None, token=token),
-                              verify=verify, original_ip=original_ip)
-    config = {}
-    for service_type, url in endpoints.items():
-        key = service_type.replace("-", "_")
-        if url:
-            config[key + "_endpoint_override"] = url
-        else:
-            config["has_" + key] = False
-            config[key + "_disabled_reason"] = "The catalog lists no %s endpoint." % service_type
-    return openstack.connection.Connection(session=sess, region_name=region_name,
-                                           app_name=app_name, **config)
 
 
 def server_action(conn, server_id, body):

@@ -21,11 +21,11 @@ a live stream may re-send a page (the later copy wins on load).
 import struct
 
 from cloudlet_compute.errors import FormatError
+from cloudlet_compute.format.records import CHUNK_SIZE
 
 MAGIC = b"QEVM"
 FORMAT_VERSION = 3
 SUPPORTED_VERSIONS = (3,)
-PAGE_SIZE = 4096
 
 SECTION_START, SECTION_PART, SECTION_END = 0x01, 0x02, 0x03
 SECTION_EOF, SECTION_VMDESC = 0x00, 0x06
@@ -245,9 +245,9 @@ def walk(src, start):
                     raise FormatError("page record at offset %d addresses %d, beyond block %s"
                                       % (origin + pos - 8, offset, blocks[block][0]))
                 if flags & ~FLAG_CONTINUE == FLAG_PAGE:
-                    need(pos, PAGE_SIZE, "page payload")
+                    need(pos, CHUNK_SIZE, "page payload")
                     yield "page", block << 48 | offset, origin + pos
-                    pos += PAGE_SIZE
+                    pos += CHUNK_SIZE
                 elif flags & ~FLAG_CONTINUE == FLAG_ZERO:
                     if buf[pos]:
                         raise FormatError("zero page record at offset %d has fill byte %d"
@@ -315,7 +315,7 @@ def canonical(buf, start, layout):
     setup before, and the device state after, are kept byte for byte. Returns bytes.
     """
     latest = layout.latest
-    pages = ((key, buf[latest[key]:latest[key] + PAGE_SIZE] if latest[key] >= 0 else None)
+    pages = ((key, buf[latest[key]:latest[key] + CHUNK_SIZE] if latest[key] >= 0 else None)
              for key in sorted(latest))
     return b"".join(write_canonical(buf[start:layout.setup_end], layout.section_id,
                                     layout.block_names(), pages, buf[layout.ram_end:]))

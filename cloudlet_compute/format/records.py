@@ -157,3 +157,51 @@ def iter_records(plain):
             (value,) = U64.unpack_from(view, pos)
             pos += U64.size
         yield target, index, source, value
+
+
+class Resolver:
+    """What a record's ``(source, value)`` stands for, against one base VM: the one rule
+    for overlay apply (``read.apply``) and handoff reassembly (``handoff.destination``).
+
+    ``base_mem`` is the base memory image (a buffer); ``check_base_offset(offset, where)``
+    raises ``FormatError`` for a BASE_MEM offset the caller does not accept; ``base_disk``
+    reads base disk chunks (``read(offset, where)``, which checks its own bounds);
+    ``prior(value, where)`` resolves PRIOR records (None: not allowed, as in an overlay);
+    ``overlay_disk(value, where)`` OVERLAY_DISK records (None: not allowed, as in a handoff
+    stream).
+    """
+
+    def __init__(self, base_mem, check_base_offset, base_disk, prior=None, overlay_disk=None):
+        self.base_mem, self.base_disk = base_mem, base_disk
+        self._check_base_offset, self._prior = check_base_offset, prior
+        self._overlay_disk = overlay_disk
+
+    def resolve(self, source, value, where):
+        """The record's chunk in short form: bytes, None for zeros, or the int offset of a
+        base memory page (``chunk`` gives the bytes of any of them)."""
+        if source in (SOURCE_RAW, SOURCE_SELF):
+            return bytes(value)
+        if source == SOURCE_ZERO:
+            return None
+        if source == SOURCE_PRIOR:
+            if self._prior is None:
+                raise FormatError("%s is a handoff-stream record, not valid in an overlay"
+                                  % where)
+            return self._prior(value, where)
+        if source == SOURCE_OVERLAY_DISK:
+            if self._overlay_disk is None:
+                raise FormatError("%s is an overlay record, not valid in a handoff stream"
+                                  % where)
+            return self._overlay_disk(value, where)
+        if source == SOURCE_BASE_MEM:
+            self._check_base_offset(value, where)
+            return value
+        return self.base_disk.read(value, where)
+
+    def chunk(self, data):
+        """The 4096 bytes that short form ``data`` stands for."""
+        if data is None:
+            return ZERO_CHUNK
+        if isinstance(data, int):
+            return self.base_mem[data:data + CHUNK_SIZE]
+        return data

@@ -19,10 +19,10 @@ import struct
 from array import array
 
 from cloudlet_compute.errors import FormatError
+from cloudlet_compute.format.records import CHUNK_SIZE
 
 MAGIC = b"CLSKEL01"
 HEADER = struct.Struct("<8sQQ")
-PAGE = 4096
 
 
 class Skeleton:
@@ -40,7 +40,7 @@ class Skeleton:
     @property
     def image_size(self):
         """Size of the memory image this skeleton rebuilds."""
-        return len(self.data) + PAGE * self.slots
+        return len(self.data) + CHUNK_SIZE * self.slots
 
     def encode(self):
         """Return the encoded plaintext."""
@@ -74,9 +74,9 @@ class Skeleton:
                     raise FormatError("skeleton slot %d at %d is out of order or beyond %d"
                                       % (i, p, length))
                 last = p
-        if slots and (min(defaults) < -1 or max(defaults) + PAGE > base_memory_size):
+        if slots and (min(defaults) < -1 or max(defaults) + CHUNK_SIZE > base_memory_size):
             for i, d in enumerate(defaults):
-                if d < -1 or d + PAGE > base_memory_size:
+                if d < -1 or d + CHUNK_SIZE > base_memory_size:
                     raise FormatError("skeleton slot %d refers to base memory offset %d, "
                                       "outside the %d-byte base memory image"
                                       % (i, d, base_memory_size))

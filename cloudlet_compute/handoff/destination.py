@@ -19,8 +19,7 @@ from cloudlet_compute import bases
 from cloudlet_compute.errors import (ConflictError, FormatError, IntegrityError,
                                      NotFoundError)
 from cloudlet_compute.format import blobcodec, migstream, records, saveimage
-from cloudlet_compute.format.records import (CHUNK_SIZE, TARGET_DISK, TARGET_MEMORY, ZERO_CHUNK,
-                                             ZERO_DIGEST)
+from cloudlet_compute.format.records import CHUNK_SIZE, TARGET_DISK, TARGET_MEMORY, ZERO_DIGEST
 from cloudlet_compute.handoff import wire
 from cloudlet_compute.handoff.protocol import PROTOCOL_VERSION, memory_digest
 from cloudlet_compute.host import domains, instances
@@ -36,13 +35,15 @@ class _Reassembly:
     """The VM state as frames bring it: latest copy of every page and disk chunk."""
 
     def __init__(self, base, base_mem, base_disk):
-        self.base, self.base_mem, self.base_disk = base, base_mem, base_disk
+        self.base = base
         _blocks, _keys, offsets, digests = base.memory_pages()
         self.digest_at = {offset: digests[32 * i:32 * i + 32] for i, offset in enumerate(offsets)}
         self.pages, self.digests, self.disk = {}, {}, {}
         self.setup = self.tail = None
         self.blocks = self.section_id = None
         self.disk_chunks = base.disk_size // CHUNK_SIZE
+        self.resolver = records.Resolver(base_mem, self._check_base_offset, base_disk,
+                                        prior=self._held)
 
     def take_setup(self, setup):
         """The stream's header, configuration and RAM setup."""
@@ -52,20 +53,17 @@ class _Reassembly:
                               % (len(setup) - end))
         self.setup = setup
 
-    def _base_bytes(self, source, value, where):
-        if source == records.SOURCE_BASE_MEM:
-            if value not in self.digest_at:
-                raise FormatError("%s refers to base memory offset %d, which is not a page of "
-                                  "the base" % (where, value))
-            return value
-        return self.base_disk.read(value, where)
+    def _check_base_offset(self, offset, where):
+        if offset not in self.digest_at:
+            raise FormatError("%s refers to base memory offset %d, which is not a page of "
+                              "the base" % (where, offset))
 
     def _held(self, ref, where):
         target, index = ref
         held = self.disk if target == TARGET_DISK else self.pages
         if index not in held:
             raise FormatError("%s copies chunk %#x, which was never sent" % (where, index))
-        return self.base_mem_page(held[index]) if target == TARGET_MEMORY else held[index]
+        return self.resolver.chunk(held[index]) if target == TARGET_MEMORY else held[index]
 
     def take_records(self, plain, frame):
         """Apply one RECORDS frame; return the guest page keys (in order) and the disk chunk
@@ -73,22 +71,12 @@ class _Reassembly:
         keys, chunks = [], []
         for n, (target, index, source, value) in enumerate(records.iter_records(plain)):
             where = "frame %d record %d" % (frame, n)
-            if source in (records.SOURCE_RAW, records.SOURCE_SELF):
-                data = bytes(value)
-            elif source == records.SOURCE_ZERO:
-                data = None
-            elif source == records.SOURCE_PRIOR:
-                data = self._held(value, where)
-            elif source == records.SOURCE_OVERLAY_DISK:
-                raise FormatError("%s is an overlay record, not valid in a handoff stream"
-                                  % where)
-            else:
-                data = self._base_bytes(source, value, where)
+            data = self.resolver.resolve(source, value, where)
             if target == TARGET_DISK:
                 if index >= self.disk_chunks:
                     raise FormatError("%s targets disk chunk %d of %d" % (where, index,
                                                                          self.disk_chunks))
-                self.disk[index] = bytes(self.base_mem_page(data))
+                self.disk[index] = bytes(self.resolver.chunk(data))
                 chunks.append(index)
                 continue
             if self.blocks is None:
@@ -108,17 +96,9 @@ class _Reassembly:
                 self.digests[index] = hashlib.sha256(data).digest()
         return keys, chunks
 
-    def base_mem_page(self, data):
-        """The 4096 bytes that page value ``data`` stands for."""
-        if data is None:
-            return ZERO_CHUNK
-        if isinstance(data, int):
-            return self.base_mem[data:data + CHUNK_SIZE]
-        return data
-
     def ram_section(self, kind, keys):
         """One RAM section of the rebuilt stream sending the current bytes of ``keys``."""
-        pages = ((key, None if self.pages[key] is None else self.base_mem_page(self.pages[key]))
+        pages = ((key, None if self.pages[key] is None else self.resolver.chunk(self.pages[key]))
                  for key in keys)
         return migstream.ram_section(kind, self.section_id, [n for n, _ in self.blocks], pages)
 

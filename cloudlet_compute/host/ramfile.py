@@ -21,13 +21,12 @@ from array import array
 
 from cloudlet_compute.errors import CloudletError, IntegrityError
 from cloudlet_compute.format import deltastream, migstream, saveimage
+from cloudlet_compute.format.records import CHUNK_SIZE, ZERO_CHUNK
 from cloudlet_compute.format.skeleton import Skeleton
 from cloudlet_compute.host import domxml, ramhook
 
 LOG = logging.getLogger(__name__)
 RAM_BLOCK = "pc.ram"
-PAGE = migstream.PAGE_SIZE
-ZERO_PAGE = bytes(PAGE)
 WRITE_RUN = 8 << 20
 STAT_FIELDS = ("st_dev", "st_ino", "st_size", "st_mtime_ns", "st_ctime_ns")
 FORCE_FULL = "CLOUDLET_RESTORE"      # =full: always restore the whole image
@@ -134,15 +133,15 @@ def _write_ram(buf, layout, ram, length, path):
     run, run_at = bytearray(), 0
     with open(path, "wb") as out:
         out.truncate(length)
-        for offset in range(0, length, PAGE):
+        for offset in range(0, length, CHUNK_SIZE):
             pos = payload.get(offset, -1)
-            page = buf[pos:pos + PAGE] if pos >= 0 else ZERO_PAGE
+            page = buf[pos:pos + CHUNK_SIZE] if pos >= 0 else ZERO_CHUNK
             sha.update(page)
-            if page == ZERO_PAGE or len(run) >= WRITE_RUN:
+            if page == ZERO_CHUNK or len(run) >= WRITE_RUN:
                 if run:
                     os.pwrite(out.fileno(), run, run_at)
                 run = bytearray()
-            if page != ZERO_PAGE:
+            if page != ZERO_CHUNK:
                 if not run:
                     run_at = offset
                 run += page
@@ -159,14 +158,15 @@ def _write_resume_stream(buf, header, layout, path):
     pieces, prev = [], start
     for pos in offsets:
         pieces.append(buf[prev:pos])
-        prev = pos + PAGE
+        prev = pos + CHUNK_SIZE
     pieces.append(buf[prev:])
-    positions = array("Q", (pos - start - PAGE * i for i, pos in enumerate(offsets)))
+    positions = array("Q", (pos - start - CHUNK_SIZE * i for i, pos in enumerate(offsets)))
     skel = Skeleton(positions, array("q"), b"".join(pieces))
+    def page_of(slot):
+        return buf[offsets[slot]:offsets[slot] + CHUNK_SIZE]
     sha = hashlib.sha256()
     with open(path, "wb") as out:
-        for piece in deltastream.delta_stream(skel, 0, RAM_BLOCK, (),
-                                              lambda slot: buf[offsets[slot]:offsets[slot] + PAGE]):
+        for piece in deltastream.delta_stream(skel, 0, RAM_BLOCK, (), page_of):
             sha.update(piece)
             out.write(piece)
     return sha.hexdigest()

@@ -13,7 +13,7 @@ import mmap
 from cloudlet_compute.bases import BaseDiskChunks
 from cloudlet_compute.errors import FormatError, IntegrityError
 from cloudlet_compute.format import deltastream, migstream, records
-from cloudlet_compute.format.records import CHUNK_SIZE, ZERO_CHUNK
+from cloudlet_compute.format.records import CHUNK_SIZE
 from cloudlet_compute.write.delta import content_sha256
 
 MAX_WRITE = 4 << 20
@@ -32,6 +32,8 @@ class Rebuild:
         self._base_file = open(base.memory_path, "rb")
         self._base_mem = mmap.mmap(self._base_file.fileno(), 0, prot=mmap.PROT_READ)
         self._base_disk = BaseDiskChunks(base)
+        self._resolver = records.Resolver(self._base_mem, self._check_base_offset,
+                                         self._base_disk, overlay_disk=self._disk_page_ref)
 
     def close(self):
         """Release the base images."""
@@ -39,25 +41,16 @@ class Rebuild:
         self._base_file.close()
         self._base_disk.close()
 
-    def _source_bytes(self, source, value, where):
-        if source in (records.SOURCE_RAW, records.SOURCE_SELF):
-            return bytes(value)
-        if source == records.SOURCE_ZERO:
-            return ZERO_CHUNK
-        if source == records.SOURCE_PRIOR:
-            raise FormatError("%s is a handoff-stream record, not valid in an overlay" % where)
-        if source == records.SOURCE_OVERLAY_DISK:
-            if self.meta.get("version") == 1:
-                raise FormatError("%s copies the overlay's disk, which version 1 has not"
-                                  % where)
-            records.check_disk_offset(value, self.base.disk_size, where, "overlay disk")
-            return value      # an offset, read when the disk is complete (_slot_page)
-        if source == records.SOURCE_BASE_MEM:
-            if value + CHUNK_SIZE > self.base.memory_size:
-                raise FormatError("%s refers to base memory offset %d, beyond the %d-byte image"
-                                  % (where, value, self.base.memory_size))
-            return self._base_mem[value:value + CHUNK_SIZE]
-        return self._base_disk.read(value, where)
+    def _check_base_offset(self, offset, where):
+        if offset + CHUNK_SIZE > self.base.memory_size:
+            raise FormatError("%s refers to base memory offset %d, beyond the %d-byte image"
+                              % (where, offset, self.base.memory_size))
+
+    def _disk_page_ref(self, offset, where):
+        if self.meta.get("version") == 1:
+            raise FormatError("%s copies the overlay's disk, which version 1 has not" % where)
+        records.check_disk_offset(offset, self.base.disk_size, where, "overlay disk")
+        return _DiskPage(offset)      # read when the disk is complete (_slot_page)
 
     def apply_blob(self, name, plain):
         """Take in every record of one blob's plaintext; return how many there were."""
@@ -66,13 +59,15 @@ class Rebuild:
         for target, index, source, value in records.iter_records(plain):
             count += 1
             where = "%s record %d" % (name, count)
-            data = self._source_bytes(source, value, where)
+            data = self._resolver.resolve(source, value, where)
+            if not isinstance(data, _DiskPage):
+                data = self._resolver.chunk(data)
             if target == records.TARGET_MEMORY:
                 if index >= slots or index in self.slots:
                     raise FormatError("%s targets memory slot %d: beyond %d slots or repeated"
                                       % (where, index, slots))
                 self.slots[index] = data
-            elif source == records.SOURCE_OVERLAY_DISK:
+            elif isinstance(data, _DiskPage):
                 raise FormatError("%s: a disk chunk cannot copy the overlay's own disk" % where)
             else:
                 if index >= self.disk_chunks or index in self.disk:
@@ -86,13 +81,13 @@ class Rebuild:
         page = self.slots.get(slot)
         if page is None:
             default = self.skeleton.defaults[slot]
-            page = self._base_mem[default:default + CHUNK_SIZE] if default >= 0 else ZERO_CHUNK
-        elif isinstance(page, int):
-            page = self._overlay_disk_page(page)
+            page = self._resolver.chunk(default if default >= 0 else None)
+        elif isinstance(page, _DiskPage):
+            page = self._overlay_disk_page(page.offset)
         return page
 
     def _overlay_disk_page(self, offset):
-        """The customized disk's 4096 bytes at ``offset`` (checked by ``apply_blob``)."""
+        """The customized disk's 4096 bytes at ``offset`` (checked by ``_disk_page_ref``)."""
         first, rel = divmod(offset, CHUNK_SIZE)
         data = b"".join(self.disk.get(i) or self._base_disk.read(i * CHUNK_SIZE, "a slot")
                         for i in range(first, first + 2 if rel else first + 1))
@@ -194,3 +189,12 @@ def _runs(chunks):
         run.append(chunks[index])
     if run:
         yield start, run
+
+
+class _DiskPage:
+    """A memory slot's page that is the customized disk's 4096 bytes at ``offset``."""
+
+    __slots__ = ("offset",)
+
+    def __init__(self, offset):
+        self.offset = offset

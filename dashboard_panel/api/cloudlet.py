@@ -1,32 +1,42 @@
 """The one module of the panel that talks to OpenStack (and to overlay URLs).
 
-One thin function per call, over the client core (``client.core``: the server actions, nova's
-error messages, the base VM image lookups, base import and delete are the ones
-``cloudlet-client`` uses). The connection is the logged-in user's, as Horizon's own API
-modules build theirs (``openstack_dashboard.api``): the request's token, the endpoints
-``openstack_dashboard.api.base.url_for`` picks from the catalog (``OPENSTACK_ENDPOINT_TYPE``,
-the user's region) and Horizon's SSL settings; no request to Keystone. Results are small
-plain objects (``BaseImage``, ``Overlay``, ``Instance``, ``Flavor``), so tables and tests
-never see SDK resources. Every failure leaves as ``CloudletAPIError`` whose text is the
-reason (registered as recoverable: Horizon's ``exceptions.handle`` shows it as a message).
+One thin function per call, through Horizon's own API layer (``openstack_dashboard.api``):
+Glance through its glance helpers (``image_list_detailed``, ``image_get``, ``image_delete``,
+``glanceclient``), Nova through python-novaclient (``api._nova.novaclient`` at
+``COMPUTE_MICROVERSION``; the ``os-cloudlet`` server actions are posted with novaclient's
+own HTTP client, as plugins do for custom actions), flavors and networks through
+``api.nova``/``api.neutron``. So the panel inherits Horizon's token handling, endpoint
+selection (``OPENSTACK_ENDPOINT_TYPE``, the user's region), SSL settings and per-request
+client caching. The logic the command lines share lives in the client core
+(``client.core``: action bodies, image-type filters, base import and delete); base import and
+delete run the core's code over ``HorizonImages``, Horizon's Glance in the shape the core
+calls. Results are small plain objects (``BaseImage``, ``Overlay``, ``Instance``,
+``Flavor``), so tables and tests never see client resources. Every failure leaves as
+``CloudletAPIError`` whose text is the reason (registered as recoverable: Horizon's
+``exceptions.handle`` shows it as a message).
 """
 
 import functools
 import logging
+import types
 import urllib.parse
 
 import requests
 from django.conf import settings
+from glanceclient import exc as glance_exceptions
 from horizon import exceptions as horizon_exceptions
 from keystoneauth1 import exceptions as ks_exceptions
 from keystoneauth1 import session as ks_session
 from keystoneauth1.identity import v3
+from novaclient import exceptions as nova_exceptions
 from openstack import exceptions as sdk_exceptions
-from openstack_auth import utils as auth_utils
-from openstack_dashboard.api import base as horizon_api
+from openstack_dashboard import exceptions as dashboard_exceptions
+from openstack_dashboard.api import _nova as horizon_nova
+from openstack_dashboard.api import glance
+from openstack_dashboard.api import neutron
+from openstack_dashboard.api import nova
 
-from client.core import bases, handoff as core_handoff, lookups, overlays, sessions, synthesis
-from client.core.transfer import DOWNLOAD_PIECE
+from client.core import bases, handoff as core_handoff, lookups, overlays, synthesis
 from cloudlet_compute import imagemodel as model
 from cloudlet_compute.errors import CloudletError
 from cloudlet_compute.read import fetchpolicy
@@ -37,7 +47,9 @@ LOG = logging.getLogger(__name__)
 RESUMED = "resumed"
 SYNTHESIZED = "synthesized"
 OVERLAY_URL_SCHEMES = ("http", "https")
-# How long the synthesis form waits for an overlay URL (HEAD and the meta read).
+# The compute microversion of every Nova call: ``networks: "none"`` on create (2.37) and
+# the flavor's name in server records (2.47). The os-cloudlet actions need no microversion.
+COMPUTE_MICROVERSION = "2.47"
 # The overlay fetch policy of this Horizon server (cloudlet_compute.read.fetchpolicy; the
 # defaults refuse loopback, link-local, this host's addresses and ports other than 80/443).
 # Settings: CLOUDLET_OVERLAY_ALLOWED_HOSTS, CLOUDLET_OVERLAY_DISALLOWED_HOSTS,
@@ -49,43 +61,44 @@ KEYSTONE_URL_SCHEMES = ("http", "https")
 # How long the handoff form waits for the destination Keystone.
 KEYSTONE_TIMEOUT = 30
 DEFAULT_DOMAIN = "Default"
-# The services the panel calls (``connection``).
-SERVICES = ("compute", "image", "network")
+# What Horizon's clients raise (openstack_dashboard.exceptions), and the rest a call may.
+API_ERRORS = tuple(set(dashboard_exceptions.RECOVERABLE + dashboard_exceptions.NOT_FOUND
+                       + dashboard_exceptions.UNAUTHORIZED)) + (
+    horizon_exceptions.ServiceCatalogException, ks_exceptions.ClientException,
+    CloudletError, requests.RequestException, OSError)
 
 
 def handle_errors(fn):
-    """Turn any SDK, keystoneauth, HTTP or engine error into ``CloudletAPIError``."""
+    """Turn any client, HTTP or engine error into ``CloudletAPIError``."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except CloudletAPIError:
             raise
-        except (sdk_exceptions.SDKException, ks_exceptions.ClientException,
-                CloudletError, requests.RequestException, OSError) as exc:
-            raise _api_error(exc) from exc
+        except API_ERRORS as exc:
+            cls = CloudletNotFound if isinstance(exc, dashboard_exceptions.NOT_FOUND) \
+                else CloudletAPIError
+            raise cls(_reason(exc)) from exc
     return wrapper
 
 
-def _api_error(exc):
-    """The ``CloudletAPIError`` for ``exc``. An SDK or keystoneauth exception the client core
-    translated is reported as the service said it (its ``__cause__``)."""
-    if isinstance(exc, CloudletError) and isinstance(
-            exc.__cause__, (sdk_exceptions.SDKException, ks_exceptions.ClientException)):
-        exc = exc.__cause__
-    if isinstance(exc, sdk_exceptions.NotFoundException):
-        return CloudletNotFound(_http_reason(exc))
-    if isinstance(exc, sdk_exceptions.HttpException):
-        return CloudletAPIError(_http_reason(exc))
-    return CloudletAPIError(str(exc) or exc.__class__.__name__)
-
-
-def _http_reason(exc):
-    """The server's own message of an SDK HTTP error, else its summary."""
-    details = getattr(exc, "details", None)
-    if details and details != exc.message:
-        return "%s (HTTP %s)" % (details, exc.status_code)
-    return str(exc.message or exc)
+def _reason(exc):
+    """The service's own message of ``exc`` on one line, with the HTTP status if any:
+    ``"MESSAGE (HTTP STATUS)"`` (as the client core words a failed raw response)."""
+    if isinstance(exc, nova_exceptions.ClientException):
+        # NOTE: the class's http_status (a subclass per status); Horizon's test data
+        # replaces __init__ with one that does not set ``code``.
+        message, status = exc.message, getattr(exc, "http_status", None) or exc.code
+    elif isinstance(exc, glance_exceptions.HTTPException):
+        message, status = exc.details, exc.code
+    elif isinstance(exc, sdk_exceptions.HttpException):
+        details = exc.details if exc.details != exc.message else None
+        message, status = details or exc.message, exc.status_code if details else None
+    else:
+        message, status = str(exc) or exc.__class__.__name__, None
+    message = " ".join(str(message).split())
+    return "%s (HTTP %s)" % (message, status) if status else message
 
 
 # --- plain objects ------------------------------------------------------------------------
@@ -118,14 +131,16 @@ class Overlay:
 
 
 class Instance:
-    """A server resumed from a base VM or synthesized from an overlay."""
+    """A server resumed from a base VM or synthesized from an overlay (from novaclient's
+    server record, whose extended attributes carry their API names)."""
 
     def __init__(self, server):
         self.id, self.name, self.status = server.id, server.name, server.status
-        self.task_state = server.task_state
+        self.task_state = getattr(server, "OS-EXT-STS:task_state", None)
         # Nova's progress (0-100) of the server's task, e.g. a VM handoff (task migrating).
         self.progress = getattr(server, "progress", None)
-        self.power_state = POWER_STATES.get(server.power_state, server.power_state)
+        power_state = getattr(server, "OS-EXT-STS:power_state", None)
+        self.power_state = POWER_STATES.get(power_state, power_state)
         self.image_id = (server.image or {}).get("id")
         flavor = server.flavor or {}
         self.flavor_name = flavor.get("original_name") or flavor.get("name") or flavor.get("id")
@@ -133,9 +148,9 @@ class Instance:
         self.overlay_url = self.metadata.get(model.METADATA_OVERLAY_URL)
         overlay_image = self.metadata.get(model.METADATA_OVERLAY_IMAGE)
         self.cloudlet_type = SYNTHESIZED if self.overlay_url or overlay_image else RESUMED
-        self.fault = (server.fault or {}).get("message")
+        self.fault = (getattr(server, "fault", None) or {}).get("message")
         self.ips = [a["addr"] for addrs in (server.addresses or {}).values() for a in addrs]
-        self.created_at = server.created_at
+        self.created_at = getattr(server, "created", None)
 
 
 class Flavor:
@@ -146,7 +161,80 @@ class Flavor:
         self.vcpus, self.ram, self.disk = flavor.vcpus, flavor.ram, flavor.disk
 
 
-# --- the connection -----------------------------------------------------------------------
+# --- the clients --------------------------------------------------------------------------
+
+def _novaclient(request):
+    """The user's novaclient (Horizon caches it per request and microversion)."""
+    return horizon_nova.novaclient(request, version=COMPUTE_MICROVERSION)
+
+
+def _server_action(request, server_id, body):
+    """POST a server action (``os-cloudlet``'s are not in novaclient); its JSON answer."""
+    _resp, answer = _novaclient(request).client.post("/servers/%s/action" % server_id, body=body)
+    return answer or {}
+
+
+class HorizonImages:
+    """Horizon's Glance for the user of ``request``, as the calls of openstacksdk's image
+    proxy that the client core makes (``conn.image``), so base import and delete run the
+    core's code. Images are ``openstack_dashboard.api.glance.Image``s."""
+
+    def __init__(self, request):
+        self.request = request
+
+    def images(self, **filters):
+        return glance.image_list_detailed(self.request, filters=filters)[0]
+
+    def get_image(self, image_id):
+        return glance.image_get(self.request, image_id)
+
+    def find_image(self, image_id, ignore_missing=True):
+        try:
+            return self.get_image(image_id)
+        except glance_exceptions.HTTPNotFound:
+            if not ignore_missing:
+                raise
+            return None
+
+    def delete_image(self, image_id, ignore_missing=False):
+        try:
+            glance.image_delete(self.request, image_id)
+        except glance_exceptions.HTTPNotFound:
+            if not ignore_missing:
+                raise
+
+    def create_image(self, name, data, disk_format, container_format, visibility,
+                     **properties):
+        """Create image ``name`` and upload ``data`` (a file) into it; an image whose upload
+        fails is deleted again."""
+        properties.pop("allow_duplicates", None)   # openstacksdk's; Glance allows them
+        client = glance.glanceclient(self.request)
+        image = client.images.create(name=name, disk_format=disk_format,
+                                     container_format=container_format,
+                                     visibility=visibility, **properties)
+        try:
+            client.images.upload(image.id, data)
+        except BaseException:
+            self.delete_image(image.id, ignore_missing=True)
+            raise
+        return glance.Image(image)
+
+
+def _cloud(request):
+    """What the client core calls ``conn``, for the calls it makes on the panel's behalf."""
+    return types.SimpleNamespace(image=HorizonImages(request))
+
+
+def _images_of_type(request, image_type, base_id=None, **filters):
+    """The images of ``cloudlet_type`` ``image_type`` (and base id ``base_id``, if given):
+    Glance filters on the properties, ``lookups.of_type`` keeps the client core's rule."""
+    filters[model.PROPERTY_TYPE] = image_type
+    if base_id is not None:
+        filters[model.PROPERTY_BASE_ID] = base_id
+    # NOTE: glanceclient rewrites the filters it is given (encoded, with a limit).
+    images = glance.image_list_detailed(request, filters=dict(filters))[0]
+    return [i for i in images if lookups.of_type(i, image_type, base_id)]
+
 
 def _verify():
     """Horizon's TLS verification (as ``openstack_dashboard.api`` sets it)."""
@@ -155,45 +243,23 @@ def _verify():
     return getattr(settings, "OPENSTACK_SSL_CACERT", None) or True
 
 
-def _endpoint(request, service_type):
-    """The catalog's URL of ``service_type`` for the user, or None if it lists none."""
-    try:
-        return horizon_api.url_for(request, service_type)
-    except horizon_exceptions.ServiceCatalogException:
-        return None
-
-
-def connection(request):
-    """The user's openstacksdk connection (one per Django request): the request's token,
-    sent to the endpoints Horizon uses (``client.core.sessions.token_connection``)."""
-    conn = getattr(request, "_cloudlet_conn", None)
-    if conn is None:
-        user = request.user
-        conn = sessions.token_connection(
-            user.token.id, {s: _endpoint(request, s) for s in SERVICES}, verify=_verify(),
-            region_name=getattr(user, "services_region", None),
-            original_ip=auth_utils.get_client_ip(request), app_name="horizon-cloudlet")
-        request._cloudlet_conn = conn
-    return conn
-
-
 # --- base VMs -----------------------------------------------------------------------------
 
 @handle_errors
 def base_image_list(request):
     """Base VMs (their disk images) visible to the project."""
-    return [BaseImage(i) for i in lookups.images_of_type(connection(request), model.BASE_DISK)]
+    return [BaseImage(i) for i in _images_of_type(request, model.BASE_DISK)]
 
 
 @handle_errors
 def base_image_get(request, image_id):
-    return BaseImage(connection(request).image.get_image(image_id))
+    return BaseImage(glance.image_get(request, image_id))
 
 
 @handle_errors
 def base_image_find(request, base_id):
     """The active base disk image of base VM ``base_id``, or None."""
-    image = lookups.active_base_image(connection(request), base_id)
+    image = lookups.first_active(_images_of_type(request, model.BASE_DISK, base_id))
     return BaseImage(image) if image is not None else None
 
 
@@ -201,7 +267,7 @@ def base_image_find(request, base_id):
 def import_base(request, package_path, name=None, visibility="private"):
     """Import base package ``package_path`` (a file on this server) as four linked images;
     return ``{cloudlet_type: image id}`` (``client.core.bases``)."""
-    return bases.import_base_package(connection(request), package_path, name=name or None,
+    return bases.import_base_package(_cloud(request), package_path, name=name or None,
                                      visibility=visibility)
 
 
@@ -209,28 +275,31 @@ def import_base(request, package_path, name=None, visibility="private"):
 def delete_base(request, image_id):
     """Delete a base VM: the three linked images first, the disk image last (it names them,
     so a failed delete can be retried)."""
-    bases.delete_base(connection(request), image_id)
+    bases.delete_base(_cloud(request), image_id)
 
 
 @handle_errors
 def resume_base(request, name, image_id, flavor_id, network_id=None):
-    """``POST /servers`` from a base disk image: the driver restores the base's memory."""
-    return Instance(_create_server(request, name, image_id, flavor_id, network_id))
+    """``POST /servers`` from a base disk image: the driver restores the base's memory.
+    Returns the new server's id."""
+    return _create_server(request, name, image_id, flavor_id, network_id)
 
 
 @handle_errors
 def synthesize(request, name, image_id, flavor_id, overlay_url=None, network_id=None,
                overlay_image=None):
     """``POST /servers`` from the base with ``metadata.overlay_url`` (or ``overlay_image``,
-    a VM overlay image id, which nova-compute reads from Glance): VM synthesis."""
-    return Instance(_create_server(request, name, image_id, flavor_id, network_id,
-                                   synthesis.synthesis_metadata(overlay_url, overlay_image)))
+    a VM overlay image id, which nova-compute reads from Glance): VM synthesis. Returns the
+    new server's id."""
+    return _create_server(request, name, image_id, flavor_id, network_id,
+                          synthesis.synthesis_metadata(overlay_url, overlay_image))
 
 
 def _create_server(request, name, image_id, flavor_id, network_id, metadata=None):
-    networks = [{"uuid": network_id}] if network_id else "none"
-    return bases.create_server(connection(request), name, image_id, flavor_id, networks,
-                               metadata)
+    # NOTE: the id only; any other attribute of the answer makes novaclient GET the server.
+    nics = [{"net-id": network_id}] if network_id else "none"
+    return _novaclient(request).servers.create(name, image_id, flavor_id, meta=metadata,
+                                               nics=nics).id
 
 
 # --- overlays -----------------------------------------------------------------------------
@@ -238,36 +307,34 @@ def _create_server(request, name, image_id, flavor_id, network_id, metadata=None
 @handle_errors
 def overlay_list(request):
     """The project's VM overlay images."""
-    return [Overlay(i) for i in lookups.images_of_type(connection(request), model.OVERLAY,
-                                                        owner=request.user.project_id)]
+    return [Overlay(i) for i in _images_of_type(request, model.OVERLAY,
+                                                owner=request.user.project_id)]
 
 
 @handle_errors
 def overlay_get(request, image_id):
-    return Overlay(connection(request).image.get_image(image_id))
+    return Overlay(glance.image_get(request, image_id))
 
 
 @handle_errors
 def delete_overlay(request, image_id):
-    connection(request).image.delete_image(image_id)
+    glance.image_delete(request, image_id)
 
 
 @handle_errors
 def create_overlay(request, instance_id, overlay_name):
     """``cloudlet-overlay-finish`` on a resumed base VM; return the overlay's image id."""
-    return sessions.server_action(connection(request), instance_id,
-                                  overlays.overlay_body(overlay_name))["overlay-id"]
+    return _server_action(request, instance_id, overlays.overlay_body(overlay_name))["overlay-id"]
 
 
 @handle_errors
 def download_overlay(request, image_id):
-    """``(name, size, chunks)`` of overlay ``image_id``; ``chunks`` streams from Glance."""
-    conn = connection(request)
-    image = conn.image.get_image(image_id)
+    """``(name, size, chunks)`` of overlay ``image_id``; ``chunks`` streams from Glance
+    (glanceclient checks the data against the image's hash as it goes)."""
+    image = glance.image_get(request, image_id)
     if (image.properties or {}).get(model.PROPERTY_TYPE) != model.OVERLAY:
         raise CloudletAPIError("image %s is not a VM overlay" % image_id)
-    resp = conn.image.download_image(image, stream=True)
-    return image.name, image.size, resp.iter_content(DOWNLOAD_PIECE)
+    return image.name, image.size, glance.glanceclient(request).images.data(image_id)
 
 
 @handle_errors
@@ -301,20 +368,19 @@ def _fetch_policy(allowed_hosts, disallowed_hosts, allowed_ports):
 @handle_errors
 def instance_list(request):
     """The project's servers made from a base VM (resumed or synthesized)."""
-    conn = connection(request)
-    base_ids = {i.id for i in lookups.images_of_type(conn, model.BASE_DISK)}
-    return [Instance(s) for s in conn.compute.servers(details=True)
+    base_ids = {i.id for i in _images_of_type(request, model.BASE_DISK)}
+    return [Instance(s) for s in _novaclient(request).servers.list(detailed=True)
             if (s.image or {}).get("id") in base_ids]
 
 
 @handle_errors
 def instance_get(request, instance_id):
-    return Instance(connection(request).compute.get_server(instance_id))
+    return Instance(_novaclient(request).servers.get(instance_id))
 
 
 @handle_errors
 def instance_delete(request, instance_id):
-    connection(request).compute.delete_server(instance_id)
+    nova.server_delete(request, instance_id)
 
 
 def _keystone_v3_url(url):
@@ -365,8 +431,7 @@ def handoff(request, instance_id, keystone_url, username, password, project_name
     endpoint, token = destination(keystone_url, username, password, project_name,
                                   user_domain, project_domain)
     body = core_handoff.handoff_body(endpoint, token, name)
-    return sessions.server_action(connection(request), instance_id, body).get("handoff",
-                                                                              endpoint)
+    return _server_action(request, instance_id, body).get("handoff", endpoint)
 
 
 @handle_errors
@@ -376,19 +441,19 @@ def handoff_residue(request, instance_id, image_name):
     running."""
     if not core_handoff.residue_name_ok(image_name):
         raise CloudletAPIError("%r is not an image name" % image_name)
-    return sessions.server_action(connection(request), instance_id,
-                                  core_handoff.residue_body(image_name))["handoff"]
+    return _server_action(request, instance_id,
+                          core_handoff.residue_body(image_name))["handoff"]
 
 
 # --- flavors and networks -----------------------------------------------------------------
 
 @handle_errors
 def flavor_list(request):
-    return [Flavor(f) for f in connection(request).compute.flavors(details=True)]
+    return [Flavor(f) for f in nova.flavor_list(request)]
 
 
 @handle_errors
 def network_list(request):
     """``[(id, name)]`` of the networks the project can attach to."""
-    conn = connection(request)
-    return [(n.id, n.name) for n in conn.network.networks()]
+    return [(n.id, n.name)
+            for n in neutron.network_list_for_tenant(request, request.user.project_id)]

@@ -138,6 +138,35 @@ def test_bad_records(plain, message):
         list(records.iter_records(plain))
 
 
+def test_resolver_serves_overlays_and_handoff_streams():
+    """One resolver: short forms, the bytes they stand for, the caller's base-offset check,
+    PRIOR only where the caller resolves it (a handoff stream, never an overlay)."""
+    base_mem = bytes(range(256)) * 64                       # four pages
+
+    def within(offset, where):
+        if offset + records.CHUNK_SIZE > len(base_mem):
+            raise FormatError("%s: offset %d beyond the base" % (where, offset))
+
+    class Disk:
+        def read(self, offset, where):
+            return b"d" * records.CHUNK_SIZE
+    overlay = records.Resolver(base_mem, within, Disk())
+    raw = memoryview(b"r" * records.CHUNK_SIZE)
+    assert overlay.resolve(records.SOURCE_RAW, raw, "r1") == bytes(raw)
+    assert overlay.resolve(records.SOURCE_ZERO, None, "r2") is None
+    assert overlay.chunk(None) == records.ZERO_CHUNK
+    assert overlay.resolve(records.SOURCE_BASE_MEM, 8192, "r3") == 8192
+    assert overlay.chunk(8192) == base_mem[8192:8192 + records.CHUNK_SIZE]
+    assert overlay.resolve(records.SOURCE_BASE_DISK, 0, "r4") == b"d" * records.CHUNK_SIZE
+    with pytest.raises(FormatError, match="^r5: offset 16384 beyond the base$"):
+        overlay.resolve(records.SOURCE_BASE_MEM, 16384, "r5")
+    with pytest.raises(FormatError, match="^r6 is a handoff-stream record, not valid in an "
+                                          "overlay$"):
+        overlay.resolve(records.SOURCE_PRIOR, (records.TARGET_MEMORY, 1), "r6")
+    held = records.Resolver(base_mem, within, Disk(), prior=lambda ref, where: ref[1])
+    assert held.resolve(records.SOURCE_PRIOR, (records.TARGET_DISK, 7), "r7") == 7
+
+
 def good_meta(world):
     with zipfile.ZipFile(world[1]) as zf:
         return msgpack.unpackb(zf.read("overlay-meta"))

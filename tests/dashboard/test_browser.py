@@ -261,8 +261,13 @@ class Panel:
             By.CSS_SELECTOR, "#%s tr[data-display='%s']" % (table, display))
 
     def row_id(self, table, display, timeout=300):
-        rows = self.wait(lambda d: self.row(table, display), timeout)
-        return rows[0].get_attribute("data-object-id")
+        def object_id(driver):
+            try:   # the row may be re-rendered (ajax update, reload) between find and read
+                rows = self.row(table, display)
+                return rows[0].get_attribute("data-object-id") if rows else None
+            except StaleElementReferenceException:
+                return None
+        return self.wait(object_id, timeout)
 
     def wait_row_status(self, table, display, status, timeout=300, column=None):
         """Wait until the row shows ``status`` (its ajax row update refreshes it; the page

@@ -1,25 +1,24 @@
-"""Unit tests of the Cloudlet panel's index: its three tables and their actions, with the
-API module (dashboard_panel.api.cloudlet) mocked."""
+"""Unit tests of the Cloudlet panel's index: its three tables and their actions, through the
+panel's API module with Horizon's API layer (openstack_dashboard.api) mocked."""
 
 from unittest import mock
 
 from django.urls import reverse
+from glanceclient import exc as glance_exceptions
+from novaclient import exceptions as nova_exceptions
 from openstack_dashboard.test import helpers as test
 
-from dashboard_panel.api import cloudlet as api
-from dashboard_panel.exceptions import CloudletAPIError
-from tests.dashboard.panel_helpers import INDEX_URL, PanelTestCase, base, instance, overlay
+from tests.dashboard.panel_helpers import (BASE_DISK, INDEX_URL, OVERLAY, SYNTHESIZED,
+                                           PanelTestCase, action_answer, base, overlay, server)
 
 
 class IndexTests(PanelTestCase):
 
-    @test.create_mocks({api: ["base_image_list", "overlay_list", "instance_list"]})
     def test_index_shows_three_tables(self):
-        self.mock_base_image_list.return_value = [base()]
-        self.mock_overlay_list.return_value = [overlay()]
-        self.mock_instance_list.return_value = [
-            instance(), instance("srv-2", "vm2", api.SYNTHESIZED),
-            instance("srv-3", "vm3", status="BUILD", task_state="spawning")]
+        self.horizon(images=[base(), overlay()],
+                     servers=[server(), server("srv-2", "vm2", SYNTHESIZED),
+                              server("srv-3", "vm3", status="BUILD", task_state="spawning"),
+                              server("srv-4", "other", image_id="not-a-base")])
 
         res = self.client.get(INDEX_URL)
 
@@ -30,19 +29,18 @@ class IndexTests(PanelTestCase):
         content = res.content.decode()
         for text in ("Base VM Images", "VM Overlays", "Import Base VM", "Resume Base VM",
                      "Download VM overlay", "Start VM Synthesis", "Resumed Base VM",
-                     "Synthesized VM"):
+                     "Synthesized VM", "10.0.0.5", "cl.tiny"):
             self.assertIn(text, content)
-        self.mock_base_image_list.assert_called_once_with(test.IsHttpRequest())
-        self.mock_overlay_list.assert_called_once_with(test.IsHttpRequest())
-        self.mock_instance_list.assert_called_once_with(test.IsHttpRequest())
+        self.assertNotIn("srv-4", content)
+        self.assertIn({"cloudlet_type": BASE_DISK}, self.image_queries)
+        self.assertIn({"cloudlet_type": OVERLAY, "owner": self.tenant.id}, self.image_queries)
+        self.nova.servers.list.assert_called_once_with(detailed=True)
 
-    @test.create_mocks({api: ["base_image_list", "overlay_list", "instance_list"]})
     def test_row_actions_follow_type_and_state(self):
-        self.mock_base_image_list.return_value = [base(), base("img-2", status="saving")]
-        self.mock_overlay_list.return_value = [overlay(), overlay("ov-2", status="queued")]
-        self.mock_instance_list.return_value = [
-            instance(), instance("srv-2", "vm2", api.SYNTHESIZED),
-            instance("srv-3", "vm3", task_state="image_uploading")]
+        self.horizon(images=[base(), base("img-2", status="saving"), overlay(),
+                             overlay("ov-2", status="queued")],
+                     servers=[server(), server("srv-2", "vm2", SYNTHESIZED),
+                              server("srv-3", "vm3", task_state="image_uploading")])
 
         res = self.client.get(INDEX_URL)
 
@@ -59,21 +57,19 @@ class IndexTests(PanelTestCase):
         # Rows in a running state refresh themselves by ajax.
         self.assertIn('data-update-url', res.content.decode())
 
-    @test.create_mocks({api: ["base_image_list", "overlay_list", "instance_list"]})
     def test_index_error_shows_reason(self):
-        self.mock_base_image_list.side_effect = CloudletAPIError("glance is down")
-        self.mock_overlay_list.return_value = []
-        self.mock_instance_list.return_value = []
+        self.horizon()
+        self.mock_image_list_detailed.side_effect = glance_exceptions.HTTPServiceUnavailable(
+            "glance is down")
 
         res = self.client.get(INDEX_URL)
 
         self.assertEqual(res.status_code, 200)
         msgs = [str(m.message) for m in res.context["messages"]]
-        self.assertIn("Unable to retrieve base VMs: glance is down", msgs)
+        self.assertIn("Unable to retrieve base VMs: glance is down (HTTP 503)", msgs)
 
-    @test.create_mocks({api: ["instance_get"]})
     def test_instance_row_update(self):
-        self.mock_instance_get.return_value = instance(status="BUILD", task_state="spawning")
+        self.horizon(servers=[server(status="BUILD", task_state="spawning")])
 
         res = self.client.get(INDEX_URL, {"action": "row_update", "table": "instances",
                                           "obj_id": "srv-1"},
@@ -81,18 +77,17 @@ class IndexTests(PanelTestCase):
 
         self.assertEqual(res.status_code, 200)
         self.assertIn("Spawning", res.content.decode())
-        self.mock_instance_get.assert_called_once_with(test.IsHttpRequest(), "srv-1")
+        self.nova.servers.get.assert_called_once_with("srv-1")
 
-    @test.create_mocks({api: ["overlay_get"]})
     def test_overlay_row_update(self):
-        self.mock_overlay_get.return_value = overlay(status="saving")
+        self.horizon(images=[overlay(status="saving")])
 
         res = self.client.get(INDEX_URL, {"action": "row_update", "table": "overlays",
                                           "obj_id": "ov-1"},
                               HTTP_X_REQUESTED_WITH="XMLHttpRequest")
 
         self.assertIn("Saving", res.content.decode())
-        self.mock_overlay_get.assert_called_once_with(test.IsHttpRequest(), "ov-1")
+        self.mock_image_get.assert_called_once_with(test.IsHttpRequest(), "ov-1")
 
 
 class TableActionTests(PanelTestCase):
@@ -100,93 +95,72 @@ class TableActionTests(PanelTestCase):
     def post_action(self, action):
         return self.client.post(INDEX_URL, {"action": action})
 
-    @test.create_mocks({api: ["base_image_list", "overlay_list", "instance_list",
-                              "delete_base"]})
     def test_delete_base(self):
-        self.mock_base_image_list.return_value = [base()]
-        self.mock_overlay_list.return_value = []
-        self.mock_instance_list.return_value = []
+        self.horizon(images=[base()])
 
         res = self.post_action("images__delete__img-1")
 
         self.assertRedirectsNoFollow(res, INDEX_URL)
-        self.mock_delete_base.assert_called_once_with(test.IsHttpRequest(), "img-1")
+        self.mock_image_delete.assert_called_once_with(test.IsHttpRequest(), "img-1")
 
-    @test.create_mocks({api: ["base_image_list", "overlay_list", "instance_list",
-                              "delete_overlay"]})
     def test_delete_overlay_failure_shows_reason(self):
-        self.mock_base_image_list.return_value = []
-        self.mock_overlay_list.return_value = [overlay()]
-        self.mock_instance_list.return_value = []
-        self.mock_delete_overlay.side_effect = CloudletAPIError("image is protected")
+        self.horizon(images=[overlay()])
+        self.mock_image_delete.side_effect = glance_exceptions.HTTPForbidden(
+            "image is protected")
 
         res = self.post_action("overlays__delete__ov-1")
 
         self.assertRedirectsNoFollow(res, INDEX_URL)
-        self.mock_delete_overlay.assert_called_once_with(test.IsHttpRequest(), "ov-1")
+        self.mock_image_delete.assert_called_once_with(test.IsHttpRequest(), "ov-1")
         self.assert_message("error", "Unable to delete VM overlay: image is protected")
 
-    @test.create_mocks({api: ["base_image_list", "overlay_list", "instance_list",
-                              "create_overlay"]})
     def test_create_overlay(self):
-        self.mock_base_image_list.return_value = []
-        self.mock_overlay_list.return_value = []
-        self.mock_instance_list.return_value = [instance()]
-        self.mock_create_overlay.return_value = "ov-9"
+        self.horizon(images=[base()], servers=[server()])
+        self.nova.client.post.return_value = action_answer({"overlay-id": "ov-9"})
 
         res = self.post_action("instances__create_overlay__srv-1")
 
         self.assertRedirectsNoFollow(res, INDEX_URL)
-        self.mock_create_overlay.assert_called_once_with(test.IsHttpRequest(), "srv-1",
-                                                         "vm1-overlay")
+        self.nova.client.post.assert_called_once_with(
+            "/servers/srv-1/action",
+            body={"cloudlet-overlay-finish": {"overlay-name": "vm1-overlay"}})
         self.assert_message("success", "vm1")
 
-    @test.create_mocks({api: ["base_image_list", "overlay_list", "instance_list",
-                              "create_overlay"]})
     def test_create_overlay_conflict_shows_reason(self):
-        self.mock_base_image_list.return_value = []
-        self.mock_overlay_list.return_value = []
-        self.mock_instance_list.return_value = [instance()]
-        self.mock_create_overlay.side_effect = CloudletAPIError(
-            "Cannot 'cloudlet-overlay-finish' instance srv-1 while it is in task_state "
-            "image_uploading (HTTP 409)")
+        self.horizon(images=[base()], servers=[server()])
+        self.nova.client.post.side_effect = nova_exceptions.Conflict(
+            409, "Cannot 'cloudlet-overlay-finish' instance srv-1 while it is in task_state "
+                 "image_uploading")
 
         res = self.post_action("instances__create_overlay__srv-1")
 
         self.assertRedirectsNoFollow(res, INDEX_URL)
         self.assert_message("error", "Unable to create VM overlay: Cannot 'cloudlet-overlay")
+        self.assert_message("error", "image_uploading (HTTP 409)")
         self.assertFalse(any("Unable to Create VM Overlay" in t for _, t in self.messages()))
 
-    @test.create_mocks({api: ["base_image_list", "overlay_list", "instance_list",
-                              "create_overlay"]})
     def test_create_overlay_refused_for_synthesized(self):
-        self.mock_base_image_list.return_value = []
-        self.mock_overlay_list.return_value = []
-        self.mock_instance_list.return_value = [instance(kind=api.SYNTHESIZED)]
+        self.horizon(images=[base()], servers=[server(kind=SYNTHESIZED)])
 
         self.post_action("instances__create_overlay__srv-1")
 
-        self.mock_create_overlay.assert_not_called()
+        self.nova.client.post.assert_not_called()
         self.assert_message("error", "not allowed")
 
-    @test.create_mocks({api: ["base_image_list", "overlay_list", "instance_list",
-                              "instance_delete"]})
     def test_terminate(self):
-        self.mock_base_image_list.return_value = []
-        self.mock_overlay_list.return_value = []
-        self.mock_instance_list.return_value = [instance(), instance("srv-2", "vm2")]
+        self.horizon(images=[base()], servers=[server(), server("srv-2", "vm2")])
 
         res = self.client.post(INDEX_URL, {"action": "instances__terminate",
                                            "object_ids": ["srv-1", "srv-2"]})
 
         self.assertRedirectsNoFollow(res, INDEX_URL)
-        self.assertEqual(self.mock_instance_delete.call_args_list,
+        self.assertEqual(self.mock_server_delete.call_args_list,
                          [mock.call(test.IsHttpRequest(), "srv-1"),
                           mock.call(test.IsHttpRequest(), "srv-2")])
 
-    @test.create_mocks({api: ["download_overlay"]})
     def test_download_overlay_streams(self):
-        self.mock_download_overlay.return_value = ("vm1-overlay", 6, iter([b"abc", b"def"]))
+        self.horizon(images=[overlay(size=6)])
+        self.glance.images.data.return_value = iter([b"abc", b"def"])
 
         res = self.client.get(reverse("horizon:project:cloudlet:download", args=["ov-1"]))
 
@@ -195,15 +169,13 @@ class TableActionTests(PanelTestCase):
         self.assertEqual(res["Content-Disposition"],
                          'attachment; filename="vm1-overlay.zip"')
         self.assertEqual(res["Content-Length"], "6")
-        self.mock_download_overlay.assert_called_once_with(test.IsHttpRequest(), "ov-1")
+        self.glance.images.data.assert_called_once_with("ov-1")
 
-    @test.create_mocks({api: ["download_overlay"]})
     def test_download_overlay_failure_redirects(self):
-        self.mock_download_overlay.side_effect = CloudletAPIError("image ov-1 is not a VM "
-                                                                  "overlay")
+        self.horizon(images=[base("ov-1")])
 
         res = self.client.get(reverse("horizon:project:cloudlet:download", args=["ov-1"]))
 
         self.assertRedirectsNoFollow(res, INDEX_URL)
-        self.assert_message("error", "is not a VM overlay")
-
+        self.assert_message("error", "image ov-1 is not a VM overlay")
+        self.glance.images.data.assert_not_called()
