@@ -37,7 +37,7 @@ from stack.guest import guest
 from stack.httpserve import FileServer
 from tests.compute.test_story import assert_same_guest
 from tests.conftest import scratch_root
-from tests.support import cloud
+from tests.support import cloud, processes
 
 REPO = guest.REPO_DIR
 STATE = REPO / ".state" / "horizon"
@@ -127,11 +127,7 @@ def horizon(stack_up):
         cloud.wait_for(ready, 90, "Horizon's dev server", interval=0.5)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        processes.stop(proc)
         log.close()
 
 

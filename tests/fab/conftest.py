@@ -10,6 +10,7 @@ import time
 import pytest
 
 from stack.guest import guest
+from tests.support import processes
 
 ROOT = str(guest.REPO_DIR)
 FAB = os.path.join(ROOT, ".venv", "bin", "fab")
@@ -67,12 +68,7 @@ def sshd(tmp_path_factory):
         yield {"host": "root@127.0.0.1:%d" % SSH_PORT, "key": str(d / "id_ed25519"),
                "log": str(d / "sshd.log")}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        processes.stop(proc)
         log.close()
 
 
