@@ -195,6 +195,7 @@ class CloudletController(wsgi.Controller):
             error = webob.exc.HTTPBadRequest if exc.status == 400 else webob.exc.HTTPConflict
             raise error(explanation=str(exc))
         dest_name = args.get('dest_vmname') or instance.display_name
+        instance.progress = 0   # the handoff's, from here on (saved with the task state)
         with self._claimed(context, instance, [], 'cloudlet-handoff',
                            task_state=task_states.MIGRATING):
             self.rpcapi.cloudlet_handoff(context, instance, dest.url, args['dest_token'],

@@ -123,16 +123,21 @@ class CloudletEndpoint:
 
 @contextlib.contextmanager
 def _reason_kept(instance):
-    """On failure, the reason (one line, at most 255 characters) in ``instance``'s metadata
-    ``cloudlet_error``, where its users see it."""
+    """On failure, the reason in ``instance``'s metadata ``cloudlet_error``, where its users
+    see it: the message of the instance fault nova records (one line, at most 255
+    characters; an error that is not nova's is named by its class, as in faults)."""
     try:
         yield
     except Exception as exc:
-        reason = exc.format_message() if hasattr(exc, 'format_message') else str(exc)
-        instance.metadata = dict(instance.metadata or {},
-                                 **{glance.METADATA_TASK_ERROR: reason[:255]})
-        instance.save()
-        raise
+        with excutils.save_and_reraise_exception():
+            reason = compute_utils.exception_to_dict(exc)['message']
+            instance.metadata = dict(instance.metadata or {},
+                                     **{glance.METADATA_TASK_ERROR: reason})
+            try:
+                instance.save()
+            except Exception as save_exc:   # e.g. deleted meanwhile: the first error matters
+                LOG.warning("could not record why the task failed: %s", save_exc,
+                            instance=instance)
 
 
 def register(virtapi, driver):

@@ -210,11 +210,15 @@ class CloudletAPITest(base.CloudletTestBase):
                                                  "dest_token": "t"}}, 400, "handoff_url",
                            server_id=resumed["id"])
 
+        built = self._instance(resumed["id"])
+        built.progress = 100          # what a synthesis leaves: the handoff starts at 0
+        built.save()
         with mock.patch(DEST + "find_base", return_value="img"), \
                 mock.patch(DEST + "pick_flavor", return_value="flv"), \
                 mock.patch(HANDOFF_CAST) as cast:
             status, resp = self._action(body, server_id=resumed["id"])
         self.assertEqual(202, status, resp)
+        self.assertEqual(0, self._instance(resumed["id"]).progress)
         self.assertEqual({"handoff": "http://dest:8774/v2.1"}, resp)
         _ctxt, instance, url, token, name, image_id, flavor_id = cast.call_args.args
         self.assertEqual((resumed["id"], "http://dest:8774/v2.1", "tok", "moved", "img", "flv"),
