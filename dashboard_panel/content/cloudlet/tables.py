@@ -204,6 +204,10 @@ class CreateVMOverlay(tables.BatchAction):
             api.create_overlay(request, obj_id, "%s-overlay" % datum.name)
         except api.CloudletAPIError:
             fail(request, _("Unable to create VM overlay: %(exc)s"))
+        except Exception:
+            # Horizon shows its generic message and logs one line: keep the traceback.
+            LOG.exception("create VM overlay of instance %s", obj_id)
+            raise
 
 
 class VMHandoff(tables.LinkAction):
