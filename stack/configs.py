@@ -10,14 +10,13 @@ import os
 import shutil
 import string
 
+from scripts.install_agent.constants import SCHEDULER_WEIGHERS, SCHEDULER_WEIGHERS_COMMENT
 from .paths import TEMPLATES, VPREFIX, StackError
 from . import topology
 from .topology import SERVICE_PASSWORD
 
 DEFAULT_COMPUTE_DRIVER = "libvirt.LibvirtDriver"
 DEFAULT_API_ROUTER = "nova.api.openstack.compute:APIRouterV21.factory"
-WEIGHERS = ("nova.scheduler.weights.all_weighers",
-            "cloudlet_compute.nova.weigher.CachedBaseWeigher")
 
 
 def settings(compute_driver=None, api_router=None, nova_extra_conf=None, cloudlet=False):
@@ -58,8 +57,8 @@ def write_configs(p, settings):
                     " (VM hand-off).\nhandoff_host = %s\n" % c.link_ip)
         for key, value, comment in topology.EMBEDDED_CLOUDLET_OPTIONS:
             cloudlet += (comment + "\n" if comment else "") + "%s = %s\n" % (key, value)
-        cloudlet += ("\n[filter_scheduler]\n# nova-scheduler prefers hosts that cache the "
-                     "request's base VM.\nweight_classes = %s\n" % ",".join(WEIGHERS))
+        cloudlet += "\n[filter_scheduler]\n%s\nweight_classes = %s\n" % (
+            SCHEDULER_WEIGHERS_COMMENT, ",".join(SCHEDULER_WEIGHERS))
     base = {
         "state": p.state, "etc": p.etc, "logs": p.logs, "host": c.nova_host,
         "my_ip": c.host, "rabbit_url": c.rabbit_url,

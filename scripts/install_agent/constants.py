@@ -13,6 +13,11 @@ HORIZON_ENABLED_NAME = "_1920_project_cloudlet_panel.py"
 DEFAULT_BACKUP_DIR = "/var/lib/openstackpp/install"
 DEFAULT_LIBVIRT_URI = "qemu:///system"
 CLOUDLET_OPTIONS = ("handoff_host", "cache_dir", "overlay_url_schemes")   # [cloudlet] in nova.conf
+# nova.conf's [filter_scheduler] weight_classes: nova's weighers and the cached-base one.
+SCHEDULER_WEIGHERS = ("nova.scheduler.weights.all_weighers",
+                      "cloudlet_compute.nova.weigher.CachedBaseWeigher")
+SCHEDULER_WEIGHERS_COMMENT = ("# nova-scheduler prefers hosts that cache the request's "
+                              "base VM.")
 CLOUDLET_COMMENTS = {   # written above an option that install adds
     "handoff_host": "# Address of this cloud on the veth link between the clouds (VM hand-off).",
 }

@@ -7,7 +7,7 @@ import os
 import shutil
 
 from .constants import COMPUTE_DRIVER, HORIZON_ENABLED_NAME, PACKAGE, PASTE_APP_FACTORY, \
-    PASTE_KEY, PASTE_SECTION
+    PASTE_KEY, PASTE_SECTION, SCHEDULER_WEIGHERS, SCHEDULER_WEIGHERS_COMMENT
 from .ini import ini_set
 from .report import Failed, Refused, log
 from .target import read_text, sh
@@ -36,15 +36,18 @@ def desired_files(t, opts):
     out.append((t.paste_ini, ini_set(paste, PASTE_SECTION, PASTE_KEY, PASTE_APP_FACTORY),
                 ["nova-api"]))
     comp = ini_set(read_text(t.compute_conf), "DEFAULT", "compute_driver", COMPUTE_DRIVER)
-    options = t.cloudlet_options()
+    settings = [("cloudlet", key, value, comment) for key, value, comment in
+                t.cloudlet_options()] + [("filter_scheduler", "weight_classes",
+                                          ",".join(SCHEDULER_WEIGHERS),
+                                          SCHEDULER_WEIGHERS_COMMENT)]
     if t.compute_conf == t.nova_conf:
-        for key, value, comment in options:
-            comp = ini_set(comp, "cloudlet", key, value, comment)
-    elif options:
+        for section, key, value, comment in settings:
+            comp = ini_set(comp, section, key, value, comment)
+    else:
         nova = read_text(t.nova_conf)
-        for key, value, comment in options:
-            nova = ini_set(nova, "cloudlet", key, value, comment)
-        out.append((t.nova_conf, nova, ["nova-api", "nova-compute"]))
+        for section, key, value, comment in settings:
+            nova = ini_set(nova, section, key, value, comment)
+        out.append((t.nova_conf, nova, ["nova-api", "nova-scheduler", "nova-compute"]))
     out.append((t.compute_conf, comp, ["nova-compute"]))
     if opts.get("shim_source") and facts.get("nova_virt"):
         out.append((os.path.join(facts["nova_virt"], "cloudlet", "__init__.py"),

@@ -359,7 +359,8 @@ class Devstack(_Systemd):
         return python
 
     def _find_units(self):
-        return {"nova-api": "devstack@n-api", "nova-compute": "devstack@n-cpu"}, _web_units()
+        return {"nova-api": "devstack@n-api", "nova-scheduler": "devstack@n-sch",
+                "nova-compute": "devstack@n-cpu"}, _web_units()
 
 
 class Packages(_Systemd):
@@ -375,7 +376,8 @@ class Packages(_Systemd):
     def _find_units(self):
         web = _web_units()
         return {"nova-api": "nova-api" if _unit_exists("nova-api") else
-                (web[0] if web else "nova-api"), "nova-compute": "nova-compute"}, web
+                (web[0] if web else "nova-api"), "nova-scheduler": "nova-scheduler",
+                "nova-compute": "nova-compute"}, web
 
 
 LAYOUTS = {cls.layout: cls for cls in (Embedded, Devstack, Packages)}

@@ -160,7 +160,7 @@ def test_uninstall_restores_byte_identical_and_forgets(target):
     plan.uninstall_check(m)
     services = plan.uninstall_apply(t, m)
     plan.forget(t, m)
-    assert set(services) == {"nova-api", "nova-compute", "horizon"}
+    assert set(services) == {"nova-api", "nova-scheduler", "nova-compute", "horizon"}
     assert snapshot(str(target.tmp)) == before   # also: no manifest, no shim dir left
     assert not os.path.exists(str(target.tmp / "backup"))
     assert not os.path.exists(os.path.join(target.facts["nova_virt"], "cloudlet"))
