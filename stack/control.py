@@ -94,6 +94,8 @@ def up(state_dir=None, compute_driver=None, api_router=None, nova_extra_conf=Non
 
     def start_nova():
         bootstrap.preregister_compute(p, settings)
+        if not running(p, "nova-compute"):
+            remove_stale_domains(state_dir, name)
         start("nova-api", "nova-conductor", "nova-scheduler", "nova-compute")
 
     groups = [(("keystone",), lambda: start("keystone")),
@@ -158,9 +160,37 @@ def up(state_dir=None, compute_driver=None, api_router=None, nova_extra_conf=Non
 
 
 def _domains(prefix):
-    r = subprocess.run(["virsh", "-c", "qemu:///system", "list", "--all", "--name"],
-                       capture_output=True, text=True)
+    r = _virsh("list", "--all", "--name")
     return [d for d in r.stdout.split() if d.startswith(prefix)]
+
+
+def _virsh(*args):
+    return subprocess.run(["virsh", "-c", "qemu:///system"] + list(args),
+                          capture_output=True, text=True)
+
+
+def _remove_domain(name):
+    _virsh("destroy", name)
+    _virsh("undefine", "--nvram", name)
+
+
+def remove_stale_domains(state_dir=None, name="a"):
+    """Remove the domains named like cloud NAME's instances that no instance in its nova
+    database owns, and return their names. They are left by a stack killed rather than taken
+    down (here, or on the machine this one was copied from), and nova would fail to define a
+    domain of the same name. `up` calls this before it starts nova-compute."""
+    c = Cloud(name, state_dir)
+    doms = _domains(c.domain_prefix)
+    if not doms:
+        return []
+    r = infra.mysql(Paths(c), "SELECT uuid FROM %s.instances WHERE deleted=0" % c.db("nova"))
+    owned = set(r.stdout.split()[1:])
+    stale = [d for d in doms if _virsh("domuuid", d).stdout.strip() not in owned]
+    for dom in stale:
+        _remove_domain(dom)
+    if stale:
+        log("removed domains no instance of cloud %s owns: %s" % (c.name, " ".join(stale)))
+    return stale
 
 
 def _stop_all(p, names):
@@ -220,10 +250,7 @@ def down(state_dir=None, purge=False, name="a"):
         # their OVS ports), leftovers (dnsmasq, privsep helpers), then the infrastructure.
         stopped += _stop_all(p, list(reversed(SERVICES)))
         for dom in _domains(c.domain_prefix):
-            subprocess.run(["virsh", "-c", "qemu:///system", "destroy", dom],
-                           capture_output=True)
-            subprocess.run(["virsh", "-c", "qemu:///system", "undefine", "--nvram", dom],
-                           capture_output=True)
+            _remove_domain(dom)
             stopped.append("domain " + dom)
         for pid in processes.state_processes(p, epmd=False):
             try:

@@ -16,7 +16,7 @@ import pytest
 
 import stack
 from stack.guest import guest
-from tests.support import cloud
+from tests.support import cloud, faults
 
 
 @pytest.fixture(scope="module")
@@ -101,3 +101,29 @@ def test_server_on_provider_network(running_stack, guest_dir):
             cloud.delete_server(demo, server.id)
         for img in created_images:
             demo.image.delete_image(img, ignore_missing=True)
+
+
+STALE_DOMAIN_XML = """<domain type='qemu'><name>%s</name><memory unit='MiB'>16</memory>
+<os><type arch='x86_64'>hvm</type></os></domain>"""
+
+
+def test_domains_no_instance_owns_are_removed(running_stack, tmp_path):
+    """A domain named like one of nova's, left by a stack that was killed (nova would fail to
+    define its own of that name), goes; the domains of nova's instances stay."""
+    name = stack.cloud("a").instance_name_template % 0x7ffffff0
+    xml = tmp_path / "stale.xml"
+    xml.write_text(STALE_DOMAIN_XML % name)
+    virsh = ["virsh", "-c", "qemu:///system"]
+    subprocess.run(virsh + ["define", str(xml)], check=True, capture_output=True)
+    try:
+        before = set(faults.stack_domains())
+        assert name in before
+        removed = stack.control.remove_stale_domains()
+        assert name in removed
+        after = set(faults.stack_domains())
+        assert after == before - set(removed)
+        admin = stack.connect("cloudlet-admin")
+        owned = {s.instance_name for s in admin.compute.servers(all_projects=True)}
+        assert after <= owned, after - owned
+    finally:
+        subprocess.run(virsh + ["undefine", name], capture_output=True)
