@@ -77,16 +77,24 @@ class NovaStory:
         overlay_image (synthesis). ``networks``: nova's value (``"none"``, or
         ``[{"uuid": net_id}]``); ``status``: the state to wait for (``"ERROR"`` for a build
         that must fail)."""
+        return self.boot_many([role], image_id, overlay_url, networks, status,
+                              overlay_image)[0]
+
+    def boot_many(self, roles, image_id, overlay_url=None, networks="none", status="ACTIVE",
+                  overlay_image=None):
+        """``boot`` one server per role, all POSTed before the first is waited for."""
         metadata = {model.METADATA_OVERLAY_URL: overlay_url} if overlay_url else {}
         if overlay_image:
             metadata[model.METADATA_OVERLAY_IMAGE] = overlay_image
-        server = self.demo.compute.create_server(
-            name="%s-%s" % (self.tag, role), image_id=image_id, flavor_id=self.flavor.id,
-            networks=networks, metadata=metadata)
-        self.servers.append(server.id)
+        servers = []
+        for role in roles:
+            servers.append(self.demo.compute.create_server(
+                name="%s-%s" % (self.tag, role), image_id=image_id, flavor_id=self.flavor.id,
+                networks=networks, metadata=metadata))
+            self.servers.append(servers[-1].id)
         failures = ["ERROR"] if status != "ERROR" else ["ACTIVE"]
-        return self.demo.compute.wait_for_server(server, status=status, failures=failures,
-                                                 wait=300)
+        return [self.demo.compute.wait_for_server(server, status=status, failures=failures,
+                                                  wait=300) for server in servers]
 
     def customize(self, server_id):
         """Change memory and disk in the guest; return what it then reports."""

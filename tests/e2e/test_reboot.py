@@ -47,22 +47,6 @@ def read_guest(story, server_id):
         return storymod.parse_observation(chan.run(READ_MARK))
 
 
-class ComputeLog:
-    """nova-compute's log lines about one server written since this object was made."""
-
-    def __init__(self, server_id):
-        self.path = faults.stack_paths().log("nova-compute")
-        self.server_id, self.offset = server_id, os.path.getsize(self.path)
-
-    def lines(self):
-        with open(self.path, errors="replace") as f:
-            f.seek(self.offset)
-            return [line for line in f.read().splitlines() if self.server_id in line]
-
-    def says(self, text):
-        return any(text in line for line in self.lines())
-
-
 def assert_fresh_boots_keep_the_disk(story, server_id, rounds):
     """Mark the disk and the memory; then each of ``rounds`` (HARD, SOFT, STOP_START): the
     guest boots again from its disk (mark kept, variable gone, uptime shorter than the
@@ -72,7 +56,7 @@ def assert_fresh_boots_keep_the_disk(story, server_id, rounds):
         chan.run(MARK.format(token=token), timeout=60)
     assert read_guest(story, server_id)["var"] == token
     for actions in rounds:
-        began, log = time.monotonic(), ComputeLog(server_id)
+        began, log = time.monotonic(), faults.ServiceLog("nova-compute", server_id)
         for action, status in actions:
             openstack("server", *action, server_id)
             wait_settled(story.demo, server_id, status, " ".join(action))
@@ -113,7 +97,7 @@ def assert_delete_releases_only_its_own(story, gone, staying, base_id):
 
 def rebuild(story, server_id, image_id):
     """``openstack server rebuild --image IMAGE``; return nova-compute's log of it."""
-    log = ComputeLog(server_id)
+    log = faults.ServiceLog("nova-compute", server_id)
     openstack("server", "rebuild", "--image", image_id, server_id)
     server = wait_settled(story.demo, server_id, "ACTIVE", "rebuild to " + image_id)
     assert server.image.id == image_id

@@ -1,8 +1,9 @@
 """Faults injected into the embedded stack's real parts, and what a fault may leave behind.
 
 Everything acts on cloud a: its services by PID (``kill``, ``stopped``), RabbitMQ
-(``restart_rabbitmq``), nova-compute's cloudlet cache (``tmpfs_over``), and reads what is
-left: libvirt domains, qemu-nbd processes, scratch entries, instance directories, ports.
+(``restart_rabbitmq``), nova-compute's cloudlet cache (``tmpfs_over``, ``evict_base``), and
+reads what is left: libvirt domains, qemu-nbd processes, scratch entries, instance
+directories, ports; and what a service logged (``ServiceLog``).
 """
 
 import contextlib
@@ -40,6 +41,39 @@ def cache_dir():
 
 def scratch_dir():
     return os.path.join(cache_dir(), "tmp")
+
+
+def evict_base(base_id):
+    """Remove base ``base_id`` from nova-compute's cache, as its LRU eviction would (refused
+    while a domain uses it)."""
+    from cloudlet_compute import bases
+    from cloudlet_compute.host import domains
+    conn = domains.connect()
+    try:
+        bases.BaseStore(cache_dir()).delete(base_id, conn)
+    finally:
+        conn.close()
+
+
+class ServiceLog:
+    """The lines a service of cloud a logged since this object was made (those naming
+    ``about`` only, if given)."""
+
+    def __init__(self, service, about=None):
+        self.path = stack_paths().log(service)
+        self.about, self.offset = about, os.path.getsize(self.path)
+
+    def lines(self):
+        with open(self.path, errors="replace") as f:
+            f.seek(self.offset)
+            return [line for line in f.read().splitlines()
+                    if self.about is None or self.about in line]
+
+    def count(self, text):
+        return sum(text in line for line in self.lines())
+
+    def says(self, text):
+        return self.count(text) > 0
 
 
 def kill(service):
