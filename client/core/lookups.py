@@ -1,5 +1,5 @@
 """Finding things by what the user typed: servers, cloudlet images, base VM images, flavors,
-networks, API extensions."""
+host aggregates, networks, API extensions."""
 
 import logging
 
@@ -93,6 +93,15 @@ def pick_flavor(conn, image, flavor=None):
         raise NotFoundError("no flavor has ram >= %d MiB and disk >= %d GiB for image %s; "
                             "pass --flavor" % (min_ram, min_disk, image.id))
     return min(fits, key=lambda f: (f.ram, f.disk, f.vcpus, f.name))
+
+
+def find_aggregate(conn, ref):
+    """The host aggregate named or identified by ``ref`` (listing them takes an admin)."""
+    with api_errors():
+        aggregate = conn.compute.find_aggregate(ref, ignore_missing=True)
+    if aggregate is None:
+        raise NotFoundError("no aggregate %r" % ref)
+    return aggregate
 
 
 def networks_arg(conn, network):
