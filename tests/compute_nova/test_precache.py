@@ -3,23 +3,50 @@ microversion 2.81: conductor -> compute manager -> ``CloudletDriver.cache_image`
 listing what each host caches (``GET /os-cloudlet-bases``), in-process with two computes.
 
 The base cache is real (the engine's store, a synthetic base in nova's fake Glance); nova's
-own image cache (``LibvirtDriver.cache_image``) is recorded, not run.
+own image cache (``LibvirtDriver.cache_image``) is recorded, not run. The clients' core
+(``client.core.bases``) reaches this nova through openstacksdk, as the command lines do.
 """
 
 import hashlib
 import os
+import types
 import uuid
 from unittest import mock
 
+import openstack.connection
+from keystoneauth1 import noauth
+from keystoneauth1 import session as ks_session
 from nova import context as nova_context
 from nova import objects
+from nova.tests import fixtures as nova_fixtures
 
 from bench import synthetic
+from client.core import bases as core_bases
+from client.core.errors import ApiError
 from cloudlet_api import cached_bases
+from cloudlet_compute.errors import NotFoundError
 from cloudlet_compute.nova import engine_adapter
 from cloudlet_compute.nova import glance as cloudlet_glance
 from cloudlet_compute.nova.exception import CloudletBaseUnavailable
 from tests.compute_nova import base
+
+
+def sdk_conn(base_url, user, roles, glance):
+    """An openstacksdk connection to the in-process nova as ``user`` with ``roles`` (nova's
+    test API authenticates by headers); its images are nova's fake Glance's."""
+    sess = ks_session.Session(auth=noauth.NoAuth(), additional_headers={
+        "X-Auth-User": user, "X-User-Id": user, "X-Auth-Project-Id": nova_fixtures.PROJECT_ID,
+        "X-Roles": ",".join(roles)})
+    conn = openstack.connection.Connection(session=sess, compute_endpoint_override=base_url)
+
+    def images(**query):   # what openstacksdk's image proxy gives: records with attributes
+        return [types.SimpleNamespace(properties=i.get("properties") or {},
+                                      **{k: i.get(k) for k in ("id", "name", "status")})
+                for i in glance.images.values()]
+
+    return types.SimpleNamespace(compute=conn.compute,
+                                 image=types.SimpleNamespace(images=images))
+
 
 REAL_ENGINE = {name: getattr(engine_adapter, name) for name in ("cached_base", "cache_base")}
 NOVA_CACHE_IMAGE = "nova.virt.libvirt.driver.LibvirtDriver.cache_image"
@@ -87,22 +114,30 @@ class PrecacheTest(base.CloudletTestBase):
 
     def test_precache_through_the_aggregate_api_list_the_hosts_and_refuse_a_broken_base(self):
         agg_id = self._aggregate("compute2")
-        plain = self.glance.image1["id"]
+        admin, member = (sdk_conn(self.api_fixture.base_url, user, roles, self.glance)
+                         for user, roles in (("admin", ["reader", "member", "admin"]),
+                                             ("fake", ["reader", "member"])))
+        # The clients' request (openstacksdk, nova's 2.81 aggregate image cache).
         with mock.patch(NOVA_CACHE_IMAGE, return_value=True) as nova_cache:
-            resp = self._cache(agg_id, self.disk_id, plain)
-        self.assertEqual(202, resp.status, resp.body)
-        # The whole base on compute2 only (disk and memory fetched once); nova's own cache
-        # got both images; compute1, not in the aggregate, got nothing.
+            answer = core_bases.cache_base(admin, self.base_id, "cloudlets", "hosts")
+        self.assertEqual((self.base_id, self.disk_id, "compute2"),
+                         (answer["base_id"], answer["image"], answer["hosts"]))
+        # The whole base on compute2 only (disk and memory fetched once), and the disk image
+        # in nova's own cache; compute1, not in the aggregate, got nothing.
         self.assertEqual([self.base_id], self._cached("compute2"))
         self.assertEqual([], self._cached("compute1"))
         self.assertEqual(sorted([self.disk_id, self.memory_id]), sorted(self.downloads))
-        self.assertEqual([self.disk_id, plain],
-                         [c.args[1] for c in nova_cache.call_args_list])
+        self.assertEqual([self.disk_id], [c.args[1] for c in nova_cache.call_args_list])
 
-        driver = self.computes["compute2"].driver
-        with mock.patch(NOVA_CACHE_IMAGE, return_value=False):
+        # A plain image is nova's alone; the cached base is not fetched again.
+        plain = self.glance.image1["id"]
+        with mock.patch(NOVA_CACHE_IMAGE, return_value=False) as nova_cache:
+            resp = self._cache(agg_id, plain)
+            self.assertEqual(202, resp.status, resp.body)
+            self.assertEqual([plain], [c.args[1] for c in nova_cache.call_args_list])
+            driver = self.computes["compute2"].driver
             self.assertFalse(driver.cache_image(self.admin_context(), self.disk_id))
-        self.assertEqual(2, len(self.downloads))                 # no second fetch
+        self.assertEqual(2, len(self.downloads))
 
         status, body = self._listing()
         self.assertEqual(200, status, body)
@@ -110,15 +145,25 @@ class PrecacheTest(base.CloudletTestBase):
             {"host": "compute1", "node": "compute1", "bases": [], "base_images": []},
             {"host": "compute2", "node": "compute2", "bases": [self.base_id],
              "base_images": [self.disk_id]}], body["hosts"])
+        self.assertEqual([{"host": "compute1", "base_id": None, "name": None},
+                          {"host": "compute2", "base_id": self.base_id, "name": "syn-disk"}],
+                         core_bases.cached_bases(admin))
 
-        # Not an admin: nova's 403 for the pre-cache, ours for the listing.
+        # Not an admin: nova's 403 for the pre-cache, ours for the listing; one line each.
         resp = self._cache(agg_id, self.disk_id, api=self.api)
         self.assertEqual(403, resp.status, resp.body)
         status, body = self._listing(api=self.api)
         self.assertEqual(403, status, body)
-        self.assertIn("os_compute_api:os-cloudlet:hosts", str(body))
+        with self.assertRaisesRegex(ApiError, r"^Policy doesn't allow "
+                                    r"os_compute_api:os-aggregates:\w+ to be performed"):
+            core_bases.cache_base(member, self.base_id, "cloudlets", "hosts")
+        with self.assertRaisesRegex(ApiError, r"^Policy doesn't allow os_compute_api:"
+                                    r"os-cloudlet:hosts to be performed. \(HTTP 403\)$"):
+            core_bases.cached_bases(member)
+        with self.assertRaisesRegex(NotFoundError, "^no aggregate 'far'$"):
+            core_bases.cache_base(admin, self.base_id, "far", "hosts")
 
-        # (One nova for both checks: each boot takes seconds.)
+        # (One nova for these checks: each boot takes seconds.)
         self._a_base_whose_memory_image_is_gone_is_refused_with_the_reason()
 
     def _a_base_whose_memory_image_is_gone_is_refused_with_the_reason(self):
