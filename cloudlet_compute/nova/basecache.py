@@ -5,6 +5,7 @@ The cache is the engine's base store under ``[cloudlet] cache_dir``; it lives on
 it survives a nova-compute restart. Fetching takes a per-base lock: concurrent spawns of
 one base download it once. The engine builds a base in ``tmp/`` and renames it into place,
 so a base is complete or absent; a failed fetch leaves nothing and the next spawn retries.
+nova's image pre-caching fetches a base the same way ahead of its first use (``precache``).
 
 Eviction never removes a base that a spawn is using (``ensure`` pins it for its holder
 until ``release``) or that a domain on the host uses, running or only defined. Each base
