@@ -46,6 +46,8 @@ setup(
             "cloudlet_base_list = client.osc.base:ListBase",
             "cloudlet_base_create = client.osc.base:CreateBase",
             "cloudlet_base_resume = client.osc.base:ResumeBase",
+            "cloudlet_base_cache = client.osc.base:CacheBase",
+            "cloudlet_base_hosts = client.osc.base:ListBaseHosts",
             "cloudlet_overlay_create = client.osc.overlay:CreateOverlay",
             "cloudlet_overlay_list = client.osc.overlay:ListOverlay",
             "cloudlet_overlay_download = client.osc.overlay:DownloadOverlay",

@@ -74,6 +74,15 @@ def cmd_create_base(args, conn):
     _print(args, bases.create_base(conn, args.server, args.name, args.wait, args.timeout))
 
 
+def cmd_cache_base(args, conn):
+    _print(args, bases.cache_base(conn, args.base_image, args.aggregate,
+                                  "%s list-base-hosts" % PROG))
+
+
+def cmd_list_base_hosts(args, conn):
+    _print(args, bases.cached_bases(conn), bases.HOST_COLUMNS)
+
+
 def cmd_create_overlay(args, conn):
     _print(args, overlays.create_overlay(conn, args.server, args.name, args.wait,
                                          args.timeout))
@@ -138,6 +147,13 @@ def build_parser():
     options.add_server(p, CLI)
     options.add_name(p, CLI, "image name prefix")
     options.add_wait(p, CLI)
+    p = command("cache-base", cmd_cache_base,
+                "pre-cache a base VM on the compute hosts of an aggregate (admin; nova's "
+                "image cache)")
+    options.add_base_ref(p, CLI, "base_image")
+    options.add_aggregate(p, CLI)
+    command("list-base-hosts", cmd_list_base_hosts,
+            "list the base VMs each compute host caches (admin)")
     p = command("create-overlay", cmd_create_overlay,
                 "build the VM overlay of a server resumed from a base VM "
                 "(action cloudlet-overlay-finish)")

@@ -6,6 +6,7 @@ configuration only: ``api-paste.ini`` points ``[app:osapi_compute_app_v21]`` at
 cloudlet server actions and lists ``os-cloudlet`` in ``GET /extensions``.
 
 Modules: ``router`` (the paste app), ``cloudlet`` (the controller: server actions),
+``cached_bases`` (``GET /os-cloudlet-bases``: the bases each host caches),
 ``schemas/cloudlet`` (request and response JSON schemas), ``policies/cloudlet`` (oslo.policy
 defaults), ``glance`` (the Glance model of base VMs and overlays), ``rpcapi`` (casts to the
 ``cloudlet`` RPC namespace of nova-compute). See ``doc/nova-integration.md``.

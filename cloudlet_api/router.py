@@ -9,7 +9,9 @@ Nova 34 builds its routes from the static ``ROUTE_LIST``; every (path, method) p
 its own ``wsgi.Resource``. After nova has built them, this router registers the cloudlet
 actions on the resource behind ``POST /servers/{id}/action``, makes ``POST /servers`` check
 ``overlay_url`` metadata against the overlay fetch policy first, and swaps the resource behind
-``GET /extensions[/{id}]`` for one that also lists ``os-cloudlet``. Nothing else changes.
+``GET /extensions[/{id}]`` for one that also lists ``os-cloudlet``; it adds one resource of
+its own, ``GET /os-cloudlet-bases`` (:mod:`cloudlet_api.cached_bases`), through nova's
+``custom_routes``. Nothing else changes.
 The nova internals used here are pinned by ``tests/compute_nova/test_contract.py``.
 """
 
@@ -20,6 +22,7 @@ from nova.api.openstack.compute import routes
 from nova.api.openstack import wsgi
 from nova.policies import extensions as ext_policies
 
+from cloudlet_api import cached_bases
 from cloudlet_api import cloudlet
 from cloudlet_api import servers
 
@@ -56,10 +59,11 @@ def _routes_for(mapper, path, method):
 
 
 class APIRouter(routes.APIRouterV21):
-    """nova's ``APIRouterV21`` plus the ``os-cloudlet`` server actions and extension."""
+    """nova's ``APIRouterV21`` plus the ``os-cloudlet`` server actions, extension and
+    ``GET /os-cloudlet-bases``."""
 
     def __init__(self, custom_routes=None):
-        super().__init__(custom_routes)
+        super().__init__(tuple(custom_routes or ()) + cached_bases.ROUTES)
         actions = cloudlet.CloudletController()
         resources = {id(r.defaults['controller']): r.defaults['controller']
                      for r in _routes_for(self.map, SERVER_ACTION_PATH, 'POST')}

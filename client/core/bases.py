@@ -2,7 +2,7 @@
 naming the other three (and, for a direct-kernel-boot guest, its kernel and ramdisk images by
 nova's ``kernel_id``/``ramdisk_id``). List, import (a ``cloudlet base export`` package),
 export, resume (a server from the base), create (``cloudlet-base`` on a running server),
-delete."""
+delete; pre-cache on the hosts of an aggregate, and list what each host caches."""
 
 import logging
 import math
@@ -11,7 +11,7 @@ import shutil
 import tempfile
 
 from client.core import lookups, waiting
-from client.core.errors import api_errors
+from client.core.errors import api_errors, check_response
 from client.core.sessions import server_action
 from client.core.transfer import download_image, upload_image
 from client.core.waiting import DEFAULT_TIMEOUT
@@ -24,6 +24,10 @@ from cloudlet_compute.progress import NullProgress
 
 LOG = logging.getLogger(__name__)
 BASE_ACTION = "cloudlet-base"
+# nova's image pre-caching: POST /os-aggregates/{id}/images since this microversion.
+PRECACHE_MICROVERSION = "2.81"
+CACHED_BASES_PATH = "/os-cloudlet-bases"
+HOST_COLUMNS = ("host", "base_id", "name")     # the rows of ``cached_bases``
 # Glance refuses longer property values (os_command_line).
 MAX_PROPERTY = 255
 
@@ -246,3 +250,38 @@ def delete_base(conn, image_id):
                 boot_image_ids(conn, disk).values()):
             conn.image.delete_image(linked_id, ignore_missing=True)
         conn.image.delete_image(image_id)
+
+
+def cache_base(conn, ref, aggregate, listing_command):
+    """Ask nova to pre-cache base VM ``ref`` on the hosts of aggregate ``aggregate`` (name
+    or ID): ``POST /os-aggregates/{id}/images`` with its disk image; each nova-compute then
+    fetches the whole base in the background (best effort). ``listing_command`` is how the
+    user's command line shows the outcome."""
+    image = lookups.find_image(conn, ref, model.BASE_DISK)
+    found = lookups.find_aggregate(conn, aggregate)
+    with api_errors():
+        resp = conn.compute.post("/os-aggregates/%s/images" % found.id,
+                                 json={"cache": [{"id": image.id}]},
+                                 microversion=PRECACHE_MICROVERSION, raise_exc=False)
+    check_response(resp)
+    return {"base_id": (image.properties or {}).get(model.PROPERTY_BASE_ID),
+            "image": image.id, "aggregate": found.name,
+            "hosts": ",".join(sorted(found.hosts or ())),
+            "status": "accepted: the hosts fetch it in the background; `%s` lists it once "
+                      "they report it (within a minute)" % listing_command}
+
+
+def cached_bases(conn):
+    """What each compute host caches (``GET /os-cloudlet-bases``, admin): one row per host
+    and base, most recently used first, named by its base disk image where the user sees
+    one; a host that caches nothing is one row without a base."""
+    with api_errors():
+        resp = conn.compute.get(CACHED_BASES_PATH, raise_exc=False)
+    hosts = check_response(resp).json()["hosts"]
+    names = {}
+    for image in lookups.images_of_type(conn, model.BASE_DISK):
+        base_id = (image.properties or {}).get(model.PROPERTY_BASE_ID)
+        if base_id:
+            names.setdefault(base_id, image.name)
+    return [{"host": host["host"], "base_id": base_id, "name": names.get(base_id)}
+            for host in hosts for base_id in (host["bases"] or [None])]

@@ -1,5 +1,5 @@
 """Finding things by what the user typed: servers, cloudlet images, base VM images, flavors,
-networks, API extensions."""
+host aggregates, networks, API extensions."""
 
 import logging
 
@@ -12,13 +12,18 @@ LOG = logging.getLogger(__name__)
 NETWORK_KEYWORDS = ("auto", "none")
 
 
+def _find(find, ref, what):
+    """``find(ref)`` (an SDK ``find_*``), or NotFoundError ``no WHAT 'REF'``."""
+    with api_errors():
+        found = find(ref, ignore_missing=True)
+    if found is None:
+        raise NotFoundError("no %s %r" % (what, ref))
+    return found
+
+
 def find_server(conn, ref):
     """The server named or identified by ``ref``."""
-    with api_errors():
-        server = conn.compute.find_server(ref, ignore_missing=True)
-    if server is None:
-        raise NotFoundError("no server %r" % ref)
-    return server
+    return _find(conn.compute.find_server, ref, "server")
 
 
 def images_of_type(conn, image_type, base_id=None, **query):
@@ -75,12 +80,9 @@ def find_image(conn, ref, image_type):
 def pick_flavor(conn, image, flavor=None):
     """The flavor to boot base disk ``image`` with: ``flavor`` if given, else the smallest
     flavor with ``ram >= min_ram`` and ``disk >= min_disk`` (the original matched exactly)."""
+    if flavor:
+        return _find(conn.compute.find_flavor, flavor, "flavor")
     with api_errors():
-        if flavor:
-            found = conn.compute.find_flavor(flavor, ignore_missing=True)
-            if found is None:
-                raise NotFoundError("no flavor %r" % flavor)
-            return found
         flavors = list(conn.compute.flavors())
     min_ram, min_disk = image.min_ram or 0, image.min_disk or 0
     if not min_ram:
@@ -95,15 +97,16 @@ def pick_flavor(conn, image, flavor=None):
     return min(fits, key=lambda f: (f.ram, f.disk, f.vcpus, f.name))
 
 
+def find_aggregate(conn, ref):
+    """The host aggregate named or identified by ``ref`` (listing them takes an admin)."""
+    return _find(conn.compute.find_aggregate, ref, "aggregate")
+
+
 def networks_arg(conn, network):
     """The ``networks`` of ``POST /servers`` for ``network`` (name, id or a keyword)."""
     if network in NETWORK_KEYWORDS:
         return network
-    with api_errors():
-        found = conn.network.find_network(network, ignore_missing=True)
-    if found is None:
-        raise NotFoundError("no network %r" % network)
-    return [{"uuid": found.id}]
+    return [{"uuid": _find(conn.network.find_network, network, "network").id}]
 
 
 def list_extensions(conn, name=None):

@@ -69,6 +69,12 @@ def add_base_ref(parser, style, dest):
     _add(parser, style, dest, "base", BASE_REF_HELP)
 
 
+def add_aggregate(parser, style):
+    """``--aggregate`` (required): the host aggregate whose hosts a command acts on."""
+    _add(parser, style, "--aggregate", "aggregate", "host aggregate (name or ID) whose "
+                                                    "compute hosts get it", required=True)
+
+
 def add_overlay_source(parser, style):
     """Where a synthesis's overlay is: the positional URL, or ``--overlay-image``."""
     _add(parser, style, "overlay_url", "overlay-url",

@@ -1,4 +1,4 @@
-"""``openstack cloudlet base import|export|list|create|resume``."""
+"""``openstack cloudlet base import|export|list|create|resume|cache|hosts``."""
 
 from osc_lib.command import command
 
@@ -80,3 +80,25 @@ class ResumeBase(common.CloudletMixin, command.ShowOne):
         a = parsed_args
         return common.as_show(bases.resume_base(self.conn, a.base, a.name, a.flavor,
                                                 a.network, a.wait, a.timeout))
+
+
+class CacheBase(common.CloudletMixin, command.ShowOne):
+    """Pre-cache a base VM on the compute hosts of an aggregate (admin; nova's image cache)"""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        options.add_base_ref(parser, OSC, "base")
+        options.add_aggregate(parser, OSC)
+        return parser
+
+    def run_action(self, parsed_args):
+        return common.as_show(bases.cache_base(self.conn, parsed_args.base,
+                                               parsed_args.aggregate,
+                                               "openstack cloudlet base hosts"))
+
+
+class ListBaseHosts(common.CloudletMixin, command.Lister):
+    """List the base VMs each compute host caches (admin)"""
+
+    def run_action(self, parsed_args):
+        return common.as_list(bases.cached_bases(self.conn), bases.HOST_COLUMNS)

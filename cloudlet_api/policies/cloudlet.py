@@ -1,4 +1,4 @@
-"""Policy defaults for the ``os-cloudlet`` server actions.
+"""Policy defaults for the ``os-cloudlet`` server actions and ``GET /os-cloudlet-bases``.
 
 Nova's enforcer only knows the rules nova registers itself, so :func:`register` adds ours
 to it the first time an action is authorized (and again after the enforcer is reset).
@@ -39,6 +39,13 @@ cloudlet_policies = [
         operations=[{'method': 'POST',
                      'path': '/servers/{server_id}/action (cloudlet-handoff)'}],
         scope_types=['project']),
+    policy.DocumentedRuleDefault(
+        name=POLICY_ROOT % 'hosts',
+        check_str=base.ADMIN,
+        description="List the cloudlet base VMs each compute host caches (from the compute "
+                    "nodes' stats)",
+        operations=[{'method': 'GET', 'path': '/os-cloudlet-bases'}],
+        scope_types=['project']),
 ]
 
 
@@ -58,8 +65,10 @@ def register():
         LOG.debug("registered %d cloudlet policy defaults", len(missing))
 
 
-def authorize(context, action, instance):
-    """``context.can`` on ``os_compute_api:os-cloudlet:<action>`` for ``instance``."""
+def authorize(context, action, instance=None):
+    """``context.can`` on ``os_compute_api:os-cloudlet:<action>`` for ``instance`` (or for
+    no one's resource)."""
     register()
-    context.can(POLICY_ROOT % action,
-                target={'user_id': instance.user_id, 'project_id': instance.project_id})
+    target = {} if instance is None else {'user_id': instance.user_id,
+                                          'project_id': instance.project_id}
+    context.can(POLICY_ROOT % action, target=target)

@@ -86,3 +86,34 @@ cloudlet_handoff_response = {
     'required': ['handoff'],
     'additionalProperties': False,
 }
+
+# GET /os-cloudlet-bases: no query parameters.
+cached_bases_query = {
+    'type': 'object',
+    'properties': {},
+    'additionalProperties': False,
+}
+
+_id_list = {'type': 'array', 'items': {'type': 'string'}}
+
+cached_bases_response = {
+    'type': 'object',
+    'properties': {
+        'hosts': {
+            'type': 'array',
+            'items': {
+                'type': 'object',
+                'properties': {
+                    'host': {'type': ['string', 'null']},
+                    'node': {'type': ['string', 'null']},
+                    'bases': _id_list,
+                    'base_images': _id_list,
+                },
+                'required': ['host', 'node', 'bases', 'base_images'],
+                'additionalProperties': False,
+            },
+        },
+    },
+    'required': ['hosts'],
+    'additionalProperties': False,
+}

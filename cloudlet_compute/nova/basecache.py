@@ -5,6 +5,7 @@ The cache is the engine's base store under ``[cloudlet] cache_dir``; it lives on
 it survives a nova-compute restart. Fetching takes a per-base lock: concurrent spawns of
 one base download it once. The engine builds a base in ``tmp/`` and renames it into place,
 so a base is complete or absent; a failed fetch leaves nothing and the next spawn retries.
+nova's image pre-caching fetches a base the same way ahead of its first use (``precache``).
 
 Eviction never removes a base that a spawn is using (``ensure`` pins it for its holder
 until ``release``) or that a domain on the host uses, running or only defined. Each base
@@ -21,6 +22,7 @@ import time
 
 from oslo_concurrency import lockutils
 from oslo_log import log as logging
+from oslo_utils import uuidutils
 
 from nova import exception
 from nova.image import glance as nova_glance
@@ -64,15 +66,35 @@ class BaseCache:
     def ensure(self, context, holder, base_id, disk_image_id, memory_image_id, name=None):
         """Return base ``base_id``, fetching its disk and memory images from Glance if
         this host lacks it; the base stays pinned for ``holder`` until :meth:`release`."""
+        return self._ensure(context, holder, base_id, disk_image_id, memory_image_id,
+                            name)[0]
+
+    def precache(self, context, base_id, disk_image_id, memory_image_id):
+        """Fetch base ``base_id`` ahead of its first use unless this host has it (nova's
+        image pre-caching); return whether it was fetched. It is pinned only while it is
+        fetched, and then counts for eviction as if a spawn had used it."""
+        holder = 'precache-%s' % uuidutils.generate_uuid()
+        try:
+            fetched = self._ensure(context, holder, base_id, disk_image_id,
+                                   memory_image_id)[1]
+        finally:
+            self.release(holder)
+        LOG.info("pre-cache of base VM %s (image %s): %s", base_id, disk_image_id,
+                 "fetched from Glance" if fetched else "already cached")
+        return fetched
+
+    def _ensure(self, context, holder, base_id, disk_image_id, memory_image_id, name=None):
+        """``(base, whether it was fetched now)``, pinned for ``holder``."""
         self.pin(holder, base_id)
         try:
             with lockutils.lock('cloudlet-base-%s' % base_id):
                 base = engine_adapter.cached_base(self.store, base_id)
-                if base is None:
+                fetched = base is None
+                if fetched:
                     base = self._fetch(context, base_id, disk_image_id, memory_image_id,
                                        name)
                 self.record_use(base, disk_image_id)
-                return base
+                return base, fetched
         except BaseException:
             self.release(holder)
             raise

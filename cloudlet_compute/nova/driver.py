@@ -136,6 +136,20 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
         data['stats'] = dict(data.get('stats') or {}, **self.bases.stats())
         return data
 
+    def cache_image(self, context, image_id):
+        """nova's image pre-caching (``POST /os-aggregates/{id}/images``): the image into
+        nova's image cache; a base disk image first brings its whole base VM (disk, memory
+        image, indexes) into the base cache. True if anything was fetched."""
+        props = self._image_api.get(context, image_id).get('properties') or {}
+        fetched = False
+        if props.get(glance.PROPERTY_TYPE) == glance.BASE_DISK:
+            if not props.get(glance.PROPERTY_BASE_ID):
+                raise CloudletTaskFailed(task='pre-cache', reason="image %s has no %s "
+                                         "property" % (image_id, glance.PROPERTY_BASE_ID))
+            fetched = self.bases.precache(context, props[glance.PROPERTY_BASE_ID], image_id,
+                                          props.get(glance.BASE_MEMORY))
+        return super().cache_image(context, image_id) or fetched
+
     # --- spawn: resume base / synthesis ----------------------------------------------
     def spawn(self, context, instance, image_meta, injected_files,
               admin_password, allocations, network_info=None,

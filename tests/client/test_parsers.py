@@ -31,6 +31,10 @@ def parse(*argv):
     (["create-base", "srv", "new-base", "--wait"],
      {"func": cloudlet_client.cmd_create_base, "server": "srv", "name": "new-base",
       "wait": True}),
+    (["cache-base", "ubuntu-disk", "--aggregate", "edge"],
+     {"func": cloudlet_client.cmd_cache_base, "base_image": "ubuntu-disk",
+      "aggregate": "edge"}),
+    (["list-base-hosts"], {"func": cloudlet_client.cmd_list_base_hosts}),
     (["create-overlay", "srv", "app"],
      {"func": cloudlet_client.cmd_create_overlay, "server": "srv", "name": "app",
       "wait": False}),
@@ -72,6 +76,7 @@ def test_os_cloud_defaults_to_env(monkeypatch):
 
 
 @pytest.mark.parametrize("argv", [[], ["resume-base", "only-one"], ["download", "x"],
+                                  ["cache-base", "ubuntu-disk"],
                                   ["synthesis"], ["nonsense"], ["handoff", "srv"],
                                   ["handoff", "srv", "other-cloud"],
                                   ["handoff", "srv", "--dest-cloud", "c", "--residue", "r"],
@@ -111,6 +116,15 @@ class TestOscParsers(base.TestCommand):
                           ["ub-disk", "vm", "--flavor", "f", "--network", "none"],
                           [("base", "ub-disk"), ("name", "vm"), ("flavor", "f"),
                            ("network", "none"), ("wait", False), ("timeout", 600)])
+
+    def test_base_cache(self):
+        self.check_parser(self._cmd(osc_base.CacheBase), ["ub-disk", "--aggregate", "edge"],
+                          [("base", "ub-disk"), ("aggregate", "edge")])
+        self.assertRaises(base.ParserException, self.check_parser,
+                          self._cmd(osc_base.CacheBase), ["ub-disk"], [])
+
+    def test_base_hosts(self):
+        self.check_parser(self._cmd(osc_base.ListBaseHosts), [], [])
 
     def test_overlay_create(self):
         self.check_parser(self._cmd(osc_overlay.CreateOverlay),
@@ -159,6 +173,8 @@ def test_osc_entry_points():
         "cloudlet_base_list": osc_base.ListBase,
         "cloudlet_base_create": osc_base.CreateBase,
         "cloudlet_base_resume": osc_base.ResumeBase,
+        "cloudlet_base_cache": osc_base.CacheBase,
+        "cloudlet_base_hosts": osc_base.ListBaseHosts,
         "cloudlet_overlay_create": osc_overlay.CreateOverlay,
         "cloudlet_overlay_list": osc_overlay.ListOverlay,
         "cloudlet_overlay_download": osc_overlay.DownloadOverlay,

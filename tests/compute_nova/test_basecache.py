@@ -175,3 +175,25 @@ def test_lru_eviction_under_the_quota_spares_bases_in_use(cache, tmp_path, caplo
     stats = cache.stats()
     assert stats[basecache.STAT_BASES].split(",") == [d.id, a.id, b.id]   # newest first
     assert stats[basecache.STAT_IMAGES].split(",") == ["disk-4", "disk-1", "disk-2"]
+
+
+def test_precache_fetches_the_whole_base_once_and_pins_it_only_meanwhile(cache, caplog):
+    caplog.set_level(logging.INFO, logger=basecache.__name__)
+    base_id, disk_id, memory_id = publish(cache.glance, 5)
+    assert cache.precache(None, base_id, disk_id, memory_id) is True
+    assert cache.glance.downloads == [disk_id, memory_id] and cache._pins == {}
+    base = bases.BaseVM(os.path.join(cache.store.bases_dir, base_id))
+    for path in (base.disk_path, base.memory_path, base.disk_digests_path,
+                 os.path.join(base.path, "memory.pages")):
+        assert os.path.getsize(path) > 0, path
+    assert cache.stats() == {basecache.STAT_BASES: base_id, basecache.STAT_IMAGES: disk_id}
+    assert "pre-cache of base VM %s (image %s): fetched" % (base_id, disk_id) in caplog.text
+
+    assert cache.precache(None, base_id, disk_id, memory_id) is False   # no second fetch
+    assert cache.glance.downloads == [disk_id, memory_id]
+    assert "already cached" in caplog.text
+
+    other_id, other_disk, _memory = publish(cache.glance, 6)
+    with pytest.raises(CloudletBaseUnavailable, match="image memory-gone is gone"):
+        cache.precache(None, other_id, other_disk, "memory-gone")
+    assert cached_ids(cache) == {base_id} and cache._pins == {}

@@ -94,6 +94,17 @@ def test_libvirt_driver_hooks():
         libvirt_driver.LibvirtDriver._create_guest_with_network)
 
 
+def test_image_pre_caching_reaches_the_driver_and_host_api_lists_compute_nodes():
+    """``POST /os-aggregates/{id}/images`` ends in ``driver.cache_image`` (True: fetched);
+    ``GET /os-cloudlet-bases`` reads the compute nodes through ``HostAPI``."""
+    assert params(virt_driver.ComputeDriver.cache_image) == ["self", "context", "image_id"]
+    src = inspect.getsource(compute_manager.ComputeManager.cache_images)
+    assert "cached = self.driver.cache_image(context, image_id)" in src
+    from nova.compute import api as compute_api
+    assert params(compute_api.HostAPI.compute_node_get_all) == [
+        "self", "context", "limit", "marker"]
+
+
 def test_compute_manager_builds_endpoints_before_the_driver():
     init = inspect.getsource(compute_manager.ComputeManager.__init__)
     assert "self.additional_endpoints" in init
