@@ -26,10 +26,11 @@ def cloudlet_client(*args, check=True, timeout=600, env=None):
     return _run(client_argv(*args), check, timeout, env)
 
 
-def openstack(*args, check=True, timeout=600, env=None):
-    """Run ``openstack --os-cloud cloudlet-demo ARGS``; return the CompletedProcess."""
-    return _run([os.path.join(BIN, "openstack"), "--os-cloud", CLOUD] + [str(a) for a in args],
-                check, timeout, env)
+def openstack(*args, check=True, timeout=600, env=None, os_cloud=CLOUD):
+    """Run ``openstack --os-cloud cloudlet-demo ARGS`` (or as ``os_cloud``); return the
+    CompletedProcess."""
+    return _run([os.path.join(BIN, "openstack"), "--os-cloud", os_cloud]
+                + [str(a) for a in args], check, timeout, env)
 
 
 def _run(argv, check, timeout, env):

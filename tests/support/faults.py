@@ -44,13 +44,16 @@ def scratch_dir():
 
 
 def evict_base(base_id):
-    """Remove base ``base_id`` from nova-compute's cache, as its LRU eviction would (refused
-    while a domain uses it)."""
+    """Remove base ``base_id`` from nova-compute's cache if it is there, as its LRU eviction
+    would (refused while a domain uses it)."""
     from cloudlet_compute import bases
     from cloudlet_compute.host import domains
+    store = bases.BaseStore(cache_dir())
+    if base_id not in {base.id for base in store.list()}:
+        return
     conn = domains.connect()
     try:
-        bases.BaseStore(cache_dir()).delete(base_id, conn)
+        store.delete(base_id, conn)
     finally:
         conn.close()
 
