@@ -21,6 +21,7 @@ JSON on stdout (also ``.state/bench/concurrent_synthesis.json``), a table on std
 """
 
 import argparse
+import contextlib
 import os
 import resource
 import sys
@@ -104,7 +105,8 @@ def _round(nova, conn, base_disk, base_id, overlay_id, expected, kind, n):
 
 
 def produce():
-    stack.up(cloudlet=True)
+    with contextlib.redirect_stdout(sys.stderr):    # stdout is the JSON document's
+        stack.up(cloudlet=True)
     conn = domains.connect()
     doc, t_start = start_doc("concurrent_synthesis", conn)
     story = storymod.Story(conn, tempfile.mkdtemp(prefix="conc-", dir=state_dir()), "bconc")
